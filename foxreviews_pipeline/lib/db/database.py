@@ -1,0 +1,41 @@
+"""The data database as the rest of the code sees it: a URL, migrated before first use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from foxreviews_pipeline.lib.db.migrations import migrate
+from foxreviews_pipeline.lib.db.server import data_database_url, ensure_database
+from foxreviews_pipeline.lib.settings import Settings
+
+_ready: set[str] = set()
+_lock = threading.Lock()
+
+
+def ready_database_url(settings: Settings) -> str:
+    """Resolve the data database (starting the embedded server if needed), create it if it
+    does not exist and apply pending migrations; done once per process."""
+    url = data_database_url(settings)
+    prepare(url)
+    return url
+
+
+def prepare(url: str) -> None:
+    with _lock:
+        if url in _ready:
+            return
+        ensure_database(url)
+        migrate(url)
+        _ready.add(url)
+
+
+@contextmanager
+def transaction(url: str) -> Iterator[psycopg.Connection]:
+    """A connection inside one transaction: committed on success, rolled back on error."""
+    with psycopg.connect(url, application_name="foxreviews") as conn:
+        with conn.transaction():
+            yield conn

@@ -1,0 +1,156 @@
+"""The one place that reads the environment.
+
+Every setting of SPEC §4 is read and validated here, once, so that a wrong value fails at
+start-up with a message naming the variable instead of deep inside a run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+SOURCES = ("sample", "api", "stock")
+DEFAULT_INSEE_BASE_URL = "https://api.insee.fr/api-sirene/3.11"
+
+# The folder holding pyproject.toml, dagster.yaml and sql/ (an editable install runs from it).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigurationError(ValueError):
+    """A setting has a value the platform cannot work with; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    home: Path
+    sirene_source: str
+    insee_api_key: str | None
+    insee_base_url: str
+    insee_requests_per_minute: int
+    upload_dir: Path
+    stock_path: Path | None
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    def __repr__(self) -> str:  # the API key and the database password stay out of logs
+        return (
+            f"Settings(database={'embedded' if self.database_url is None else redact_url(self.database_url)}, "
+            f"home={self.home}, sirene_source={self.sirene_source!r}, "
+            f"insee_api_key={'set' if self.insee_api_key else 'unset'}, "
+            f"insee_base_url={self.insee_base_url!r}, "
+            f"insee_requests_per_minute={self.insee_requests_per_minute}, upload_dir={self.upload_dir})"
+        )
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _validate_database_url(value: str) -> str:
+    parts = urlsplit(value)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"FOXREVIEWS_DATABASE_URL must be a postgresql:// URL, got scheme {parts.scheme!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise ConfigurationError(f"FOXREVIEWS_DATABASE_URL has a malformed port: {exc}") from None
+    database = parts.path.lstrip("/")
+    if not database or "/" in database:
+        raise ConfigurationError(
+            "FOXREVIEWS_DATABASE_URL must name a database, e.g. postgresql://user@host:5432/foxreviews"
+        )
+    return value
+
+
+def _validate_http_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{name} must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    home = Path(get("FOXREVIEWS_HOME") or PROJECT_ROOT / ".foxreviews").expanduser()
+    if not home.is_absolute():
+        home = (PROJECT_ROOT / home).resolve()
+
+    database_url = get("FOXREVIEWS_DATABASE_URL")
+    if database_url is not None:
+        database_url = _validate_database_url(database_url)
+
+    source = (get("FOXREVIEWS_SIRENE_SOURCE") or "sample").lower()
+    if source not in SOURCES:
+        raise ConfigurationError(
+            f"FOXREVIEWS_SIRENE_SOURCE must be one of {', '.join(SOURCES)}, got {source!r}"
+        )
+
+    api_key = get("FOXREVIEWS_INSEE_API_KEY")
+    if source == "api" and api_key is None:
+        raise ConfigurationError(
+            "FOXREVIEWS_INSEE_API_KEY is required when FOXREVIEWS_SIRENE_SOURCE=api "
+            "(get a key on portail-api.insee.fr)"
+        )
+
+    base_url = _validate_http_url(
+        "FOXREVIEWS_INSEE_BASE_URL", get("FOXREVIEWS_INSEE_BASE_URL") or DEFAULT_INSEE_BASE_URL
+    )
+
+    rpm_raw = get("FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE") or "30"
+    try:
+        rpm = int(rpm_raw)
+    except ValueError:
+        rpm = 0
+    if not 1 <= rpm <= 10_000:
+        raise ConfigurationError(
+            f"FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE must be a whole number from 1 to 10000, got {rpm_raw!r}"
+        )
+
+    upload_raw = get("FOXREVIEWS_UPLOAD_DIR")
+    upload_dir = Path(upload_raw).expanduser() if upload_raw else home / "uploads"
+    if not upload_dir.is_absolute():
+        upload_dir = (PROJECT_ROOT / upload_dir).resolve()
+
+    stock_raw = get("FOXREVIEWS_SIRENE_STOCK_PATH")
+    stock_path = Path(stock_raw).expanduser() if stock_raw else None
+    if source == "stock" and stock_path is None:
+        raise ConfigurationError(
+            "FOXREVIEWS_SIRENE_STOCK_PATH is required when FOXREVIEWS_SIRENE_SOURCE=stock "
+            "(a StockEtablissement .zip, .csv or .parquet file)"
+        )
+
+    return Settings(
+        database_url=database_url,
+        home=home,
+        sirene_source=source,
+        insee_api_key=api_key,
+        insee_base_url=base_url,
+        insee_requests_per_minute=rpm,
+        upload_dir=upload_dir,
+        stock_path=stock_path,
+    )
+
+
+def load_dotenv_file() -> None:
+    """Apply a `.env` beside dagster.yaml (never overriding the real environment)."""
+    from dotenv import load_dotenv
+
+    load_dotenv(PROJECT_ROOT / ".env", override=False)

@@ -1,0 +1,91 @@
+import subprocess
+import sys
+
+import pytest
+
+from foxreviews_pipeline.lib.settings import ConfigurationError, load_settings, redact_url
+
+
+def test_defaults_are_the_embedded_sample_platform():
+    settings = load_settings({})
+    assert settings.uses_embedded_database
+    assert settings.sirene_source == "sample"
+    assert settings.insee_requests_per_minute == 30
+    assert settings.insee_base_url == "https://api.insee.fr/api-sirene/3.11"
+    assert settings.upload_dir == settings.home / "uploads"
+    assert settings.home.name == ".foxreviews"
+
+
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"FOXREVIEWS_SIRENE_SOURCE": "ftp"}, "FOXREVIEWS_SIRENE_SOURCE"),
+        ({"FOXREVIEWS_DATABASE_URL": "mysql://root@localhost/x"}, "FOXREVIEWS_DATABASE_URL"),
+        ({"FOXREVIEWS_DATABASE_URL": "postgresql://u@h:notaport/db"}, "FOXREVIEWS_DATABASE_URL"),
+        ({"FOXREVIEWS_DATABASE_URL": "postgresql://u@h:5432"}, "FOXREVIEWS_DATABASE_URL"),
+        ({"FOXREVIEWS_SIRENE_SOURCE": "api"}, "FOXREVIEWS_INSEE_API_KEY"),
+        ({"FOXREVIEWS_INSEE_BASE_URL": "api.insee.fr"}, "FOXREVIEWS_INSEE_BASE_URL"),
+        ({"FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE": "fast"}, "FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE"),
+        ({"FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE": "0"}, "FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE"),
+        ({"FOXREVIEWS_SIRENE_SOURCE": "stock"}, "FOXREVIEWS_SIRENE_STOCK_PATH"),
+    ],
+)
+def test_wrong_values_name_the_variable(env, variable):
+    with pytest.raises(ConfigurationError) as excinfo:
+        load_settings(env)
+    message = str(excinfo.value)
+    assert variable in message
+    assert "\n" not in message
+
+
+def test_secrets_never_show_in_the_settings_repr():
+    settings = load_settings(
+        {
+            "FOXREVIEWS_SIRENE_SOURCE": "api",
+            "FOXREVIEWS_INSEE_API_KEY": "s3cr3t-key",
+            "FOXREVIEWS_DATABASE_URL": "postgresql://app:hunter2@db.example:5432/fox",
+        }
+    )
+    text = repr(settings)
+    assert "s3cr3t-key" not in text and "hunter2" not in text
+    assert redact_url("postgresql://app:hunter2@db:5432/fox") == "postgresql://app:***@db:5432/fox"
+
+
+def _cli(args, env):
+    return subprocess.run(
+        [sys.executable, "-m", "foxreviews_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("FOXREVIEWS_SIRENE_SOURCE", "ftp"), ("FOXREVIEWS_DATABASE_URL", "postgresql://u@h:99999999/db")],
+)
+def test_cli_fails_at_start_up_with_one_line_naming_the_variable(name, value, tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOXREVIEWS_")}
+    env[name] = value
+    env["FOXREVIEWS_HOME"] = str(tmp_path)
+    result = _cli(["check"], env)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert name in lines[0]
+
+
+def test_definitions_refuse_to_load_with_a_wrong_source(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOXREVIEWS_")}
+    env.update(FOXREVIEWS_SIRENE_SOURCE="ftp", FOXREVIEWS_HOME=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", "import foxreviews_pipeline.definitions"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "FOXREVIEWS_SIRENE_SOURCE must be one of sample, api, stock" in result.stderr.splitlines()[-1]
