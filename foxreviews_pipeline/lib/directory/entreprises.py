@@ -1,0 +1,176 @@
+"""The set-based write path of `enterprise_entreprise` (one row per SIRET).
+
+Rows are COPYed into a temporary staging table, rows identical to what is stored are
+dropped from it, and the rest goes in with one `INSERT … ON CONFLICT (siret) DO UPDATE`.
+The caller owns the transaction: a partition is written whole or not at all. Re-running
+the same rows touches no row (not even a row lock), which is also why a re-run is fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from foxreviews_pipeline.lib.db.copy import copy_rows, create_stage
+
+# What SIRENE ingestion writes; `naf_libelle` is looked up from ref_naf_nomenclature.
+SIRENE_COLUMNS: tuple[str, ...] = (
+    "siret",
+    "siren",
+    "nom",
+    "nom_commercial",
+    "adresse",
+    "code_postal",
+    "ville_nom",
+    "code_commune",
+    "naf_code",
+    "naf_nomenclature",
+    "naf25_code",
+    "is_active",
+    "date_creation",
+    "date_fermeture",
+    "est_siege",
+    "tranche_effectifs",
+    "statut_diffusion",
+    "date_dernier_traitement",
+)
+
+# Columns the web app owns: SIRENE never writes them; staff uploads may.
+WEB_APP_COLUMNS: tuple[str, ...] = ("telephone", "email_contact", "site_web")
+
+_STAGE = "stage_entreprise"
+
+
+@dataclass
+class UpsertCounts:
+    staged: int = 0
+    inserted: int = 0
+    updated: int = 0
+    closed: int = 0
+    reopened: int = 0
+    unchanged: int = 0
+    stale: int = 0  # older than what is stored: never applied
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated
+
+
+def upsert_entreprises(
+    conn: psycopg.Connection,
+    columns: Sequence[str],
+    rows: Iterable[Sequence],
+    *,
+    source: str,
+    partition: str | None = None,
+    run_id: str | None = None,
+    keep_existing_when_null: bool = False,
+) -> UpsertCounts:
+    """Insert or update establishments by SIRET; return what happened.
+
+    - `keep_existing_when_null`: an empty value never blanks a stored one (staff uploads).
+      SIRENE passes False: a field INSEE now masks or removed must be cleared.
+    - A row whose `date_dernier_traitement` is older than the stored one is not applied, so
+      an older day re-run after a newer one cannot regress data.
+    - `naf_libelle` is filled from the NAF nomenclature when the row does not carry one.
+    """
+    columns = list(columns)
+    if "siret" not in columns:
+        raise ValueError("rows must carry a siret")
+    extra = [c for c in ("siren", "naf_libelle") if c not in columns]
+    create_stage(conn, _STAGE, "enterprise_entreprise", [*columns, *extra])
+    counts = UpsertCounts(staged=copy_rows(conn, _STAGE, columns, rows))
+    if not counts.staged:
+        return counts
+    if "siren" not in columns:
+        conn.execute(f"UPDATE {_STAGE} SET siren = left(siret, 9)")
+    conn.execute(f"ANALYZE {_STAGE}")
+
+    if "naf_code" in columns and "naf_libelle" not in columns:
+        nomenclature = "s.naf_nomenclature" if "naf_nomenclature" in columns else "'NAFRev2'"
+        conn.execute(
+            f"""
+            UPDATE {_STAGE} s SET naf_libelle = n.libelle
+            FROM ref_naf_nomenclature n
+            WHERE n.nomenclature = {nomenclature} AND n.code = s.naf_code
+            """
+        )
+    data_columns = [c for c in dict.fromkeys([*columns, "siren", "naf_libelle"]) if c != "siret"]
+    if "naf_code" not in columns:
+        data_columns.remove("naf_libelle")
+
+    def new_value(column: str, prefix: str) -> sql.Composable:
+        ident = sql.Identifier(column)
+        if keep_existing_when_null:
+            return sql.SQL("coalesce({p}.{c}, e.{c})").format(p=sql.SQL(prefix), c=ident)
+        return sql.SQL("{p}.{c}").format(p=sql.SQL(prefix), c=ident)
+
+    old_cols = sql.SQL(", ").join(sql.SQL("e.{}").format(sql.Identifier(c)) for c in data_columns)
+    new_cols = sql.SQL(", ").join(new_value(c, "s") for c in data_columns)
+    newer_guard = sql.SQL("true")
+    if "date_dernier_traitement" in columns:
+        newer_guard = sql.SQL(
+            "(e.date_dernier_traitement IS NULL OR s.date_dernier_traitement IS NULL "
+            "OR s.date_dernier_traitement >= e.date_dernier_traitement)"
+        )
+
+    # Drop what would not change anything: identical rows, and rows older than the stored one.
+    stale = conn.execute(
+        sql.SQL(
+            "DELETE FROM {stage} s USING enterprise_entreprise e "
+            "WHERE e.siret = s.siret AND NOT {guard}"
+        ).format(stage=sql.Identifier(_STAGE), guard=newer_guard)
+    ).rowcount
+    unchanged = conn.execute(
+        sql.SQL(
+            "DELETE FROM {stage} s USING enterprise_entreprise e "
+            "WHERE e.siret = s.siret AND ({old}) IS NOT DISTINCT FROM ({new})"
+        ).format(stage=sql.Identifier(_STAGE), old=old_cols, new=new_cols)
+    ).rowcount
+    counts.stale, counts.unchanged = stale, unchanged
+
+    insert_cols = ["siret", *data_columns, "source", "last_partition", "last_run_id"]
+    select_cols = [
+        *(sql.SQL("s.{}").format(sql.Identifier(c)) for c in ["siret", *data_columns]),
+        sql.Literal(source),
+        sql.Literal(partition),
+        sql.Literal(run_id),
+    ]
+    set_clause = sql.SQL(", ").join(
+        [
+            *(
+                sql.SQL("{c} = {v}").format(c=sql.Identifier(c), v=new_value(c, "excluded"))
+                for c in data_columns
+            ),
+            sql.SQL("source = excluded.source"),
+            sql.SQL("last_partition = excluded.last_partition"),
+            sql.SQL("last_run_id = excluded.last_run_id"),
+            sql.SQL("updated_at = now()"),
+        ]
+    )
+    statement = sql.SQL(
+        """
+        WITH upserted AS (
+            INSERT INTO enterprise_entreprise AS e ({insert_cols})
+            SELECT {select_cols} FROM {stage} s
+            ON CONFLICT (siret) DO UPDATE SET {set_clause}
+            RETURNING e.siret, (e.xmax = 0) AS inserted, e.is_active
+        )
+        SELECT
+            count(*) FILTER (WHERE u.inserted),
+            count(*) FILTER (WHERE NOT u.inserted),
+            count(*) FILTER (WHERE NOT u.inserted AND p.is_active AND NOT u.is_active),
+            count(*) FILTER (WHERE NOT u.inserted AND NOT p.is_active AND u.is_active)
+        FROM upserted u LEFT JOIN enterprise_entreprise p ON p.siret = u.siret
+        """
+    ).format(
+        insert_cols=sql.SQL(", ").join(sql.Identifier(c) for c in insert_cols),
+        select_cols=sql.SQL(", ").join(select_cols),
+        stage=sql.Identifier(_STAGE),
+        set_clause=set_clause,
+    )
+    counts.inserted, counts.updated, counts.closed, counts.reopened = conn.execute(statement).fetchone()
+    return counts

@@ -1,0 +1,183 @@
+"""The set-based write path on a real PostgreSQL: idempotence, ordering, ProLocalisations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, datetime
+
+import psycopg
+import pytest
+
+from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises
+from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
+
+
+def row(siret, *, nom="BOULANGERIE MARTIN", naf="10.71C", commune="69123", active=True,
+        treated=datetime(2026, 11, 20, 3, 0), adresse="3 Rue de la Paix", cp="69001"):
+    values = {
+        "siret": siret, "siren": siret[:9], "nom": nom, "nom_commercial": None,
+        "adresse": adresse, "code_postal": cp, "ville_nom": "LYON", "code_commune": commune,
+        "naf_code": naf, "naf_nomenclature": "NAFRev2", "naf25_code": None,
+        "is_active": active, "date_creation": date(2010, 5, 1),
+        "date_fermeture": None if active else date(2026, 11, 19), "est_siege": True,
+        "tranche_effectifs": "01", "statut_diffusion": "O", "date_dernier_traitement": treated,
+    }
+    return tuple(values[c] for c in SIRENE_COLUMNS)
+
+
+SIRETS = ["73282932000074", "55203253400646", "44306184100047"]
+
+
+def seed_reference(conn):
+    conn.execute(
+        """
+        INSERT INTO ref_naf_nomenclature (code, libelle, section, division, groupe, classe) VALUES
+          ('10.71C', 'Boulangerie et boulangerie-pâtisserie', 'C', '10', '10.7', '10.71'),
+          ('43.22A', 'Travaux d''installation d''eau et de gaz en tous locaux', 'F', '43', '43.2', '43.22'),
+          ('64.20Z', 'Activités des sociétés holding', 'K', '64', '64.2', '64.20');
+        INSERT INTO category_categorie (id, slug, nom) VALUES (1, 'alimentation', 'Alimentation'), (2, 'batiment', 'Bâtiment');
+        INSERT INTO subcategory_souscategorie (id, categorie_id, slug, nom) VALUES
+          (10, 1, 'boulangerie-patisserie', 'Boulangerie-pâtisserie'), (20, 2, 'plombier', 'Plombier');
+        INSERT INTO ref_naf_mapping (naf_code, sous_categorie_id, excluded_reason) VALUES
+          ('10.71C', 10, NULL), ('43.22A', 20, NULL), ('64.20Z', NULL, 'holding');
+        INSERT INTO location_ville (id, code_insee, nom, slug, nom_normalise, code_postal_principal, codes_postaux, departement, region, population) VALUES
+          (100, '69123', 'Lyon', 'lyon-69001', 'lyon', '69001', '["69001","69002","69003"]', '69', 'Auvergne-Rhône-Alpes', 520000),
+          (200, '75056', 'Paris', 'paris-75001', 'paris', '75001', '["75001","75015"]', '75', 'Île-de-France', 2100000);
+        INSERT INTO location_commune_alias (code_insee, ville_code_insee, kind, nom) VALUES
+          ('69381', '69123', 'arrondissement-municipal', 'Lyon 1er Arrondissement'),
+          ('75115', '75056', 'arrondissement-municipal', 'Paris 15e Arrondissement');
+        """
+    )
+
+
+def state(conn):
+    ent = conn.execute(
+        "SELECT siret, nom, is_active, naf_code, naf_libelle, code_commune, xmin::text FROM enterprise_entreprise ORDER BY siret"
+    ).fetchall()
+    pl = conn.execute(
+        "SELECT e.siret, p.sous_categorie_id, p.ville_id, p.is_active, p.deactivation_reason, p.xmin::text "
+        "FROM enterprise_prolocalisation p JOIN enterprise_entreprise e ON e.id = p.entreprise_id ORDER BY 1, 2, 3"
+    ).fetchall()
+    return ent, pl
+
+
+def test_upsert_is_idempotent_and_fills_naf_labels(pg_conn):
+    seed_reference(pg_conn)
+    rows = [row(SIRETS[0]), row(SIRETS[1], naf="43.22A")]
+    first = upsert_entreprises(pg_conn, SIRENE_COLUMNS, rows, source="sirene", partition="2026-11-20", run_id="r1")
+    pg_conn.commit()
+    assert (first.inserted, first.updated, first.unchanged) == (2, 0, 0)
+    before = state(pg_conn)
+    labels = {r[0]: r[4] for r in before[0]}
+    assert labels == {SIRETS[0]: "Boulangerie et boulangerie-pâtisserie",
+                      SIRETS[1]: "Travaux d'installation d'eau et de gaz en tous locaux"}
+    again = upsert_entreprises(pg_conn, SIRENE_COLUMNS, rows, source="sirene", partition="2026-11-20", run_id="r2")
+    pg_conn.commit()
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 2)
+    # Same xmin: the rows were not even rewritten (nor locked) by the re-run.
+    assert state(pg_conn) == before
+
+
+def test_older_data_never_overwrites_newer(pg_conn):
+    seed_reference(pg_conn)
+    newer = row(SIRETS[0], nom="NOUVEAU NOM", treated=datetime(2026, 11, 21, 2, 0))
+    older = row(SIRETS[0], nom="ANCIEN NOM", treated=datetime(2026, 11, 20, 2, 0))
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, [newer], source="sirene", partition="2026-11-21")
+    counts = upsert_entreprises(pg_conn, SIRENE_COLUMNS, [older], source="sirene", partition="2026-11-20")
+    assert (counts.stale, counts.updated, counts.inserted) == (1, 0, 0)
+    assert pg_conn.execute("SELECT nom, last_partition FROM enterprise_entreprise").fetchone() == ("NOUVEAU NOM", "2026-11-21")
+
+
+def test_web_app_columns_are_never_touched_by_sirene(pg_conn):
+    seed_reference(pg_conn)
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, [row(SIRETS[0])], source="sirene")
+    pg_conn.execute("UPDATE enterprise_entreprise SET telephone = '0478000000', email_contact = 'a@b.fr', google_rating = 4.5")
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, [row(SIRETS[0], nom="AUTRE", treated=datetime(2026, 11, 22))], source="sirene")
+    assert pg_conn.execute("SELECT nom, telephone, email_contact, google_rating FROM enterprise_entreprise").fetchone() == (
+        "AUTRE", "0478000000", "a@b.fr", 4.5)
+
+
+def test_empty_values_keep_stored_ones_when_asked(pg_conn):
+    seed_reference(pg_conn)
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, [row(SIRETS[0])], source="sirene")
+    counts = upsert_entreprises(
+        pg_conn, ("siret", "nom", "adresse", "telephone"), [(SIRETS[0], "MARTIN & FILS", None, "0102030405")],
+        source="upload", keep_existing_when_null=True,
+    )
+    assert counts.updated == 1
+    assert pg_conn.execute("SELECT nom, adresse, telephone, source FROM enterprise_entreprise").fetchone() == (
+        "MARTIN & FILS", "3 Rue de la Paix", "0102030405", "upload")
+
+
+def test_prolocalisations_follow_closure_trade_change_and_move(pg_conn):
+    seed_reference(pg_conn)
+    day1 = [row(SIRETS[0]), row(SIRETS[1], naf="43.22A", commune="75115", cp="75015"), row(SIRETS[2], naf="64.20Z")]
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, day1, source="sirene", partition="d1")
+    c1 = sync_prolocalisations(pg_conn, SIRETS, partition="d1")
+    assert (c1.created, c1.reactivated, c1.deactivated) == (2, 0, 0)
+    assert c1.unmatched_by_reason == {"naf_excluded": 1}
+    # Paris 15e resolves to Paris.
+    assert pg_conn.execute(
+        "SELECT p.ville_id FROM enterprise_prolocalisation p JOIN enterprise_entreprise e ON e.id = p.entreprise_id WHERE e.siret = %s",
+        (SIRETS[1],)).fetchone() == (200,)
+    assert sync_prolocalisations(pg_conn, SIRETS, partition="d1").changed == 0
+
+    t2 = datetime(2026, 11, 21, 3, 0)
+    day2 = [row(SIRETS[0], active=False, treated=t2), row(SIRETS[1], naf="10.71C", commune="69381", cp="69001", treated=t2)]
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, day2, source="sirene", partition="d2")
+    c2 = sync_prolocalisations(pg_conn, SIRETS[:2], partition="d2")
+    assert c2.created == 1
+    assert c2.deactivated_by_reason == {"closed": 1, "trade_changed_and_moved": 1}
+    rows = pg_conn.execute("SELECT count(*), count(*) FILTER (WHERE is_active) FROM enterprise_prolocalisation").fetchone()
+    assert rows == (3, 1)  # retired, never deleted
+
+    t3 = datetime(2026, 11, 22, 3, 0)
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, [row(SIRETS[0], treated=t3)], source="sirene", partition="d3")
+    c3 = sync_prolocalisations(pg_conn, SIRETS[:1], partition="d3")
+    assert (c3.created, c3.reactivated) == (0, 1)
+
+
+_KILLED_WRITER = r"""
+import sys, psycopg
+from datetime import datetime
+sys.path.insert(0, sys.argv[2])
+from test_write_path import row, SIRETS
+from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises
+from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
+# Like a real client, it is gone without a word; the server notices within 100 ms.
+with psycopg.connect(sys.argv[1], options="-c client_connection_check_interval=100") as conn:
+    rows = [row(s, nom="JOUR DEUX", active=False, treated=datetime(2026, 11, 21)) for s in SIRETS[:2]]
+    upsert_entreprises(conn, SIRENE_COLUMNS, rows, source="sirene", partition="d2")
+    sync_prolocalisations(conn, SIRETS[:2], partition="d2")
+    print("written", flush=True)
+    conn.execute("SELECT pg_sleep(60)")
+"""
+
+
+def test_a_writer_killed_mid_partition_leaves_the_previous_state(pg_conn, database_url):
+    seed_reference(pg_conn)
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, [row(SIRETS[0]), row(SIRETS[1])], source="sirene", partition="d1")
+    sync_prolocalisations(pg_conn, SIRETS[:2], partition="d1")
+    pg_conn.commit()
+    before = state(pg_conn)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, database_url, os.path.dirname(__file__)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout.readline().strip() == "written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    pg_conn.rollback()
+    deadline = time.monotonic() + 30
+    while pg_conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' AND pid <> pg_backend_pid()").fetchone()[0]:
+        pg_conn.rollback()
+        if time.monotonic() > deadline:
+            pytest.fail("the killed writer's session never went away")
+        time.sleep(0.1)
+    pg_conn.rollback()
+    assert state(pg_conn) == before
