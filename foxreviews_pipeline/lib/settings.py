@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 SOURCES = ("sample", "api", "stock")
 DEFAULT_INSEE_BASE_URL = "https://api.insee.fr/api-sirene/3.11"
+DEFAULT_RAW_RETENTION_DAYS = 30
 
 # The folder holding pyproject.toml, dagster.yaml and sql/ (an editable install runs from it).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,8 @@ class Settings:
     insee_requests_per_minute: int
     upload_dir: Path
     stock_path: Path | None
+    # Landed raw SIRENE partitions older than this many days (by partition date) are purged.
+    raw_retention_days: int = DEFAULT_RAW_RETENTION_DAYS
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -44,13 +47,14 @@ class Settings:
             f"home={self.home}, sirene_source={self.sirene_source!r}, "
             f"insee_api_key={'set' if self.insee_api_key else 'unset'}, "
             f"insee_base_url={self.insee_base_url!r}, "
-            f"insee_requests_per_minute={self.insee_requests_per_minute}, upload_dir={self.upload_dir})"
+            f"insee_requests_per_minute={self.insee_requests_per_minute}, "
+            f"upload_dir={self.upload_dir}, raw_retention_days={self.raw_retention_days})"
         )
 
 
 def redact_url(url: str) -> str:
     parts = urlsplit(url)
-    if parts.password is None:
+    if not parts.password:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return parts._replace(netloc=netloc).geturl()
@@ -137,6 +141,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "(a StockEtablissement .zip, .csv or .parquet file)"
         )
 
+    retention_raw = get("FOXREVIEWS_RAW_RETENTION_DAYS") or str(DEFAULT_RAW_RETENTION_DAYS)
+    try:
+        raw_retention_days = int(retention_raw)
+    except ValueError:
+        raw_retention_days = 0
+    if not 1 <= raw_retention_days <= 3650:
+        raise ConfigurationError(
+            "FOXREVIEWS_RAW_RETENTION_DAYS must be a whole number of days from 1 to 3650, "
+            f"got {retention_raw!r}"
+        )
+
     return Settings(
         database_url=database_url,
         home=home,
@@ -146,6 +161,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         insee_requests_per_minute=rpm,
         upload_dir=upload_dir,
         stock_path=stock_path,
+        raw_retention_days=raw_retention_days,
     )
 
 

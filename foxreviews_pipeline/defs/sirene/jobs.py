@@ -2,13 +2,11 @@
 
 import dagster as dg
 
-from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
 
 SIRENE_DAILY_ASSETS = ("etablissements_raw", "entreprises", "pro_localisations")
 
 sirene_daily_job = dg.define_asset_job(
     name="sirene_daily",
     selection=dg.AssetSelection.assets(*SIRENE_DAILY_ASSETS),
-    partitions_def=daily_partitions,
     description="Land one day of SIRENE changes, upsert the establishments, sync their ProLocalisations.",
 )

@@ -1,0 +1,52 @@
+"""Staff uploads (SPEC §3.7), without Dagster: checks, readers, validation, the import and
+the upload folder's lifecycle. The sensor and the asset in `defs/uploads` only call these."""
+
+from foxreviews_pipeline.lib.uploads.folder import FOLDERS, UploadPaths
+from foxreviews_pipeline.lib.uploads.importer import UploadNotFound, import_upload
+from foxreviews_pipeline.lib.uploads.intake import (
+    Registration,
+    Scan,
+    content_hash,
+    partition_key_for,
+    pending_in_processing,
+    register,
+    scan_incoming,
+)
+from foxreviews_pipeline.lib.uploads.model import (
+    ERROR,
+    MAX_BYTES,
+    MAX_ROWS,
+    PARTIAL,
+    PENDING,
+    PROCESSING,
+    SUCCESS,
+    FileRejected,
+    ImportOutcome,
+    RowError,
+)
+from foxreviews_pipeline.lib.uploads.specs import SPECS
+
+__all__ = [
+    "ERROR",
+    "FOLDERS",
+    "MAX_BYTES",
+    "MAX_ROWS",
+    "PARTIAL",
+    "PENDING",
+    "PROCESSING",
+    "SPECS",
+    "SUCCESS",
+    "FileRejected",
+    "ImportOutcome",
+    "Registration",
+    "RowError",
+    "Scan",
+    "UploadNotFound",
+    "UploadPaths",
+    "content_hash",
+    "import_upload",
+    "partition_key_for",
+    "pending_in_processing",
+    "register",
+    "scan_incoming",
+]

@@ -1,0 +1,19 @@
+import dagster as dg
+
+from foxreviews_pipeline.defs.directory.assets import entreprises, pro_localisations
+from foxreviews_pipeline.defs.directory.ville_stats import (
+    ville_stats,
+    ville_stats_automation_sensor,
+    ville_stats_nightly_schedule,
+    ville_stats_refresh_job,
+)
+from foxreviews_pipeline.lib.settings import Settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[entreprises, pro_localisations, ville_stats],
+        jobs=[ville_stats_refresh_job],
+        schedules=[ville_stats_nightly_schedule],
+        sensors=[ville_stats_automation_sensor],
+    )

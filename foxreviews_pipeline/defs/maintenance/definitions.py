@@ -1,0 +1,12 @@
+import dagster as dg
+
+from foxreviews_pipeline.defs.maintenance.cleanup import Retention, cleanup_job, cleanup_schedule
+from foxreviews_pipeline.lib.settings import Settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        jobs=[cleanup_job],
+        schedules=[cleanup_schedule],
+        resources={"retention": Retention(raw_days=settings.raw_retention_days)},
+    )

@@ -1,0 +1,133 @@
+"""The reference group: NAF nomenclature, trade taxonomy and villes, every later asset's joins."""
+
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from foxreviews_pipeline.defs.resources import PostgresResource
+from foxreviews_pipeline.lib.reference import geo_api
+from foxreviews_pipeline.lib.reference.communes import load_aliases, load_communes
+from foxreviews_pipeline.lib.reference.load import (
+    LoadCounts,
+    load_naf_nomenclature,
+    load_trade_taxonomy,
+    load_villes,
+)
+from foxreviews_pipeline.lib.reference.naf import NAF_REV2, load_naf
+from foxreviews_pipeline.lib.reference.taxonomy import load_taxonomy
+
+GROUP = "reference"
+
+
+def _counts_metadata(counts: LoadCounts) -> dict[str, dg.MetadataValue]:
+    return {
+        "rows": dg.MetadataValue.int(counts.rows),
+        "inserted": dg.MetadataValue.int(counts.inserted),
+        "updated": dg.MetadataValue.int(counts.updated),
+        "deactivated": dg.MetadataValue.int(counts.deactivated),
+    }
+
+
+def _table(rows: dict[str, LoadCounts]) -> str:
+    lines = ["| table | rows | inserted | updated | deactivated | deleted |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {c.rows} | {c.inserted} | {c.updated} | {c.deactivated} | {c.deleted} |"
+              for name, c in rows.items()]
+    return "\n".join(lines)
+
+
+@dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="1")
+def naf_nomenclature(postgres: PostgresResource) -> dg.MaterializeResult:
+    """The 732 sous-classes of INSEE's NAF rév. 2 (table `ref_naf_nomenclature`), with
+    their labels and their section / division / groupe / classe.
+
+    Every establishment's activity code is shown with its label from here (never a
+    placeholder such as "Activité 62.01Z"). Source: the shipped snapshot of NAF rév. 2,
+    labels identical to INSEE's.
+    """
+    codes = load_naf()
+    with postgres.connection() as conn:
+        counts = load_naf_nomenclature(conn, codes, NAF_REV2)
+    return dg.MaterializeResult(
+        metadata={**_counts_metadata(counts), "nomenclature": dg.MetadataValue.text(NAF_REV2)}
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"postgres"}, deps=[naf_nomenclature], code_version="1")
+def trade_taxonomy(postgres: PostgresResource) -> dg.MaterializeResult:
+    """FoxReviews' categories and trades (sous-catégories) and the NAF → trade mapping
+    (tables `category_categorie`, `subcategory_souscategorie`, `ref_naf_mapping`).
+
+    A trade is what a visitor searches for ("Plombier", "Restaurant", "Avocat…"); an
+    establishment appears under the trade its NAF code maps to. Every NAF code is either
+    mapped or excluded with a reason (holdings, public administration, wholesale…).
+    Source: the reviewed files `trade_taxonomy.yaml` and `naf_mapping.csv`. Trades are
+    keyed by slug, so renaming one keeps its pages and mapping; a trade removed from the
+    file is deactivated, never deleted.
+    """
+    taxonomy = load_taxonomy()
+    with postgres.connection() as conn:
+        counts = load_trade_taxonomy(conn, taxonomy)
+    mapped = sum(1 for m in taxonomy.mappings if m.sous_categorie)
+    return dg.MaterializeResult(
+        metadata={
+            **_counts_metadata(counts.total),
+            "rows": dg.MetadataValue.int(counts.sous_categories.rows),
+            "categories": dg.MetadataValue.int(counts.categories.rows),
+            "sous_categories": dg.MetadataValue.int(counts.sous_categories.rows),
+            "naf_codes_mapped": dg.MetadataValue.int(mapped),
+            "naf_codes_excluded": dg.MetadataValue.int(len(taxonomy.mappings) - mapped),
+            "by_table": dg.MetadataValue.md(_table({
+                "category_categorie": counts.categories,
+                "subcategory_souscategorie": counts.sous_categories,
+                "ref_naf_mapping": counts.mapping,
+            })),
+        }
+    )
+
+
+class VillesConfig(dg.Config):
+    source: Literal["snapshot", "geo_api"] = Field(
+        default="snapshot",
+        description="`snapshot`: the shipped COG 2026 file (offline, no coordinates); "
+        "`geo_api`: geo.api.gouv.fr (online, fills lat/lng).",
+    )
+    geo_api_base_url: str = Field(default=geo_api.DEFAULT_BASE_URL, description="geo.api.gouv.fr base URL")
+
+
+@dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="1")
+def villes(context: dg.AssetExecutionContext, config: VillesConfig, postgres: PostgresResource) -> dg.MaterializeResult:
+    """French communes (table `location_ville`): one row per current commune (COG 2026:
+    34,969), keyed by INSEE code, with its slug (`nom-codepostal`, stable), postal codes,
+    département (2A/2B, 971–976…), région name, population and, from geo.api.gouv.fr,
+    coordinates.
+
+    Also the lookup `location_commune_alias` that resolves the other codes SIRENE carries
+    (Paris/Lyon/Marseille arrondissements, communes déléguées and associées, former codes)
+    to their current commune. A commune that disappears (merger) is deactivated and keeps
+    its slug.
+    """
+    communes = load_communes()
+    skipped: dict[str, int] = {}
+    if config.source == "geo_api":
+        result = geo_api.fetch_communes(
+            config.geo_api_base_url, fallback_regions={c.code_insee: c.region for c in communes}
+        )
+        communes, skipped = result.communes, result.skipped
+        if skipped:
+            context.log.warning(f"geo.api.gouv.fr communes skipped: {skipped}")
+    with postgres.connection() as conn:
+        counts = load_villes(conn, communes, load_aliases())
+    with_coordinates = sum(1 for c in communes if c.lat is not None)
+    return dg.MaterializeResult(
+        metadata={
+            **_counts_metadata(counts.villes),
+            "source": dg.MetadataValue.text(config.source),
+            "with_coordinates": dg.MetadataValue.int(with_coordinates),
+            "aliases": dg.MetadataValue.int(counts.aliases.rows),
+            "skipped_by_reason": dg.MetadataValue.json(skipped),
+            "by_table": dg.MetadataValue.md(_table({
+                "location_ville": counts.villes, "location_commune_alias": counts.aliases,
+            })),
+        }
+    )

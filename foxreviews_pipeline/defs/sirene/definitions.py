@@ -1,0 +1,26 @@
+import dagster as dg
+
+from foxreviews_pipeline.defs.sirene.assets import etablissements_raw
+from foxreviews_pipeline.defs.sirene.jobs import sirene_daily_job
+from foxreviews_pipeline.defs.sirene.resources import SireneSource
+from foxreviews_pipeline.defs.sirene.schedules import sirene_daily_schedule
+from foxreviews_pipeline.lib.settings import Settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[etablissements_raw],
+        jobs=[sirene_daily_job],
+        schedules=[sirene_daily_schedule],
+        resources={
+            "sirene": SireneSource(
+                source=settings.sirene_source,
+                insee_base_url=settings.insee_base_url,
+                # By name: the key never shows in the UI, run config or logs.
+                insee_api_key=dg.EnvVar("FOXREVIEWS_INSEE_API_KEY") if settings.insee_api_key else None,
+                insee_requests_per_minute=settings.insee_requests_per_minute,
+                stock_path=str(settings.stock_path) if settings.stock_path else None,
+                quota_state_path=str(settings.home / "run" / "insee_quota.sqlite"),
+            )
+        },
+    )

@@ -1,0 +1,42 @@
+"""The SIRENE source resource: INSEE's API, the synthetic sample, or a stock file."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+
+from foxreviews_pipeline.lib.sirene import sources
+
+
+class SireneSource(dg.ConfigurableResource):
+    """Reads a day of SIRENE establishment records from the configured source."""
+
+    source: str = "sample"
+    insee_base_url: str = "https://api.insee.fr/api-sirene/3.11"
+    insee_api_key: str | None = None
+    insee_requests_per_minute: int = 30
+    stock_path: str | None = None
+    sample_size: int = 35_000
+    # Shared by every process using the key: consecutive runs never exceed the quota.
+    quota_state_path: str | None = None
+
+    def fetch_day(self, day: date) -> sources.FetchedDay:
+        if self.source == "sample":
+            return sources.fetch_sample_day(day, size=self.sample_size)
+        if self.source == "api":
+            if not self.insee_api_key:
+                raise dg.Failure("FOXREVIEWS_INSEE_API_KEY is not set: the api source needs it")
+            return sources.fetch_api_day(
+                day,
+                base_url=self.insee_base_url,
+                api_key=self.insee_api_key,
+                requests_per_minute=self.insee_requests_per_minute,
+                quota_state=Path(self.quota_state_path) if self.quota_state_path else None,
+            )
+        if self.source == "stock":
+            from foxreviews_pipeline.lib.sirene.stock import read_stock_day
+
+            return read_stock_day(Path(self.stock_path), day)
+        raise dg.Failure(f"unknown SIRENE source {self.source!r}")

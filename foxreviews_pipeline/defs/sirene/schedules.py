@@ -1,0 +1,49 @@
+"""The daily SIRENE import, on Paris wall-clock time."""
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from foxreviews_pipeline.defs.sirene.jobs import sirene_daily_job
+from foxreviews_pipeline.defs.sirene.partitions import PARIS, daily_partitions
+
+
+def previous_paris_day(when: datetime) -> str:
+    """The partition key of the Paris day before the Paris day `when` falls on."""
+    return (when.astimezone(ZoneInfo(PARIS)).date() - timedelta(days=1)).isoformat()
+
+
+@dg.schedule(
+    name="sirene_daily_schedule",
+    job=sirene_daily_job,
+    cron_schedule="0 8 * * *",
+    execution_timezone=PARIS,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every day at 08:00 Europe/Paris: import yesterday's SIRENE changes "
+    "(partition = the previous Paris day; running by default).",
+)
+def sirene_daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    """Imports the previous Paris day's partition at 08:00 Paris time, when INSEE has
+    usually published it; if it has not, `etablissements_raw` waits and retries instead of
+    landing a partial day.
+
+    The run key is the partition key, so a tick evaluated twice (daemon restart) never
+    starts a second import of the same day. Across daylight-saving changes the tick stays at
+    08:00 wall-clock and the partition is still the calendar day before (23 or 25 hours
+    long).
+
+    Created RUNNING: the directory is only as fresh as this import, and an operator who
+    deploys the platform expects it to import every day without first finding a toggle (the
+    system it replaces had scheduled tasks that never ran). With the default `sample`
+    source it calls no outside service.
+    """
+    when = context.scheduled_execution_time or datetime.now(ZoneInfo(PARIS))
+    partition_key = previous_paris_day(when)
+    if partition_key < daily_partitions.start.date().isoformat():
+        return dg.SkipReason(f"{partition_key} is before the first SIRENE partition")
+    return dg.RunRequest(
+        run_key=partition_key,
+        partition_key=partition_key,
+        tags={"foxreviews/trigger": "daily"},
+    )

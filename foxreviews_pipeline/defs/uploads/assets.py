@@ -1,0 +1,65 @@
+"""Imports of the files staff drop into the upload folder."""
+
+import dagster as dg
+
+from foxreviews_pipeline.defs.resources import PostgresResource, UploadFolder
+from foxreviews_pipeline.defs.uploads.partitions import upload_partitions
+from foxreviews_pipeline.lib.uploads import ImportOutcome, UploadPaths, import_upload
+
+PREVIEW_ERRORS = 20
+
+
+def errors_markdown(outcome: ImportOutcome) -> str:
+    if not outcome.errors:
+        return "No errors."
+    lines = ["| row | column | reason |", "|---:|---|---|"]
+    for error in outcome.errors[:PREVIEW_ERRORS]:
+        reason = error.reason.replace("|", "\\|").replace("\n", " ")
+        lines.append(
+            f"| {error.row if error.row is not None else '–'} | {error.column or '–'} | {reason} |"
+        )
+    if len(outcome.errors) > PREVIEW_ERRORS:
+        lines.append(f"\n… and {len(outcome.errors) - PREVIEW_ERRORS} more in the import log.")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=upload_partitions,
+    group_name="uploads",
+    kinds={"postgres", "file"},
+    code_version="1",
+)
+def uploaded_files(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, upload_folder: UploadFolder
+) -> dg.MaterializeResult:
+    """A file staff dropped into the upload folder (entreprises, villes, categories or
+    sous-catégories, as .csv, .xlsx or .xls), imported into the directory's tables.
+
+    Valid rows are written in one transaction (entreprises through the same write path as
+    SIRENE, with their ProLocalisations); invalid rows are reported with their row number,
+    column and reason in the web app's import log. An empty cell never blanks a stored value.
+    The file ends in `archive/` (SUCCESS or PARTIAL) or in `rejected/` with a `.reason.txt`
+    (ERROR). One partition per file content.
+    """
+    outcome = import_upload(
+        postgres.url,
+        UploadPaths(upload_folder.root),
+        context.partition_key,
+        run_id=context.run.run_id,
+    )
+    if outcome.status != "SUCCESS":
+        context.log.warning(f"{context.partition_key}: {outcome.status} — {outcome.note}")
+    return dg.MaterializeResult(
+        metadata={
+            "status": dg.MetadataValue.text(outcome.status),
+            "import_type": dg.MetadataValue.text(outcome.import_type or "unknown"),
+            "rows_total": dg.MetadataValue.int(outcome.total_rows),
+            "rows_success": dg.MetadataValue.int(outcome.success_rows),
+            "rows_error": dg.MetadataValue.int(outcome.error_rows),
+            "written": dg.MetadataValue.json(outcome.written),
+            "import_log_id": dg.MetadataValue.int(outcome.log_id or 0),
+            "stored_path": dg.MetadataValue.text(outcome.stored_path),
+            "note": dg.MetadataValue.text(outcome.note),
+            "errors": dg.MetadataValue.md(errors_markdown(outcome)),
+        }
+    )

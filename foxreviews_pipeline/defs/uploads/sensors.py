@@ -1,0 +1,98 @@
+"""The upload sensor: notices stable files in `incoming/` and starts one run per content."""
+
+import json
+import time
+
+import dagster as dg
+
+from foxreviews_pipeline.defs.resources import PostgresResource, UploadFolder
+from foxreviews_pipeline.defs.uploads.assets import uploaded_files
+from foxreviews_pipeline.defs.uploads.partitions import upload_partitions
+from foxreviews_pipeline.lib.uploads import (
+    UploadPaths,
+    content_hash,
+    pending_in_processing,
+    register,
+    scan_incoming,
+)
+from foxreviews_pipeline.lib.uploads.intake import DEFAULT_SETTLE_SECONDS, QUEUED
+
+
+def _listing(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+@dg.sensor(
+    name="upload_sensor",
+    target=uploaded_files,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def upload_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource, upload_folder: UploadFolder
+) -> dg.SensorResult:
+    """Watches `incoming/` of the upload folder. A file is taken once it is stable (unchanged
+    between two ticks, or untouched for a minute): it gets an import-log row (PENDING), moves
+    to `processing/`, becomes a partition of `uploaded_files`, and one run is requested with
+    its content hash as run key. The same content dropped again goes to `rejected/` as a
+    duplicate. Files waiting in `processing/` (e.g. after a failed run) are requested again;
+    the run key makes that harmless."""
+    state = json.loads(context.cursor) if context.cursor else {}
+    paths = UploadPaths(upload_folder.root)
+    paths.ensure()
+    scan = scan_incoming(paths, state.get("files", {}), time.time(), DEFAULT_SETTLE_SECONDS)
+
+    registrations = [register(postgres.url, paths, name) for name in scan.stable]
+    queued = [r for r in registrations if r.outcome == QUEUED]
+    rejected = [r for r in registrations if r.outcome != QUEUED]
+    for r in rejected:
+        context.log.warning(f"{r.file_name} → {r.stored_path}: {r.reason}")
+
+    waiting_in_processing = pending_in_processing(paths)
+    requested: dict[str, str] = {
+        key: sha for key, sha in state.get("requested", {}).items() if key in waiting_in_processing
+    }
+    run_requests = []
+    new_keys = []
+    for r in queued:
+        requested[r.partition_key] = r.content_sha256
+        new_keys.append(r.partition_key)
+    # A file in processing/ that no tick of this cursor has requested: its tick died after
+    # moving it, or the cursor was reset. Asking again is safe: the run key is the content's.
+    for key in waiting_in_processing:
+        if key not in requested:
+            requested[key] = content_hash(paths, key)
+            new_keys.append(key)
+    for key in new_keys:
+        run_requests.append(
+            dg.RunRequest(
+                run_key=requested[key], partition_key=key, tags={"foxreviews/upload": key}
+            )
+        )
+
+    cursor = json.dumps(
+        {"files": {k: scan.signatures[k] for k in scan.waiting}, "requested": requested},
+        sort_keys=True,
+    )
+    if run_requests:
+        return dg.SensorResult(
+            run_requests=run_requests,
+            dynamic_partitions_requests=[upload_partitions.build_add_request(new_keys)],
+            cursor=cursor,
+        )
+    reasons = []
+    if scan.waiting:
+        reasons.append(
+            f"{len(scan.waiting)} file(s) still being written, waiting until stable: {_listing(scan.waiting)}"
+        )
+    if rejected:
+        reasons.append(
+            f"{len(rejected)} file(s) rejected: "
+            + _listing([f"{r.file_name} ({r.reason})" for r in rejected])
+        )
+    if not reasons:
+        reasons.append("no new file in incoming/")
+        if scan.ignored:
+            reasons[-1] += f" ({len(scan.ignored)} hidden, temporary or folder entries ignored)"
+    return dg.SensorResult(skip_reason=dg.SkipReason("; ".join(reasons)), cursor=cursor)

@@ -1,0 +1,172 @@
+"""The web app's import log (`core_importlog`): one row per file, PENDING → PROCESSING →
+SUCCESS / PARTIAL / ERROR.
+
+`stored_path` is relative to the upload folder (`processing/…`, `archive/…`,
+`rejected/…`) and always names where the file is now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from foxreviews_pipeline.lib.uploads.model import (
+    ERROR,
+    PENDING,
+    PROCESSING,
+    ImportOutcome,
+    RowError,
+)
+
+# Beyond this many row errors only a summary entry is kept, so that a file of 50,000 bad
+# rows does not turn the log row into megabytes of JSON.
+MAX_LOGGED_ERRORS = 5_000
+
+DUPLICATE_CODE = "duplicate_upload"
+
+
+@dataclass(frozen=True)
+class LogRow:
+    id: int
+    file_name: str
+    file_type: str | None
+    status: str
+    content_sha256: str | None
+    stored_path: str | None
+    created_at: object
+
+
+_FIELDS = "id, file_name, file_type, status, content_sha256, stored_path, created_at"
+
+
+def errors_json(errors: list[RowError]) -> Jsonb:
+    entries = [e.as_json() for e in errors[:MAX_LOGGED_ERRORS]]
+    if len(errors) > MAX_LOGGED_ERRORS:
+        entries.append(
+            {
+                "row": None,
+                "column": None,
+                "reason": f"… and {len(errors) - MAX_LOGGED_ERRORS} more errors not listed",
+                "code": "truncated",
+            }
+        )
+    return Jsonb(entries)
+
+
+def create(
+    conn: psycopg.Connection,
+    *,
+    file_name: str,
+    file_type: str | None,
+    content_sha256: str | None,
+    stored_path: str,
+    status: str = PENDING,
+    errors: list[RowError] | None = None,
+    note: str = "",
+) -> int:
+    finished = status not in (PENDING, PROCESSING)
+    (log_id,) = conn.execute(
+        """
+        INSERT INTO core_importlog (file_name, file_type, status, content_sha256, stored_path,
+                                    errors, note, completed_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)
+        RETURNING id
+        """,
+        (
+            file_name,
+            file_type,
+            status,
+            content_sha256,
+            stored_path,
+            errors_json(errors or []),
+            note,
+            finished,
+        ),
+    ).fetchone()
+    return log_id
+
+
+def original_import(conn: psycopg.Connection, content_sha256: str) -> LogRow | None:
+    """The first log row of this content that was not itself a rejected duplicate."""
+    row = conn.execute(
+        f"""
+        SELECT {_FIELDS} FROM core_importlog
+        WHERE content_sha256 = %s AND NOT errors @> %s
+        ORDER BY id LIMIT 1
+        """,
+        (content_sha256, Jsonb([{"code": DUPLICATE_CODE}])),
+    ).fetchone()
+    return LogRow(*row) if row else None
+
+
+def latest_for_stored_name(conn: psycopg.Connection, stored_name: str) -> LogRow | None:
+    row = conn.execute(
+        f"""
+        SELECT {_FIELDS} FROM core_importlog
+        WHERE stored_path = ANY(%s)
+        ORDER BY id DESC LIMIT 1
+        """,
+        ([f"{folder}/{stored_name}" for folder in ("processing", "archive", "rejected")],),
+    ).fetchone()
+    return LogRow(*row) if row else None
+
+
+def start(conn: psycopg.Connection, log_id: int, run_id: str | None) -> None:
+    conn.execute(
+        """
+        UPDATE core_importlog
+        SET status = %s, run_id = %s, started_at = now(), completed_at = NULL,
+            total_rows = 0, success_rows = 0, error_rows = 0, errors = '[]'::jsonb,
+            note = '', updated_at = now()
+        WHERE id = %s
+        """,
+        (PROCESSING, run_id, log_id),
+    )
+
+
+def finish(conn: psycopg.Connection, log_id: int, outcome: ImportOutcome) -> None:
+    conn.execute(
+        """
+        UPDATE core_importlog
+        SET status = %s, file_type = coalesce(%s, file_type), total_rows = %s,
+            success_rows = %s, error_rows = %s, errors = %s, note = %s, stored_path = %s,
+            completed_at = now(), updated_at = now()
+        WHERE id = %s
+        """,
+        (
+            outcome.status,
+            outcome.import_type,
+            outcome.total_rows,
+            outcome.success_rows,
+            outcome.error_rows,
+            errors_json(outcome.errors),
+            outcome.note,
+            outcome.stored_path,
+            log_id,
+        ),
+    )
+
+
+def fail(conn: psycopg.Connection, log_id: int, reason: str) -> None:
+    """An import that broke (not a bad file): the log says so; the file stays where it is."""
+    conn.execute(
+        """
+        UPDATE core_importlog
+        SET status = %s, errors = %s, note = %s, completed_at = now(), updated_at = now()
+        WHERE id = %s
+        """,
+        (
+            ERROR,
+            Jsonb([{"row": None, "column": None, "reason": reason, "code": "import_failed"}]),
+            f"the import failed and can be re-run: {reason}",
+            log_id,
+        ),
+    )
+
+
+def get(conn: psycopg.Connection, log_id: int) -> dict:
+    cur = conn.execute("SELECT * FROM core_importlog WHERE id = %s", (log_id,))
+    names = [d.name for d in cur.description]
+    return dict(zip(names, cur.fetchone(), strict=True))

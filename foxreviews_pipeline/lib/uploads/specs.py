@@ -1,0 +1,152 @@
+"""The four import types, their columns (the web app's names, SPEC §3.7), and how a file's
+type is told from its name or its header row."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from foxreviews_pipeline.lib.uploads.model import FileRejected
+
+ENTREPRISES = "entreprises"
+VILLES = "villes"
+CATEGORIES = "categories"
+SOUS_CATEGORIES = "sous_categories"
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    # Accepted for compatibility with the web app's exports, never written.
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.required, *self.optional, *self.ignored)
+
+
+SPECS: dict[str, ImportSpec] = {
+    ENTREPRISES: ImportSpec(
+        ENTREPRISES,
+        required=("siret", "nom"),
+        optional=(
+            "siren",
+            "nom_commercial",
+            "adresse",
+            "code_postal",
+            "ville_nom",
+            "naf_code",
+            "telephone",
+            "email_contact",
+            "site_web",
+            "is_active",
+        ),
+        # The label always comes from the NAF nomenclature of `naf_code`, so that one code
+        # never carries two labels in the directory.
+        ignored=("naf_libelle",),
+    ),
+    VILLES: ImportSpec(
+        VILLES,
+        required=("nom",),
+        optional=(
+            "code_insee",
+            "code_postal_principal",
+            "codes_postaux",
+            "departement",
+            "region",
+            "lat",
+            "lng",
+            "population",
+        ),
+    ),
+    CATEGORIES: ImportSpec(
+        CATEGORIES,
+        required=("nom",),
+        optional=("slug", "description", "meta_description", "ordre"),
+    ),
+    SOUS_CATEGORIES: ImportSpec(
+        SOUS_CATEGORIES,
+        required=("nom", "categorie"),
+        optional=("slug", "description", "meta_description", "mots_cles", "ordre"),
+    ),
+}
+
+ALL_COLUMNS: set[str] = {c for spec in SPECS.values() for c in spec.columns}
+
+# "sous_categories…" is tested before "categories…", which it does not start with but
+# which a looser match (e.g. `in`) would find inside it.
+_PREFIXES = (
+    ("sous_categorie", SOUS_CATEGORIES),
+    ("souscategorie", SOUS_CATEGORIES),
+    ("categorie", CATEGORIES),
+    ("entreprise", ENTREPRISES),
+    ("ville", VILLES),
+)
+
+
+def _fold(name: str) -> str:
+    text = unicodedata.normalize("NFKD", name)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
+
+
+def type_from_name(file_name: str) -> str | None:
+    folded = _fold(file_name)
+    for prefix, import_type in _PREFIXES:
+        if folded.startswith(prefix):
+            return import_type
+    return None
+
+
+def type_from_header(header: list[str]) -> str | None:
+    columns = set(header)
+    if "siret" in columns:
+        return ENTREPRISES
+    if columns & {
+        "code_insee",
+        "code_postal_principal",
+        "codes_postaux",
+        "departement",
+        "population",
+    }:
+        return VILLES
+    if "nom" in columns and columns & {"categorie", "mots_cles"}:
+        return SOUS_CATEGORIES
+    if "nom" in columns and columns <= set(SPECS[CATEGORIES].columns) and len(columns) > 1:
+        return CATEGORIES
+    return None
+
+
+def detect_type(file_name: str, header: list[str]) -> str:
+    """The import type from the file-name prefix, else from the header row."""
+    found = type_from_name(file_name) or type_from_header(header)
+    if found is None:
+        raise FileRejected(
+            "unknown_import_type",
+            "cannot tell what the file holds: start its name with entreprises, villes, "
+            "categories or sous_categories, or use the column names of one of these types",
+        )
+    return found
+
+
+def check_columns(spec: ImportSpec, header: list[str]) -> list[str]:
+    """Raise on a missing required column or a repeated one; return unknown columns."""
+    seen: set[str] = set()
+    for column in header:
+        if column and column in seen:
+            raise FileRejected(
+                "duplicate_column", f"the column {column} appears twice in the header", column
+            )
+        seen.add(column)
+    missing = [c for c in spec.required if c not in seen]
+    if missing:
+        raise FileRejected(
+            "missing_column",
+            f"required column{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)} "
+            f"({spec.name} files need {', '.join(spec.required)})",
+            missing[0],
+        )
+    return [c for c in header if c and c not in spec.columns]
