@@ -181,3 +181,15 @@ def test_a_writer_killed_mid_partition_leaves_the_previous_state(pg_conn, databa
         time.sleep(0.1)
     pg_conn.rollback()
     assert state(pg_conn) == before
+
+
+def test_a_missing_commune_code_falls_back_to_postal_code_and_name(pg_conn):
+    seed_reference(pg_conn)
+    no_code = row(SIRETS[0], commune=None, cp="69003")
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, [no_code, row(SIRETS[1], commune=None, cp="69003", nom="AUTRE")], source="sirene")
+    # Same postal code, but a name that is not Lyon: not resolved.
+    pg_conn.execute("UPDATE enterprise_entreprise SET ville_nom = 'VILLEURBANNE' WHERE siret = %s", (SIRETS[1],))
+    counts = sync_prolocalisations(pg_conn, SIRETS[:2])
+    assert counts.created == 1
+    assert counts.unmatched_by_reason == {"no_commune": 1}
+    assert pg_conn.execute("SELECT ville_id FROM enterprise_prolocalisation").fetchall() == [(100,)]

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from foxreviews_pipeline.lib.gc_pause import paused_gc
+
 from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, UpsertCounts, upsert_entreprises
 from foxreviews_pipeline.lib.directory.prolocalisations import (
     ProLocalisationCounts,
-    find_fallback_villes,
     sync_prolocalisations,
 )
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, map_records
@@ -38,7 +39,8 @@ class EntreprisesResult:
 def apply_entreprises(
     conn: psycopg.Connection, records: Sequence[dict], *, partition: str, run_id: str | None
 ) -> EntreprisesResult:
-    rows, rejections = map_records(records)
+    with paused_gc():
+        rows, rejections = map_records(records)
     counts = upsert_entreprises(
         conn, SIRENE_COLUMNS, rows, source="sirene", partition=partition, run_id=run_id
     )
@@ -54,7 +56,4 @@ def partition_sirets(records: Sequence[dict]) -> list[str]:
 def apply_prolocalisations(
     conn: psycopg.Connection, sirets: Sequence[str], *, partition: str
 ) -> ProLocalisationCounts:
-    from foxreviews_pipeline.lib.reference.communes import normalise_name
-
-    fallback = find_fallback_villes(conn, sirets, normalise_name)
-    return sync_prolocalisations(conn, sirets, partition=partition, fallback=fallback)
+    return sync_prolocalisations(conn, sirets, partition=partition)

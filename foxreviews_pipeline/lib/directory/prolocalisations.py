@@ -21,6 +21,9 @@ _SCOPE = "stage_proloc_scope"
 @dataclass
 class ProLocalisationCounts:
     establishments: int = 0
+    active: int = 0
+    ville_resolved: int = 0
+    trade_resolved: int = 0
     desired: int = 0
     created: int = 0
     reactivated: int = 0
@@ -39,10 +42,10 @@ class ProLocalisationCounts:
 
 # Which ville an establishment is in: by INSEE code (an arrondissement or commune déléguée
 # goes to its current commune); by postal code + normalised name only when the code is
-# missing (`fallback_ville_id`, resolved beforehand).
+# missing (resolved afterwards, see `_resolve_by_postal_code`).
 _RESOLVED = f"""
     SELECT e.id AS entreprise_id, e.is_active, e.naf_code, e.naf_nomenclature, e.code_commune,
-           coalesce(v.id, sc.fallback_ville_id) AS ville_id,
+           v.id AS ville_id, e.code_postal, e.ville_nom,
            m.sous_categorie_id, m.excluded_reason,
            (m.naf_code IS NOT NULL) AS naf_known,
            (sub.id IS NOT NULL AND sub.is_active AND cat.is_active) AS trade_active
@@ -62,22 +65,14 @@ def sync_prolocalisations(
     sirets: Iterable[str],
     *,
     partition: str | None = None,
-    fallback: dict[str, int] | None = None,
 ) -> ProLocalisationCounts:
-    """Create, reactivate or retire the ProLocalisations of these establishments.
-
-    `fallback` maps a SIRET without commune code to a ville id found by postal code and
-    normalised name (see `find_fallback_villes`).
-    """
-    drop_temp(conn, _SCOPE, "stage_proloc_resolved", "stage_proloc_desired")
+    """Create, reactivate or retire the ProLocalisations of these establishments."""
+    drop_temp(conn, _SCOPE, "stage_proloc_resolved", "stage_proloc_desired", "stage_proloc_existing")
     conn.execute(
-        f"CREATE TEMP TABLE {_SCOPE} (siret text PRIMARY KEY, fallback_ville_id bigint) ON COMMIT DROP"
+        f"CREATE TEMP TABLE {_SCOPE} (siret text PRIMARY KEY) ON COMMIT DROP"
     )
-    fallback = fallback or {}
     counts = ProLocalisationCounts(
-        establishments=copy_rows(
-            conn, _SCOPE, ("siret", "fallback_ville_id"), ((s, fallback.get(s)) for s in sirets)
-        )
+        establishments=copy_rows(conn, _SCOPE, ("siret",), ((s,) for s in sirets))
     )
     if not counts.establishments:
         return counts
@@ -87,6 +82,14 @@ def sync_prolocalisations(
         CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}
         """
     )
+    _resolve_by_postal_code(conn)
+    counts.active, counts.ville_resolved, counts.trade_resolved = conn.execute(
+        """
+        SELECT count(*), count(*) FILTER (WHERE ville_id IS NOT NULL),
+               count(*) FILTER (WHERE sous_categorie_id IS NOT NULL AND trade_active)
+        FROM stage_proloc_resolved WHERE is_active
+        """
+    ).fetchone()
     counts.unmatched_by_reason = {
         reason: n
         for reason, n in conn.execute(
@@ -115,52 +118,68 @@ def sync_prolocalisations(
     )
     counts.desired = conn.execute("SELECT count(*) FROM stage_proloc_desired").fetchone()[0]
 
-    counts.created, counts.reactivated = conn.execute(
+    # The scope's existing ProLocalisations, read once through the (entreprise, …) unique
+    # index with an array of ids: a plan that stays right whatever the table's statistics
+    # say (a join against a freshly filled table is planned as if it were empty).
+    ids = [r[0] for r in conn.execute("SELECT entreprise_id FROM stage_proloc_resolved")]
+    conn.execute(
         """
-        WITH written AS (
-            INSERT INTO enterprise_prolocalisation AS p
-                (entreprise_id, sous_categorie_id, ville_id, is_active, last_partition)
-            SELECT d.entreprise_id, d.sous_categorie_id, d.ville_id, true, %(partition)s
-            FROM stage_proloc_desired d
-            WHERE NOT EXISTS (
-                SELECT 1 FROM enterprise_prolocalisation x
-                WHERE x.entreprise_id = d.entreprise_id AND x.sous_categorie_id = d.sous_categorie_id
-                  AND x.ville_id = d.ville_id AND x.is_active
-            )
-            ON CONFLICT (entreprise_id, sous_categorie_id, ville_id) DO UPDATE
-                SET is_active = true, deactivated_at = NULL, deactivation_reason = NULL,
-                    last_partition = excluded.last_partition, updated_at = now()
-                WHERE NOT p.is_active
-            RETURNING (p.xmax = 0) AS created
-        )
-        SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM written
+        CREATE TEMP TABLE stage_proloc_existing ON COMMIT DROP AS
+        SELECT id, entreprise_id, sous_categorie_id, ville_id, is_active
+        FROM enterprise_prolocalisation WHERE entreprise_id = ANY(%s)
+        """,
+        (ids,),
+    )
+    conn.execute("ANALYZE stage_proloc_desired")
+    conn.execute("ANALYZE stage_proloc_existing")
+
+    counts.created = conn.execute(
+        """
+        INSERT INTO enterprise_prolocalisation
+            (entreprise_id, sous_categorie_id, ville_id, is_active, last_partition)
+        SELECT entreprise_id, sous_categorie_id, ville_id, true, %(partition)s FROM (
+            SELECT entreprise_id, sous_categorie_id, ville_id FROM stage_proloc_desired
+            EXCEPT
+            SELECT entreprise_id, sous_categorie_id, ville_id FROM stage_proloc_existing
+        ) new
+        ON CONFLICT (entreprise_id, sous_categorie_id, ville_id) DO NOTHING
         """,
         {"partition": partition},
-    ).fetchone()
-
+    ).rowcount
+    counts.reactivated = conn.execute(
+        """
+        UPDATE enterprise_prolocalisation p
+        SET is_active = true, deactivated_at = NULL, deactivation_reason = NULL,
+            last_partition = %(partition)s, updated_at = now()
+        FROM stage_proloc_existing x
+        JOIN stage_proloc_desired d USING (entreprise_id, sous_categorie_id, ville_id)
+        WHERE p.id = x.id AND NOT x.is_active
+        """,
+        {"partition": partition},
+    ).rowcount
     counts.deactivated_by_reason = {
         reason: n
         for reason, n in conn.execute(
             """
-            WITH retired AS (
+            WITH retiring AS (
+                SELECT x.id, CASE
+                    WHEN NOT r.is_active THEN 'closed'
+                    WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id
+                         AND r.ville_id IS DISTINCT FROM x.ville_id THEN 'trade_changed_and_moved'
+                    WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id THEN 'trade_changed'
+                    WHEN r.ville_id IS DISTINCT FROM x.ville_id THEN 'moved'
+                    ELSE 'trade_inactive'
+                END AS reason
+                FROM stage_proloc_existing x
+                JOIN stage_proloc_resolved r ON r.entreprise_id = x.entreprise_id
+                LEFT JOIN stage_proloc_desired d ON d.entreprise_id = x.entreprise_id
+                    AND d.sous_categorie_id = x.sous_categorie_id AND d.ville_id = x.ville_id
+                WHERE x.is_active AND d.entreprise_id IS NULL
+            ), retired AS (
                 UPDATE enterprise_prolocalisation p
                 SET is_active = false, deactivated_at = now(), updated_at = now(),
-                    last_partition = %(partition)s,
-                    deactivation_reason = CASE
-                        WHEN NOT r.is_active THEN 'closed'
-                        WHEN r.sous_categorie_id IS DISTINCT FROM p.sous_categorie_id
-                             AND r.ville_id IS DISTINCT FROM p.ville_id THEN 'trade_changed_and_moved'
-                        WHEN r.sous_categorie_id IS DISTINCT FROM p.sous_categorie_id THEN 'trade_changed'
-                        WHEN r.ville_id IS DISTINCT FROM p.ville_id THEN 'moved'
-                        ELSE 'trade_inactive'
-                    END
-                FROM stage_proloc_resolved r
-                WHERE p.entreprise_id = r.entreprise_id AND p.is_active
-                  AND NOT EXISTS (
-                      SELECT 1 FROM stage_proloc_desired d
-                      WHERE d.entreprise_id = p.entreprise_id
-                        AND d.sous_categorie_id = p.sous_categorie_id AND d.ville_id = p.ville_id
-                  )
+                    last_partition = %(partition)s, deactivation_reason = t.reason
+                FROM retiring t WHERE p.id = t.id
                 RETURNING p.deactivation_reason
             )
             SELECT deactivation_reason, count(*) FROM retired GROUP BY 1 ORDER BY 1
@@ -172,23 +191,30 @@ def sync_prolocalisations(
     return counts
 
 
-def find_fallback_villes(conn: psycopg.Connection, sirets: Iterable[str], normalise) -> dict[str, int]:
-    """Ville ids for establishments with no commune code, by postal code + normalised name."""
-    drop_temp(conn, "stage_fallback_sirets")
-    conn.execute("CREATE TEMP TABLE stage_fallback_sirets (siret text PRIMARY KEY) ON COMMIT DROP")
-    copy_rows(conn, "stage_fallback_sirets", ("siret",), ((s,) for s in sirets))
-    found: dict[str, int] = {}
+def _resolve_by_postal_code(conn: psycopg.Connection) -> None:
+    """Establishments with no commune code: the ville whose postal codes include theirs and
+    whose normalised name equals their town name (accents, case, "ST" are not differences)."""
+    from foxreviews_pipeline.lib.reference.communes import normalise_name
+
     candidates = conn.execute(
         """
-        SELECT e.siret, e.ville_nom, v.id, v.nom
-        FROM stage_fallback_sirets s
-        JOIN enterprise_entreprise e ON e.siret = s.siret
-        JOIN location_ville v ON v.codes_postaux ? e.code_postal AND v.is_active
-        WHERE e.code_commune IS NULL AND e.code_postal IS NOT NULL AND e.ville_nom IS NOT NULL
+        SELECT r.entreprise_id, r.ville_nom, v.id, v.nom
+        FROM stage_proloc_resolved r
+        JOIN location_ville v ON v.codes_postaux ? r.code_postal AND v.is_active
+        WHERE r.ville_id IS NULL AND r.code_commune IS NULL AND r.ville_nom IS NOT NULL
         """
     ).fetchall()
-    conn.execute("DROP TABLE stage_fallback_sirets")
-    for siret, ville_nom, ville_id, nom in candidates:
-        if normalise(ville_nom) == normalise(nom):
-            found[siret] = ville_id
-    return found
+    found = {
+        entreprise_id: ville_id
+        for entreprise_id, ville_nom, ville_id, nom in candidates
+        if normalise_name(ville_nom) == normalise_name(nom)
+    }
+    if found:
+        conn.execute(
+            """
+            UPDATE stage_proloc_resolved r SET ville_id = f.ville_id
+            FROM unnest(%s::bigint[], %s::bigint[]) AS f(entreprise_id, ville_id)
+            WHERE r.entreprise_id = f.entreprise_id
+            """,
+            (list(found), list(found.values())),
+        )

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from foxreviews_pipeline.lib.gc_pause import paused_gc
+
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.json\.gz$")
 
@@ -74,7 +76,8 @@ def read_partition(folder: Path, day: date | str) -> LandedPartition:
             "materialize etablissements_raw for it first"
         )
     try:
-        document = json.loads(gzip.decompress(path.read_bytes()))
+        with paused_gc():
+            document = json.loads(gzip.decompress(path.read_bytes()))
     except (OSError, EOFError, ValueError) as exc:
         raise LandingError(f"{path} is unreadable ({exc}); re-materialize etablissements_raw") from exc
     if document.get("format") != FORMAT_VERSION or document.get("partition") != str(day):

@@ -24,7 +24,6 @@ from psycopg.types.json import Jsonb
 from foxreviews_pipeline.lib.db.copy import copy_rows, drop_temp
 from foxreviews_pipeline.lib.directory.entreprises import upsert_entreprises
 from foxreviews_pipeline.lib.directory.prolocalisations import (
-    find_fallback_villes,
     sync_prolocalisations,
 )
 from foxreviews_pipeline.lib.reference.communes import normalise_name, slugify
@@ -102,8 +101,7 @@ def write_entreprises(
         run_id=run_id,
         keep_existing_when_null=True,
     )
-    fallback = find_fallback_villes(conn, sirets, normalise_name)
-    prolocs = sync_prolocalisations(conn, sirets, partition=partition, fallback=fallback)
+    prolocs = sync_prolocalisations(conn, sirets, partition=partition)
     return WriteResult(
         written_rows=[r.row for r in rows],
         counts={
