@@ -1,0 +1,24 @@
+from foxreviews_pipeline.lib.directory.checks import audit_entreprises, share
+
+
+def test_audit_finds_invalid_identifiers_and_masked_values(pg_conn):
+    pg_conn.execute(
+        """
+        INSERT INTO enterprise_entreprise (siret, siren, nom, code_commune) VALUES
+          ('73282932000074', '732829320', 'VALIDE', '75056'),
+          ('73282932000075', '732829320', 'CLE FAUSSE', '75056'),
+          ('35600000012345', '356000000', 'LA POSTE', '75056'),
+          ('55203253400646', '552032534', 'MASQUE', '[ND]')
+        """
+    )
+    audit = audit_entreprises(pg_conn, ["73282932000074", "73282932000075", "35600000012345", "55203253400646", "99999999999999"])
+    assert audit.rows == 4
+    # La Poste's establishments follow their own rule (digit sum a multiple of 5): 3+5+6+1+2+3+4+5 = 29.
+    assert sorted(audit.invalid_identifiers) == ["35600000012345", "73282932000075"]
+    assert audit.nd_rows == 1
+    assert audit.duplicate_sirets == 0
+
+
+def test_share_of_nothing_is_complete():
+    assert share(0, 0) == 1.0
+    assert share(19, 20) == 0.95
