@@ -193,3 +193,29 @@ def test_a_missing_commune_code_falls_back_to_postal_code_and_name(pg_conn):
     assert counts.created == 1
     assert counts.unmatched_by_reason == {"no_commune": 1}
     assert pg_conn.execute("SELECT ville_id FROM enterprise_prolocalisation").fetchall() == [(100,)]
+
+
+def test_a_day_applied_again_is_not_mapped_again_unless_the_rules_changed(pg_conn, monkeypatch):
+    from foxreviews_pipeline.lib.directory import daily
+    from foxreviews_pipeline.lib.sirene.sample import generate_day
+
+    records = generate_day(date(2026, 11, 20), n=300)
+    first = daily.apply_entreprises(pg_conn, records, partition="2026-11-20", run_id="r1")
+    assert first.counts.inserted > 250
+
+    mapped = []
+    real_map = daily.map_records
+    monkeypatch.setattr(daily, "map_records", lambda rs: mapped.append(len(rs)) or real_map(rs))
+    again = daily.apply_entreprises(pg_conn, records, partition="2026-11-20", run_id="r2")
+    # Only the records that were rejected (never stored) go through the mapping again.
+    assert mapped == [first.rejected]
+    assert (again.counts.inserted, again.counts.updated) == (0, 0)
+    assert again.counts.unchanged == first.counts.inserted
+
+    monkeypatch.setattr(daily, "MAPPING_VERSION", 2)
+    mapped.clear()
+    bumped = daily.apply_entreprises(pg_conn, records, partition="2026-11-20", run_id="r3")
+    assert mapped == [len(records)]
+    # New rules: every row is rewritten once, to record the version that produced it.
+    assert bumped.counts.updated == first.counts.inserted
+    assert pg_conn.execute("SELECT DISTINCT mapping_version FROM enterprise_entreprise").fetchall() == [(2,)]

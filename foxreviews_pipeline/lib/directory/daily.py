@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
 
@@ -19,7 +20,7 @@ from foxreviews_pipeline.lib.directory.prolocalisations import (
     ProLocalisationCounts,
     sync_prolocalisations,
 )
-from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, map_records
+from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, MAPPING_VERSION, map_records
 
 assert tuple(ENTREPRISE_COLUMNS) == SIRENE_COLUMNS, "mapping and write path disagree on columns"
 
@@ -36,14 +37,41 @@ class EntreprisesResult:
         return sum(self.rejected_by_reason.values())
 
 
+def _already_applied(conn: psycopg.Connection, records: Sequence[dict]) -> set[str]:
+    """SIRETs whose stored row came from this very INSEE version of the record, mapped by
+    the current rules: mapping them again could only give the same row."""
+    stored = conn.execute(
+        """
+        SELECT siret, date_dernier_traitement FROM enterprise_entreprise
+        WHERE siret = ANY(%s) AND source = 'sirene' AND mapping_version = %s
+        """,
+        ([r.get("siret") for r in records], MAPPING_VERSION),
+    ).fetchall()
+    if not stored:
+        return set()
+    versions = dict(stored)
+    done = set()
+    for record in records:
+        siret = record.get("siret")
+        treated = versions.get(siret)
+        raw = record.get("dateDernierTraitementEtablissement")
+        if treated is not None and raw and datetime.fromisoformat(raw) == treated:
+            done.add(siret)
+    return done
+
+
 def apply_entreprises(
     conn: psycopg.Connection, records: Sequence[dict], *, partition: str, run_id: str | None
 ) -> EntreprisesResult:
+    done = _already_applied(conn, records)
+    todo = [r for r in records if r.get("siret") not in done] if done else records
     with paused_gc():
-        rows, rejections = map_records(records)
+        rows, rejections = map_records(todo)
     counts = upsert_entreprises(
-        conn, SIRENE_COLUMNS, rows, source="sirene", partition=partition, run_id=run_id
+        conn, SIRENE_COLUMNS, rows, source="sirene", partition=partition, run_id=run_id,
+        mapping_version=MAPPING_VERSION,
     )
+    counts.unchanged += len(done)
     by_reason = Counter(r.reason for r in rejections)
     sample = [{"siret": r.siret, "reason": r.reason, "message": r.message} for r in rejections[:20]]
     return EntreprisesResult(len(records), counts, dict(sorted(by_reason.items())), sample)

@@ -68,6 +68,7 @@ def upsert_entreprises(
     partition: str | None = None,
     run_id: str | None = None,
     keep_existing_when_null: bool = False,
+    mapping_version: int | None = None,
 ) -> UpsertCounts:
     """Insert or update establishments by SIRET; return what happened.
 
@@ -76,6 +77,7 @@ def upsert_entreprises(
     - A row whose `date_dernier_traitement` is older than the stored one is not applied, so
       an older day re-run after a newer one cannot regress data.
     - `naf_libelle` is filled from the NAF nomenclature when the row does not carry one.
+    - `mapping_version` records which SIRENE mapping rules produced the rows.
     """
     columns = list(columns)
     if "siret" not in columns:
@@ -102,6 +104,9 @@ def upsert_entreprises(
     data_columns = [c for c in dict.fromkeys([*columns, "siren", "naf_libelle"]) if c != "siret"]
     if "naf_code" not in columns:
         data_columns.remove("naf_libelle")
+    if mapping_version is not None:
+        conn.execute(f"ALTER TABLE {_STAGE} ADD COLUMN mapping_version smallint DEFAULT {int(mapping_version)}")
+        data_columns.append("mapping_version")
 
     def new_value(column: str, prefix: str) -> sql.Composable:
         ident = sql.Identifier(column)

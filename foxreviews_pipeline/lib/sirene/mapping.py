@@ -97,6 +97,10 @@ UNITE_LEGALE_NAME_FIELDS: tuple[str, ...] = (
     "prenomUsuelUniteLegale",
 )
 
+# Bump when a rule below changes what a record maps to: rows mapped by older rules are then
+# mapped again on the next run of their day instead of being skipped as unchanged.
+MAPPING_VERSION = 1
+
 REJECT_INVALID_SIRET = "invalid_siret"
 REJECT_NO_NAME = "no_name"
 REJECTION_REASONS: dict[str, str] = {
