@@ -33,6 +33,11 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
         found[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    found["__checks__"] = {
+        "passed": sum(1 for c in checks if c.passed),
+        "failed": [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed],
+    }
     return found
 
 
@@ -72,6 +77,9 @@ def run_day(day: str | None, settings: Settings) -> int:
     ent = daily.get("entreprises", {})
     pl = daily.get("pro_localisations", {})
     vs = stats.get("ville_stats", {})
+    checks = [ref["__checks__"], daily["__checks__"], stats["__checks__"]]
+    passed = sum(c["passed"] for c in checks)
+    failed = [name for c in checks for name in c["failed"]]
     lines = [
         f"Day {target}: done in {elapsed:.1f} s",
         f"  reference      NAF codes {ref.get('naf_nomenclature', {}).get('rows', '?')}, "
@@ -84,6 +92,7 @@ def run_day(day: str | None, settings: Settings) -> int:
         f"{pl.get('deactivated', 0)} retired, {pl.get('unmatched', 0)} unmatched",
         f"  ville_stats    {vs.get('total_entreprises_actives', '?')} active entreprises, "
         f"{vs.get('total_prolocalisations_actives', '?')} active ProLocalisations",
+        f"  checks         {passed} passed" + (f", FAILED: {', '.join(failed)}" if failed else ""),
     ]
     print("\n".join(lines))
     sys.stdout.flush()
