@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from foxreviews_pipeline.lib.db.server import database_name
@@ -79,6 +80,12 @@ def test_file_dropped_while_the_daemon_runs_ends_archived(
             (2,)
         ]
     finally:
+        # The daemon's code server runs in a process group of its own: take note of every
+        # descendant first, so none outlives the test.
+        try:
+            descendants = psutil.Process(daemon.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
         if daemon.poll() is None:
             os.killpg(daemon.pid, signal.SIGTERM)
             try:
@@ -86,5 +93,11 @@ def test_file_dropped_while_the_daemon_runs_ends_archived(
             except subprocess.TimeoutExpired:
                 os.killpg(daemon.pid, signal.SIGKILL)
                 daemon.wait()
+        for child in descendants:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(descendants, timeout=10)
         log_file.close()
         drop_database(pg_server_url, database_name(env.url) + "_dagster")
