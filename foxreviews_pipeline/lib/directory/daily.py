@@ -20,9 +20,7 @@ from foxreviews_pipeline.lib.directory.prolocalisations import (
     ProLocalisationCounts,
     sync_prolocalisations,
 )
-from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, MAPPING_VERSION, map_records
-
-assert tuple(ENTREPRISE_COLUMNS) == SIRENE_COLUMNS, "mapping and write path disagree on columns"
+from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION, map_records
 
 
 @dataclass

@@ -15,31 +15,11 @@ import psycopg
 from psycopg import sql
 
 from foxreviews_pipeline.lib.db.copy import copy_rows, create_stage
+from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 
-# What SIRENE ingestion writes; `naf_libelle` is looked up from ref_naf_nomenclature.
-SIRENE_COLUMNS: tuple[str, ...] = (
-    "siret",
-    "siren",
-    "nom",
-    "nom_commercial",
-    "adresse",
-    "code_postal",
-    "ville_nom",
-    "code_commune",
-    "naf_code",
-    "naf_nomenclature",
-    "naf25_code",
-    "is_active",
-    "date_creation",
-    "date_fermeture",
-    "est_siege",
-    "tranche_effectifs",
-    "statut_diffusion",
-    "date_dernier_traitement",
-)
-
-# Columns the web app owns: SIRENE never writes them; staff uploads may.
-WEB_APP_COLUMNS: tuple[str, ...] = ("telephone", "email_contact", "site_web")
+# What SIRENE ingestion writes, in the mapping's order; `naf_libelle` is looked up from
+# ref_naf_nomenclature.
+SIRENE_COLUMNS: tuple[str, ...] = ENTREPRISE_COLUMNS
 
 _STAGE = "stage_entreprise"
 
