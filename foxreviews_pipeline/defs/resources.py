@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from foxreviews_pipeline.lib.db.database import prepare, transaction
 from foxreviews_pipeline.lib.db.server import resolve_data_url
@@ -22,7 +22,8 @@ from foxreviews_pipeline.lib.settings import Settings
 class PostgresResource(dg.ConfigurableResource):
     """The data database. Unset `database_url` means the embedded server."""
 
-    database_url: str | None = None
+    # repr=False: once Dagster has resolved the EnvVar this is the URL with its password.
+    database_url: str | None = Field(default=None, repr=False)
     home: str
 
     _url: str | None = PrivateAttr(default=None)

@@ -1,13 +1,28 @@
-"""The code location as Dagster loads it."""
+"""The code location as Dagster loads it: assets and groups, schedules and sensors, and the
+INSEE key kept out of everything Dagster shows or stores."""
 
+from __future__ import annotations
+
+import gzip
+import importlib
+import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 
 import dagster as dg
 import pytest
+from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster._core.snap import JobSnap
+from dagster._serdes import serialize_value
 
 from foxreviews_pipeline.lib.settings import PROJECT_ROOT
+from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer
+from foxreviews_pipeline.lib.sirene.sources import sample_day_source
+
+MODULE = "foxreviews_pipeline.definitions"
+SECRET = "key-that-must-stay-secret-5f1c"
 
 EXPECTED_GROUPS = {
     "naf_nomenclature": "reference",
@@ -19,51 +34,173 @@ EXPECTED_GROUPS = {
     "ville_stats": "directory",
     "uploaded_files": "uploads",
 }
+# name → cron, on Paris wall-clock time; every one RUNNING by default.
+EXPECTED_SCHEDULES = {
+    "sirene_daily_schedule": "0 8 * * *",
+    "ville_stats_nightly": "0 2 * * *",
+    "cleanup_weekly": "0 3 * * 0",
+}
+EXPECTED_SENSORS = {"upload_sensor", "ville_stats_automation"}
+
+
+def _load_definitions() -> dg.Definitions:
+    """The code location as imported now: it reads the settings at import, so it is imported
+    afresh under the environment the test has set."""
+    sys.modules.pop(MODULE, None)
+    return importlib.import_module(MODULE).defs
 
 
 @pytest.fixture
-def defs(platform_env, monkeypatch):
+def fresh_module():
+    sys.modules.pop(MODULE, None)
+    yield _load_definitions
+    # Later imports must not see this test's environment (a dropped database, a tmp folder).
+    sys.modules.pop(MODULE, None)
+
+
+@pytest.fixture
+def defs(platform_env, monkeypatch, fresh_module) -> dg.Definitions:
     monkeypatch.setenv("FOXREVIEWS_SIRENE_SOURCE", "api")
-    monkeypatch.setenv("FOXREVIEWS_INSEE_API_KEY", "key-that-must-stay-secret")
-    import importlib
+    monkeypatch.setenv("FOXREVIEWS_INSEE_API_KEY", SECRET)
+    return fresh_module()
 
-    import foxreviews_pipeline.definitions as module
 
-    return importlib.reload(module).defs
+def clean_env(platform_env: dict[str, str], tmp_path) -> dict[str, str]:
+    """Only what a fresh shell would have, plus the platform's two settings."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    env["FOXREVIEWS_HOME"] = platform_env["FOXREVIEWS_HOME"]
+    env["FOXREVIEWS_DATABASE_URL"] = platform_env["FOXREVIEWS_DATABASE_URL"]
+    return env
+
+
+LOAD = r"""
+import json
+from foxreviews_pipeline.definitions import defs, settings
+print(json.dumps({
+    "groups": {s.key.to_user_string(): s.group_name for s in defs.resolve_all_asset_specs()},
+    "schedules": {s.name: [s.cron_schedule, s.execution_timezone, s.default_status.value]
+                  for s in defs.schedules},
+    "sensors": {s.name: s.default_status.value for s in defs.sensors},
+    "resources": sorted(defs.resources),
+    "settings_home": str(settings.home),
+}))
+"""
+
+
+def test_the_code_location_loads_in_a_clean_process(platform_env, tmp_path):
+    env = clean_env(platform_env, tmp_path)
+    result = subprocess.run([sys.executable, "-c", LOAD], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {k: loaded["groups"].get(k) for k in EXPECTED_GROUPS} == EXPECTED_GROUPS
+    assert {n: loaded["schedules"][n] for n in EXPECTED_SCHEDULES} == {
+        n: [cron, "Europe/Paris", "RUNNING"] for n, cron in EXPECTED_SCHEDULES.items()
+    }
+    assert {n: loaded["sensors"][n] for n in EXPECTED_SENSORS} == dict.fromkeys(EXPECTED_SENSORS, "RUNNING")
+    assert {"postgres", "landing_zone", "upload_folder", "sirene", "retention"} <= set(loaded["resources"])
+    assert loaded["settings_home"] == platform_env["FOXREVIEWS_HOME"]
+
+
+def test_dagster_validates_the_code_location(platform_env, dagster_storage_db, tmp_path):
+    env = clean_env(platform_env, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", MODULE],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "All code locations passed validation" in result.stderr + result.stdout
+
+
+def test_the_location_reads_its_settings_at_import(defs, platform_env):
+    assert defs.resources["landing_zone"].root == platform_env["FOXREVIEWS_HOME"] + "/landing"
+    assert defs.resources["upload_folder"].root == platform_env["FOXREVIEWS_UPLOAD_DIR"]
+    assert defs.resources["sirene"].source == "api"
 
 
 def test_every_asset_of_the_spec_is_in_its_group(defs):
     specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
     assert {k: specs[k].group_name for k in EXPECTED_GROUPS} == EXPECTED_GROUPS
-    assert specs["etablissements_raw"].partitions_def.timezone == "Europe/Paris"
-    assert specs["entreprises"].partitions_def == specs["etablissements_raw"].partitions_def
+    daily = specs["etablissements_raw"].partitions_def
+    assert isinstance(daily, dg.DailyPartitionsDefinition) and daily.timezone == "Europe/Paris"
+    assert specs["entreprises"].partitions_def == daily
+    assert specs["pro_localisations"].partitions_def == daily
+    assert isinstance(specs["uploaded_files"].partitions_def, dg.DynamicPartitionsDefinition)
+    for key in ("naf_nomenclature", "trade_taxonomy", "villes", "ville_stats"):
+        assert specs[key].partitions_def is None, key
 
 
 def test_schedules_and_sensors_run_by_default(defs):
-    names = {s.name: s for s in [*defs.schedules, *defs.sensors]}
-    assert {"sirene_daily_schedule", "ville_stats_nightly", "cleanup_weekly", "upload_sensor",
-            "ville_stats_automation"} <= set(names)
-    for schedule in defs.schedules:
-        assert schedule.execution_timezone == "Europe/Paris"
-        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    schedules = {s.name: s for s in defs.schedules}
+    sensors = {s.name: s for s in defs.sensors}
+    assert set(EXPECTED_SCHEDULES) <= set(schedules)
+    assert EXPECTED_SENSORS <= set(sensors)
+    for name, cron in EXPECTED_SCHEDULES.items():
+        schedule = schedules[name]
+        assert (schedule.cron_schedule, schedule.execution_timezone) == (cron, "Europe/Paris"), name
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING, name
+    for name in EXPECTED_SENSORS:
+        assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING, name
 
 
 def test_the_insee_key_never_shows_in_the_location(defs):
-    from dagster._core.remote_representation.external_data import RepositorySnap
-    from dagster._serdes import serialize_value
-
     repo = defs.get_repository_def()
     snap = serialize_value(RepositorySnap.from_def(repo))
-    assert "key-that-must-stay-secret" not in snap
+    assert SECRET not in snap
     assert "FOXREVIEWS_INSEE_API_KEY" in snap  # shown by name only
-    assert "key-that-must-stay-secret" not in repr(defs.resources)
+    for job in repo.get_all_jobs():
+        assert SECRET not in serialize_value(JobSnap.from_job_def(job)), job.name
+    assert SECRET not in repr(defs.resources)
+    assert SECRET not in repr(defs.resources["sirene"])
 
 
-def test_dagster_validates_the_code_location(platform_env, dagster_storage_db):
-    env = {k: v for k, v in os.environ.items()}
-    result = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "foxreviews_pipeline.definitions"],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "All code locations passed validation" in result.stderr + result.stdout
+def test_the_database_password_never_shows_in_the_initialized_resources(platform_env, monkeypatch, fresh_module):
+    monkeypatch.setenv("FOXREVIEWS_DATABASE_URL", "postgresql://fox:pw-5f1c-secret@127.0.0.1:5432/foxreviews")
+    defs = fresh_module()
+    with dg.build_resources({"postgres": defs.resources["postgres"]}) as resources:
+        assert resources.postgres.database_url.endswith("@127.0.0.1:5432/foxreviews")  # resolved
+        assert "pw-5f1c-secret" not in repr(resources.postgres)
+
+
+def test_the_insee_key_never_shows_in_the_initialized_resource(defs):
+    with dg.build_resources({"sirene": defs.resources["sirene"]}) as resources:
+        assert resources.sirene.insee_api_key == SECRET  # resolved from the environment
+        assert SECRET not in repr(resources.sirene)
+
+
+def test_a_run_with_the_api_source_keeps_the_key_out_of_dagster_storage(
+    platform_env, monkeypatch, fresh_module
+):
+    day = "2026-11-19"
+    with FakeInseeServer(
+        day_source=sample_day_source(300), api_key=SECRET,
+        last_processed_at=datetime(2026, 11, 20, 6, 30),
+    ) as server:
+        monkeypatch.setenv("FOXREVIEWS_SIRENE_SOURCE", "api")
+        monkeypatch.setenv("FOXREVIEWS_INSEE_API_KEY", SECRET)
+        monkeypatch.setenv("FOXREVIEWS_INSEE_BASE_URL", server.base_url)
+        monkeypatch.setenv("FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE", "10000")
+        defs = fresh_module()
+        job = defs.resolve_implicit_global_asset_job_def()
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = job.execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey("etablissements_raw")],
+                partition_key=day,
+            )
+            # The local INSEE answers 401 to any other key: the key did reach the API.
+            assert result.success
+            assert server.requests and all(r.status == 200 for r in server.requests)
+            run = instance.get_run_by_id(result.run_id)
+            stored = [
+                serialize_value(run),
+                serialize_value(instance.get_job_snapshot(run.job_snapshot_id)),
+                *(serialize_value(entry) for entry in instance.all_logs(result.run_id)),
+            ]
+    assert len(stored) > 5
+    for text in stored:
+        assert SECRET not in text
+    landed = (platform_env["FOXREVIEWS_HOME"] + f"/landing/etablissements/{day}.json.gz")
+    with open(landed, "rb") as f:
+        document = gzip.decompress(f.read()).decode()
+    assert len(json.loads(document)["etablissements"]) == 300
+    assert SECRET not in document

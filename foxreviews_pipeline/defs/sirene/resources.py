@@ -6,6 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from foxreviews_pipeline.lib.sirene import sources
 
@@ -15,7 +16,8 @@ class SireneSource(dg.ConfigurableResource):
 
     source: str = "sample"
     insee_base_url: str = "https://api.insee.fr/api-sirene/3.11"
-    insee_api_key: str | None = None
+    # repr=False: once Dagster has resolved the EnvVar this holds the key itself.
+    insee_api_key: str | None = Field(default=None, repr=False)
     insee_requests_per_minute: int = 30
     stock_path: str | None = None
     sample_size: int = 35_000

@@ -62,6 +62,12 @@ def write_partition(folder: Path, day: date, records: Sequence[dict], meta: dict
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp_name, target)
+        # The rename itself is durable only once the folder is synced.
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
