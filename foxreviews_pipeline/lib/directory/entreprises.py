@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from foxreviews_pipeline.lib.db.copy import copy_rows, create_stage
+from foxreviews_pipeline.lib.db.copy import copy_rows, create_stage, drop_temp
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 
 # What SIRENE ingestion writes, in the mapping's order; `naf_libelle` is looked up from
@@ -22,6 +22,7 @@ from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 SIRENE_COLUMNS: tuple[str, ...] = ENTREPRISE_COLUMNS
 
 _STAGE = "stage_entreprise"
+_EXISTING = "stage_entreprise_existing"
 
 
 @dataclass
@@ -64,7 +65,15 @@ def upsert_entreprises(
         raise ValueError("rows must carry a siret")
     extra = [c for c in ("siren", "naf_libelle") if c not in columns]
     create_stage(conn, _STAGE, "enterprise_entreprise", [*columns, *extra])
-    counts = UpsertCounts(staged=copy_rows(conn, _STAGE, columns, rows))
+    siret_at = columns.index("siret")
+    sirets: list[str] = []
+
+    def noting_sirets(source_rows):
+        for row in source_rows:
+            sirets.append(row[siret_at])
+            yield row
+
+    counts = UpsertCounts(staged=copy_rows(conn, _STAGE, columns, noting_sirets(rows)))
     if not counts.staged:
         return counts
     if "siren" not in columns:
@@ -94,6 +103,26 @@ def upsert_entreprises(
             return sql.SQL("coalesce({p}.{c}, e.{c})").format(p=sql.SQL(prefix), c=ident)
         return sql.SQL("{p}.{c}").format(p=sql.SQL(prefix), c=ident)
 
+    # The stored versions of the staged SIRETs, read once through the unique index with an
+    # array: every comparison below then joins two small tables, whatever the size of
+    # enterprise_entreprise or the freshness of its statistics.
+    drop_temp(conn, _EXISTING)
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {existing} ON COMMIT DROP AS SELECT siret, is_active, {cols} "
+            "FROM enterprise_entreprise WHERE siret = ANY(%s)"
+        ).format(
+            existing=sql.Identifier(_EXISTING),
+            cols=sql.SQL(", ").join(
+                sql.Identifier(c)
+                for c in dict.fromkeys([*data_columns, "date_dernier_traitement"])
+                if c != "is_active"
+            ),
+        ),
+        (sirets,),
+    )
+    conn.execute(f"ANALYZE {_EXISTING} (siret)")
+
     old_cols = sql.SQL(", ").join(sql.SQL("e.{}").format(sql.Identifier(c)) for c in data_columns)
     new_cols = sql.SQL(", ").join(new_value(c, "s") for c in data_columns)
     newer_guard = sql.SQL("true")
@@ -106,15 +135,15 @@ def upsert_entreprises(
     # Drop what would not change anything: identical rows, and rows older than the stored one.
     stale = conn.execute(
         sql.SQL(
-            "DELETE FROM {stage} s USING enterprise_entreprise e "
+            "DELETE FROM {stage} s USING {existing} e "
             "WHERE e.siret = s.siret AND NOT {guard}"
-        ).format(stage=sql.Identifier(_STAGE), guard=newer_guard)
+        ).format(stage=sql.Identifier(_STAGE), existing=sql.Identifier(_EXISTING), guard=newer_guard)
     ).rowcount
     unchanged = conn.execute(
         sql.SQL(
-            "DELETE FROM {stage} s USING enterprise_entreprise e "
+            "DELETE FROM {stage} s USING {existing} e "
             "WHERE e.siret = s.siret AND ({old}) IS NOT DISTINCT FROM ({new})"
-        ).format(stage=sql.Identifier(_STAGE), old=old_cols, new=new_cols)
+        ).format(stage=sql.Identifier(_STAGE), existing=sql.Identifier(_EXISTING), old=old_cols, new=new_cols)
     ).rowcount
     counts.stale, counts.unchanged = stale, unchanged
 
@@ -150,9 +179,10 @@ def upsert_entreprises(
             count(*) FILTER (WHERE NOT u.inserted),
             count(*) FILTER (WHERE NOT u.inserted AND p.is_active AND NOT u.is_active),
             count(*) FILTER (WHERE NOT u.inserted AND NOT p.is_active AND u.is_active)
-        FROM upserted u LEFT JOIN enterprise_entreprise p ON p.siret = u.siret
+        FROM upserted u LEFT JOIN {existing} p ON p.siret = u.siret
         """
     ).format(
+        existing=sql.Identifier(_EXISTING),
         insert_cols=sql.SQL(", ").join(sql.Identifier(c) for c in insert_cols),
         select_cols=sql.SQL(", ").join(select_cols),
         stage=sql.Identifier(_STAGE),

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from foxreviews_pipeline.lib.db.copy import copy_rows, drop_temp
+from foxreviews_pipeline.lib.db.copy import drop_temp
 
-_SCOPE = "stage_proloc_scope"
 
 
 @dataclass
@@ -43,20 +42,22 @@ class ProLocalisationCounts:
 # Which ville an establishment is in: by INSEE code (an arrondissement or commune déléguée
 # goes to its current commune); by postal code + normalised name only when the code is
 # missing (resolved afterwards, see `_resolve_by_postal_code`).
-_RESOLVED = f"""
+_RESOLVED = """
     SELECT e.id AS entreprise_id, e.is_active, e.naf_code, e.naf_nomenclature, e.code_commune,
            v.id AS ville_id, e.code_postal, e.ville_nom,
            m.sous_categorie_id, m.excluded_reason,
            (m.naf_code IS NOT NULL) AS naf_known,
            (sub.id IS NOT NULL AND sub.is_active AND cat.is_active) AS trade_active
-    FROM {_SCOPE} sc
-    JOIN enterprise_entreprise e ON e.siret = sc.siret
+    FROM enterprise_entreprise e
     LEFT JOIN location_commune_alias a ON a.code_insee = e.code_commune
     LEFT JOIN location_ville v ON v.code_insee = coalesce(a.ville_code_insee, e.code_commune)
                               AND v.is_active
     LEFT JOIN ref_naf_mapping m ON m.nomenclature = e.naf_nomenclature AND m.naf_code = e.naf_code
     LEFT JOIN subcategory_souscategorie sub ON sub.id = m.sous_categorie_id
     LEFT JOIN category_categorie cat ON cat.id = sub.categorie_id
+    -- An array through the SIRET index: the plan stays an index lookup per establishment
+    -- whatever the size of the table or the freshness of its statistics.
+    WHERE e.siret = ANY(%s)
 """
 
 
@@ -67,21 +68,13 @@ def sync_prolocalisations(
     partition: str | None = None,
 ) -> ProLocalisationCounts:
     """Create, reactivate or retire the ProLocalisations of these establishments."""
-    drop_temp(conn, _SCOPE, "stage_proloc_resolved", "stage_proloc_desired", "stage_proloc_existing")
-    conn.execute(
-        f"CREATE TEMP TABLE {_SCOPE} (siret text PRIMARY KEY) ON COMMIT DROP"
-    )
-    counts = ProLocalisationCounts(
-        establishments=copy_rows(conn, _SCOPE, ("siret",), ((s,) for s in sirets))
-    )
-    if not counts.establishments:
+    drop_temp(conn, "stage_proloc_resolved", "stage_proloc_desired", "stage_proloc_existing")
+    scope = list(dict.fromkeys(sirets))
+    counts = ProLocalisationCounts(establishments=len(scope))
+    if not scope:
         return counts
-    conn.execute(f"ANALYZE {_SCOPE}")
-    conn.execute(
-        f"""
-        CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}
-        """
-    )
+    conn.execute(f"CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}", (scope,))
+    conn.execute("ANALYZE stage_proloc_resolved")
     _resolve_by_postal_code(conn)
     counts.active, counts.ville_resolved, counts.trade_resolved = conn.execute(
         """

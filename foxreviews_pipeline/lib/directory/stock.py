@@ -1,0 +1,325 @@
+"""Backfill of the directory from a StockEtablissement file (SPEC §2.2, §3.2, §3.3, §5).
+
+The file (tens of millions of rows) is never held whole. The stock reader streams mapped
+blocks of ~12,000 rows; each row is routed by SIRET to one of `writers` database
+connections, gathered there into batches of `chunk_rows`, de-duplicated, upserted with the
+same set-based write path as a daily partition, and the batch's ProLocalisations are synced
+right after. Reading and mapping (Python) run while the writers' statements run in
+PostgreSQL; every hand-over queue holds at most one batch, so memory stays at a few batches
+whatever the file size. Because a SIRET always goes to the same writer, its versions are
+applied in file order, and two writers never touch the same establishment.
+
+Transactions: by default each batch (its establishments *and* their ProLocalisations) is
+committed on its own. A crash therefore leaves part of the file applied, every
+establishment in either its old or its new state and never without its ProLocalisations;
+re-running the same file converges, because the upsert skips identical rows and rows older
+than what is stored, and ProLocalisations are derived from the stored establishment. One
+transaction for the whole file would also work in PostgreSQL (there is no undo segment to
+exhaust, and WAL is recycled at checkpoints whatever the transaction length), but on a full
+44-million-row stock it would hold a row lock on every changed establishment for the hour
+or more the load takes (the daily import would wait behind it), keep every replaced row
+version un-vacuumable until the end, and lose all the work on a crash.
+`commit_every_chunk=False` gives that all-or-nothing behaviour when the caller wants it:
+one writer, nothing committed, the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import gc
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+
+from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises
+from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
+from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, MAPPING_VERSION
+from foxreviews_pipeline.lib.sirene.stock import (
+    DEFAULT_BLOCK_SIZE,
+    UniteLegaleIndex,
+    UnitesLegales,
+    iter_mapped_stock,
+    load_unites_legales,
+    sirens_of,
+)
+
+# Rows per upsert statement (per writer). Smaller batches pay the per-batch statements
+# (staging, ANALYZE, ProLocalisation temp tables) more often; larger ones cost ~1 KB of Python
+# objects per row in each of the three places a batch can be (being gathered, queued, being
+# written): 50,000 × 2 writers kept a 4-million-row load near 1 GB of peak RSS.
+DEFAULT_CHUNK_ROWS = 50_000
+# One connection per core of the usual 2-core host: with a single writer, a third of the
+# machine's CPU sat idle while Python read and mapped the next batch.
+DEFAULT_WRITERS = 2
+
+STOCK_SOURCE = "sirene"
+_SIRET = ENTREPRISE_COLUMNS.index("siret")
+_TREATED = ENTREPRISE_COLUMNS.index("date_dernier_traitement")
+_REJECTED_SAMPLE_SIZE = 20
+
+
+@dataclass
+class StockLoadResult:
+    rows_read: int = 0
+    rows_written: int = 0  # inserted + updated
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0  # older than the stored row: not applied
+    duplicates: int = 0  # versions of a SIRET superseded by a later one in the same batch
+    closed: int = 0
+    reopened: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    rejected_sample: list[dict] = field(default_factory=list)
+    prolocalisations_created: int = 0
+    prolocalisations_reactivated: int = 0
+    prolocalisations_deactivated: int = 0
+    prolocalisations_deactivated_by_reason: dict[str, int] = field(default_factory=dict)
+    prolocalisations_unmatched_by_reason: dict[str, int] = field(default_factory=dict)
+    chunks: int = 0
+    writers: int = 1
+    duration_s: float = 0.0
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+
+def dedupe_latest(rows: list[tuple]) -> list[tuple]:
+    """One row per SIRET, the one with the latest `date_dernier_traitement` (a row with no
+    date is the oldest; on a tie the later row wins), sorted by SIRET.
+
+    ON CONFLICT cannot touch the same row twice in one statement, and a stock file may list
+    a SIRET more than once. Sorting keeps the unique-index insertions local and makes
+    every batch take its row locks in the same order.
+    """
+    latest: dict[str, tuple] = dict(zip((r[_SIRET] for r in rows), rows, strict=True))
+    if len(latest) != len(rows):
+        latest = {}
+        for row in rows:
+            siret = row[_SIRET]
+            kept = latest.get(siret)
+            if kept is None or (
+                row[_TREATED] is not None
+                and (kept[_TREATED] is None or row[_TREATED] >= kept[_TREATED])
+            ):
+                latest[siret] = row
+    return sorted(latest.values())
+
+
+def _index_of(path: Path, unites_legales: UnitesLegales, block_size: int) -> UnitesLegales:
+    if not isinstance(unites_legales, (str, Path)):
+        return unites_legales
+    index: UniteLegaleIndex = load_unites_legales(
+        unites_legales, only_sirens=sirens_of(path, block_size=block_size), block_size=block_size
+    )
+    # Filtering StockUniteLegale block by block leaves hundreds of MB of freed Arrow
+    # buffers in the allocator's cache; the index itself is a fraction of that.
+    pa.default_memory_pool().release_unused()
+    return index
+
+
+def _connect_like(conn: psycopg.Connection) -> psycopg.Connection:
+    """Another connection to the same database as the same user."""
+    return psycopg.connect(
+        conn.info.dsn, password=conn.info.password or None, application_name="foxreviews-stock"
+    )
+
+
+# A batch's staging tables are tens of MB; with the default 8 MB of temp buffers they go
+# through the kernel page by page. The setting only takes before a session's first temporary
+# table, hence the savepoint: a connection that already used one keeps its value.
+_TEMP_BUFFERS = "128MB"
+
+
+def _tune_session(conn: psycopg.Connection) -> None:
+    try:
+        with conn.transaction():
+            conn.execute(f"SET temp_buffers = '{_TEMP_BUFFERS}'")
+    except psycopg.Error:
+        pass
+
+
+class _Writers:
+    """Writer threads, one connection and one single-slot queue each."""
+
+    _DONE = object()
+
+    def __init__(self, connections, write: Callable[[psycopg.Connection, list[tuple]], None]):
+        self._write = write
+        self._queues = [queue.Queue(maxsize=1) for _ in connections]
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(c, q), name=f"stock-writer-{i}", daemon=True)
+            for i, (c, q) in enumerate(zip(connections, self._queues, strict=True))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, conn: psycopg.Connection, inbox: queue.Queue) -> None:
+        while True:
+            item = inbox.get()
+            if item is self._DONE:
+                return
+            if self._stop.is_set():
+                continue  # drain, so that the producer never blocks on a dead writer
+            try:
+                self._write(conn, item)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the producer's thread
+                self._error = self._error or exc
+                self._stop.set()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, writer: int, rows: list[tuple]) -> None:
+        while True:
+            self.check()
+            try:
+                self._queues[writer].put(rows, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def close(self, *, failed: bool) -> None:
+        if failed:
+            self._stop.set()
+        for inbox in self._queues:
+            inbox.put(self._DONE)
+        for thread in self._threads:
+            thread.join()
+        if not failed:
+            self.check()
+
+
+def load_stock(
+    conn: psycopg.Connection,
+    path: str | Path,
+    *,
+    unites_legales: UnitesLegales = None,
+    run_id: str | None = None,
+    partition: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    writers: int = DEFAULT_WRITERS,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    commit_every_chunk: bool = True,
+    on_chunk: Callable[[StockLoadResult], None] | None = None,
+) -> StockLoadResult:
+    """Load a StockEtablissement file (.zip, .csv or .parquet) into `enterprise_entreprise`
+    and sync the ProLocalisations of every SIRET it holds.
+
+    - `unites_legales`: StockUniteLegale (path, index or mapping siren → names) for the
+      legal-unit names; without it establishments have no name and are rejected (`no_name`).
+    - `partition`: the lineage label written to `last_partition` (default
+      `stock:<file name>`, which no daily partition key can collide with).
+    - `commit_every_chunk`: commit after each batch (`conn` must then not be inside a
+      `conn.transaction()` block), with `writers` connections (the extra ones are opened to
+      the same database as `conn` and closed at the end). False: one writer, `conn` only,
+      nothing committed — the caller's transaction holds the whole load. See the module
+      docstring for the trade-off.
+    - `on_chunk(result)`: called after each committed batch with the running totals
+      (progress logs); called from a writer thread.
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    if partition is None:
+        partition = f"stock:{path.name}"
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be at least 1")
+    writers = max(1, writers) if commit_every_chunk else 1
+    result = StockLoadResult(writers=writers)
+    rejected: Counter[str] = Counter()
+    unmatched: Counter[str] = Counter()
+    deactivated: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def write(connection: psycopg.Connection, rows: list[tuple]) -> None:
+        counts = upsert_entreprises(
+            connection, SIRENE_COLUMNS, rows, source=STOCK_SOURCE, partition=partition,
+            run_id=run_id, mapping_version=MAPPING_VERSION,
+        )
+        pl = sync_prolocalisations(connection, [r[_SIRET] for r in rows], partition=partition)
+        if commit_every_chunk:
+            connection.commit()
+        with lock:
+            result.chunks += 1
+            result.inserted += counts.inserted
+            result.updated += counts.updated
+            result.unchanged += counts.unchanged
+            result.stale += counts.stale
+            result.closed += counts.closed
+            result.reopened += counts.reopened
+            result.rows_written = result.inserted + result.updated
+            result.prolocalisations_created += pl.created
+            result.prolocalisations_reactivated += pl.reactivated
+            result.prolocalisations_deactivated += pl.deactivated
+            unmatched.update(pl.unmatched_by_reason)
+            deactivated.update(pl.deactivated_by_reason)
+            result.duration_s = round(time.perf_counter() - started, 3)
+            if on_chunk is not None:
+                on_chunk(result)
+
+    index = _index_of(path, unites_legales, block_size)
+    connections = [conn]
+    pool: _Writers | None = None
+    gc_was_enabled = gc.isenabled()
+    # Mapping creates millions of acyclic tuples; the cyclic collector would walk the
+    # growing heap over and over for nothing. It runs on the young objects once per batch.
+    gc.disable()
+    failed = True
+    try:
+        connections += [_connect_like(conn) for _ in range(writers - 1)]
+        for connection in connections:
+            _tune_session(connection)
+        pool = _Writers(connections, write)
+        pending: list[list[tuple]] = [[] for _ in range(writers)]
+        flushes = [0]
+
+        def flush(i: int) -> None:
+            unique = dedupe_latest(pending[i])
+            result.duplicates += len(pending[i]) - len(unique)
+            pending[i] = []
+            flushes[0] += 1
+            gc.collect(1 if flushes[0] % 16 else 2)
+            pool.put(i, unique)
+
+        for rows, rejections in iter_mapped_stock(path, unites_legales=index, block_size=block_size):
+            result.rows_read += len(rows) + len(rejections)
+            for rejection in rejections:
+                rejected[rejection.reason] += 1
+                if len(result.rejected_sample) < _REJECTED_SAMPLE_SIZE:
+                    result.rejected_sample.append(
+                        {"siret": rejection.siret, "reason": rejection.reason, "message": rejection.message}
+                    )
+            for row in rows:
+                i = hash(row[_SIRET]) % writers if writers > 1 else 0
+                batch = pending[i]
+                batch.append(row)
+                if len(batch) >= chunk_rows:
+                    flush(i)
+        for i in range(writers):
+            if pending[i]:
+                flush(i)
+        failed = False
+    finally:
+        if pool is not None:
+            pool.close(failed=failed)
+        for extra in connections[1:]:
+            extra.close()
+        if gc_was_enabled:
+            gc.enable()
+
+    result.rows_written = result.inserted + result.updated
+    result.rejected_by_reason = dict(sorted(rejected.items()))
+    result.prolocalisations_unmatched_by_reason = dict(sorted(unmatched.items()))
+    result.prolocalisations_deactivated_by_reason = dict(sorted(deactivated.items()))
+    result.duration_s = round(time.perf_counter() - started, 3)
+    return result
