@@ -49,6 +49,8 @@ JOIN ref_naf_mapping m ON m.naf_code = e.naf_code AND m.nomenclature = e.naf_nom
 LEFT JOIN location_commune_alias a ON a.code_insee = e.code_commune
 JOIN location_ville v ON v.code_insee = coalesce(a.ville_code_insee, e.code_commune)
 WHERE e.is_active AND m.sous_categorie_id IS NOT NULL
+  -- the diffusion policy: a person whose name INSEE masks gets no page
+  AND NOT (e.statut_diffusion = 'P' AND e.nom IS NULL)
 """
 
 
@@ -126,7 +128,14 @@ def test_load_counts_match_the_file(seeded, tmp_path, layout, suffix):
         naf25 = conn.execute("SELECT count(naf25_code) FROM enterprise_entreprise").fetchone()[0]
 
     assert result.rows_read == 3000
-    assert result.rejected_by_reason == dict(rejected) and result.rejected > 0
+    assert result.rejected_by_reason == dict(rejected)
+    with psycopg.connect(seeded) as conn:
+        masked = conn.execute(
+            "SELECT count(*), count(p.id) FILTER (WHERE p.is_active) FROM enterprise_entreprise e "
+            "LEFT JOIN enterprise_prolocalisation p ON p.entreprise_id = e.id "
+            "WHERE e.statut_diffusion = 'P' AND e.nom IS NULL"
+        ).fetchone()
+    assert masked[0] > 0 and masked[1] == 0
     assert len(result.rejected_sample) == min(result.rejected, 20)
     assert stored == expected
     assert result.inserted == len(expected) and result.rows_written == len(expected)

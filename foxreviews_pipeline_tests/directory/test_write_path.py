@@ -212,10 +212,11 @@ def test_a_day_applied_again_is_not_mapped_again_unless_the_rules_changed(pg_con
     assert (again.counts.inserted, again.counts.updated) == (0, 0)
     assert again.counts.unchanged == first.counts.inserted
 
-    monkeypatch.setattr(daily, "MAPPING_VERSION", 2)
+    bumped_version = daily.MAPPING_VERSION + 1
+    monkeypatch.setattr(daily, "MAPPING_VERSION", bumped_version)
     mapped.clear()
     bumped = daily.apply_entreprises(pg_conn, records, partition="2026-11-20", run_id="r3")
     assert mapped == [len(records)]
     # New rules: every row is rewritten once, to record the version that produced it.
     assert bumped.counts.updated == first.counts.inserted
-    assert pg_conn.execute("SELECT DISTINCT mapping_version FROM enterprise_entreprise").fetchall() == [(2,)]
+    assert pg_conn.execute("SELECT DISTINCT mapping_version FROM enterprise_entreprise").fetchall() == [(bumped_version,)]

@@ -21,7 +21,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from foxreviews_pipeline.defs.directory.assets import entreprises, pro_localisations
+from foxreviews_pipeline.defs.directory.assets import directory_day
 from foxreviews_pipeline.defs.reference.checks import REFERENCE_CHECKS
 from foxreviews_pipeline.defs.reference.definitions import REFERENCE_ASSETS
 from foxreviews_pipeline.defs.resources import build_resources
@@ -38,7 +38,7 @@ from .conftest import load_reference
 
 DAY1, DAY2 = "2026-11-19", "2026-11-20"
 SIZE = 2_000
-CHAIN = [etablissements_raw, entreprises, pro_localisations]
+CHAIN = [etablissements_raw, directory_day]
 
 
 @dataclass
@@ -125,7 +125,8 @@ def test_a_day_materialized_twice_changes_nothing_the_second_time(pipeline):
     # Every blocking check ran and passed the second time too.
     evaluations = result.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {
-        "valid_identifiers", "one_row_per_siret", "no_nd_stored", "villes_resolved", "trades_resolved",
+        "valid_identifiers", "one_row_per_siret", "no_nd_stored", "diffusion_policy",
+        "villes_resolved", "trades_resolved",
     }
     assert all(e.passed for e in evaluations)
 
@@ -151,7 +152,7 @@ def test_an_older_day_after_a_newer_one_does_not_regress(pipeline):
     with psycopg.connect(pipeline.url) as conn:
         prolocs_before = conn.execute(proloc_query, (both,)).fetchall()
 
-    _, day1 = pipeline.run([entreprises, pro_localisations], DAY1)
+    _, day1 = pipeline.run([directory_day], DAY1)
     assert day1["entreprises"]["stale_skipped"] == len(both)
 
     cols = ", ".join(ENTREPRISE_COLUMNS)
@@ -195,7 +196,7 @@ def test_an_establishment_closed_on_day_two_in_the_sample_has_its_prolocalisatio
     # The sample is deterministic: at 2,000 records these two days hold such a closure.
     assert with_page, "no establishment of day 1 with a ProLocalisation closes on day 2"
 
-    _, found = pipeline.run([entreprises, pro_localisations], DAY2)
+    _, found = pipeline.run([directory_day], DAY2)
     assert found["entreprises"]["closed"] == len(closing)
     assert found["pro_localisations"]["deactivated_by_reason"].get("closed") == sum(
         active_prolocs[s] for s in with_page
@@ -234,7 +235,7 @@ def test_a_closure_crafted_into_day_two_retires_the_prolocalisation(pipeline):
     record["nombrePeriodesEtablissement"] = len(record["periodesEtablissement"])
     write_partition(pipeline.landing, date.fromisoformat(DAY2), [record], {"source": "test"})
 
-    _, day2 = pipeline.run([entreprises, pro_localisations], DAY2)
+    _, day2 = pipeline.run([directory_day], DAY2)
     assert day2["entreprises"]["closed"] == 1
     assert day2["pro_localisations"]["deactivated_by_reason"] == {"closed": 1}
     with psycopg.connect(pipeline.url) as conn:
@@ -313,12 +314,12 @@ def test_the_landed_file_is_atomic_and_downstream_needs_no_insee(pipeline, monke
     # INSEE unreachable: the directory assets only read the landed file.
     assert _refused(9)
     dead = SireneSource(source="api", insee_api_key="k", insee_base_url="http://127.0.0.1:9/api-sirene/3.11")
-    result, found = pipeline.run([entreprises, pro_localisations], DAY1, sirene=dead)
+    result, found = pipeline.run([directory_day], DAY1, sirene=dead)
     assert result.success
     assert found["entreprises"]["inserted"] > SIZE * 0.9
     assert found["pro_localisations"]["created"] > 0
     # And again, still without INSEE: nothing changes.
-    _, found = pipeline.run([entreprises, pro_localisations], DAY1, sirene=dead)
+    _, found = pipeline.run([directory_day], DAY1, sirene=dead)
     assert (found["entreprises"]["inserted"], found["entreprises"]["updated"]) == (0, 0)
 
 
@@ -329,12 +330,14 @@ def test_a_day_with_no_villes_loaded_fails_the_blocking_check(platform_env, data
     load_reference(database_url, villes=False)
     resources = {**build_resources(load_settings()), "sirene": SireneSource(sample_size=SIZE)}
     result = dg.materialize(CHAIN, partition_key=DAY1, resources=resources, raise_on_error=False)
-    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
-    assert failed == {"villes_resolved"}
-    found = materialization_metadata(result)
-    assert found["pro_localisations"]["unmatched_by_reason"].get("commune_unknown", 0) > 0
+    failed = {e.check_name: e for e in result.get_asset_check_evaluations() if not e.passed}
+    assert set(failed) == {"villes_resolved"}
+    meta = failed["villes_resolved"].metadata
+    assert meta["unmatched_by_reason"].value.get("commune_unknown", 0) > 0
+    # Held back: neither directory asset is materialized.
+    assert "entreprises" not in materialization_metadata(result)
 
 
 def test_a_partition_not_landed_names_the_missing_step(pipeline):
     with pytest.raises(Exception, match="materialize etablissements_raw for it first"):
-        pipeline.run([entreprises], DAY1)
+        pipeline.run([directory_day], DAY1)

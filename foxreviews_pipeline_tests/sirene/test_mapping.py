@@ -180,11 +180,21 @@ def test_paris_arrondissement_keeps_its_own_commune_code():
     assert row["date_dernier_traitement"] == datetime(2022, 7, 13, 10, 40, 59)
 
 
-def test_partially_diffusible_natural_person_is_rejected_not_named_nd():
-    result = map_record(fixture("partially_diffusible_rennes"))
-    assert isinstance(result, Rejection)
-    assert result.reason == REJECT_NO_NAME
-    assert result.siret == "30002576400048"
+def test_partially_diffusible_natural_person_is_stored_without_a_name_not_named_nd():
+    row = mapped(fixture("partially_diffusible_rennes"))
+    assert row["siret"] == "30002576400048"
+    # Stored nameless, so that a person who masks their name later loses their page.
+    assert (row["nom"], row["nom_commercial"], row["adresse"]) == (None, None, None)
+    assert row["statut_diffusion"] == "P"
+    assert "[ND]" not in row.values()
+
+
+def test_partially_diffusible_with_no_name_at_all_is_still_rejected():
+    record = fixture("partially_diffusible_rennes")
+    for key in ("nomUniteLegale", "nomUsageUniteLegale", "denominationUniteLegale"):
+        record["uniteLegale"][key] = None
+    result = map_record(record)
+    assert isinstance(result, Rejection) and result.reason == REJECT_NO_NAME
 
 
 def test_partially_diffusible_never_stores_nd():
@@ -334,11 +344,10 @@ def test_map_records_splits_rows_and_rejections():
     broken = copy.deepcopy(records[0])
     broken["siret"] = "12345678901234"
     rows, rejections = map_records([*records, broken])
-    assert [r[0] for r in rows] == ["32816124500027", "90859587900010", "30058149300016"]
-    assert [(r.siret, r.reason) for r in rejections] == [
-        ("30002576400048", REJECT_NO_NAME),
-        ("12345678901234", REJECT_INVALID_SIRET),
+    assert [r[0] for r in rows] == [
+        "32816124500027", "30002576400048", "90859587900010", "30058149300016",
     ]
+    assert [(r.siret, r.reason) for r in rejections] == [("12345678901234", REJECT_INVALID_SIRET)]
 
 
 def test_flat_entry_points_share_the_rules():
@@ -350,6 +359,7 @@ def test_flat_entry_points_share_the_rules():
     values.update(
         siret=siret,
         siren=siren,
+        statutDiffusionEtablissement="O",
         nomUniteLegale="DUPONT",
         prenom1UniteLegale="JEAN",
         typeVoieEtablissement="AV",

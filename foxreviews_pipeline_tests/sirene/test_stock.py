@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import zipfile
@@ -79,11 +80,17 @@ def test_layouts_have_the_documented_columns():
 def test_stock_rows_map_exactly_like_the_api_records(tmp_path):
     """The same real payloads, through a stock file and its UniteLegale join, give the same rows."""
     etab, ul = tmp_path / "StockEtablissement.csv", tmp_path / "StockUniteLegale.csv"
+    # A company with no name at all: rejected alike through both shapes.
+    nameless = copy.deepcopy(REAL_RECORDS[0])
+    nameless["siren"], nameless["siret"] = _siret("98765432", "0001")
+    nameless["statutDiffusionEtablissement"] = "O"
+    nameless["uniteLegale"] = {k: None for k in nameless["uniteLegale"]}
+    records = [*REAL_RECORDS, nameless]
     write_sample_stock(
-        etab, [api_record_to_stock_row(r) for r in REAL_RECORDS], unites_legales_path=ul
+        etab, [api_record_to_stock_row(r) for r in records], unites_legales_path=ul
     )
     rows, rejections = _mapped(etab, unites_legales=ul)
-    expected = [map_record(r) for r in REAL_RECORDS]
+    expected = [map_record(r) for r in records]
     assert rows == [e for e in expected if not isinstance(e, Rejection)]
     assert rejections == [e for e in expected if isinstance(e, Rejection)]
     assert rows and rejections
@@ -247,7 +254,10 @@ def test_without_unite_legale_there_is_no_name(tmp_path):
 
 def test_names_from_a_mapping(tmp_path):
     siren, siret = _siret("12345678", "0001")
-    row = {"siren": siren, "nic": siret[9:], "siret": siret, "etatAdministratifEtablissement": "A"}
+    row = {
+        "siren": siren, "nic": siret[9:], "siret": siret, "etatAdministratifEtablissement": "A",
+        "statutDiffusionEtablissement": "O",
+    }
     etab = tmp_path / "e.csv"
     write_sample_stock(etab, [row])
     names = {siren: {"nomUniteLegale": "DURAND", "prenomUsuelUniteLegale": "LEA"}}

@@ -1,6 +1,6 @@
 import dagster as dg
 
-from foxreviews_pipeline.defs.directory.assets import entreprises, pro_localisations
+from foxreviews_pipeline.defs.directory.assets import directory_day
 from foxreviews_pipeline.defs.directory.ville_stats import (
     ville_stats,
     ville_stats_automation_sensor,
@@ -12,7 +12,7 @@ from foxreviews_pipeline.lib.settings import Settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[entreprises, pro_localisations, ville_stats],
+        assets=[directory_day, ville_stats],
         jobs=[ville_stats_refresh_job],
         schedules=[ville_stats_nightly_schedule],
         sensors=[ville_stats_automation_sensor],

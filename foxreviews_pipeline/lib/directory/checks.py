@@ -1,16 +1,94 @@
-"""Quality gates on what a partition wrote, evaluated inside its transaction."""
+"""The blocking checks every writer of the directory runs before it publishes.
+
+Write–audit–publish: a writer (a SIRENE day, a stock batch, an upload) applies its changes
+inside one transaction, audits what that transaction now sees with `audit_publication`, and
+commits only when every outcome passed; otherwise `hold` raises `PublicationHeld` and the
+caller rolls back, so readers never see a held-back change. See docs/data-model.md.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
+from foxreviews_pipeline.lib.directory.prolocalisations import SAMPLE_SIZE, ProLocalisationCounts
 from foxreviews_pipeline.lib.sirene.identifiers import siren_valid, siret_valid
 
 # Text columns SIRENE ingestion writes: none may ever hold INSEE's "[ND]" mask.
 _TEXT_COLUMNS = ("nom", "nom_commercial", "adresse", "code_postal", "ville_nom", "code_commune")
+# What a non-diffusible establishment may not show (docs/data-model.md, "Diffusion").
+PERSONAL_COLUMNS = ("nom", "nom_commercial", "adresse", "code_postal")
+
+# Below these shares of a batch's active establishments, something upstream is broken (the
+# communes or the taxonomy not loaded, INSEE codes changed): the batch is not published.
+MIN_VILLE_SHARE = 0.95
+# Many NAF codes are excluded on purpose (holdings, wholesale, public bodies…): about half
+# of a real day maps to a trade; far below that, the mapping is broken.
+MIN_TRADE_SHARE = 0.25
+# INSEE's identifiers are checked at the source: more than this share of a batch failing
+# Luhn means a corrupt extract, not a few odd records.
+MAX_INVALID_SHARE = 0.01
+
+ENTREPRISES = "entreprises"
+PRO_LOCALISATIONS = "pro_localisations"
+
+# (asset, check) → what it guarantees; the Dagster checks are declared from this table.
+BLOCKING_CHECKS: dict[tuple[str, str], str] = {
+    (ENTREPRISES, "valid_identifiers"): (
+        "Every stored SIRET and SIREN is valid (Luhn; La Poste's rule) and at most "
+        f"{MAX_INVALID_SHARE:.0%} of the batch was rejected as an invalid SIRET."
+    ),
+    (ENTREPRISES, "one_row_per_siret"): "The batch's records and stored rows hold each SIRET once.",
+    (ENTREPRISES, "no_nd_stored"): "INSEE's [ND] mask never reaches the table as if it were data.",
+    (ENTREPRISES, "diffusion_policy"): (
+        "No establishment that may not be published (diffusion status other than O, or P "
+        "without a name) carries a name, trade name or address, or an active ProLocalisation."
+    ),
+    (PRO_LOCALISATIONS, "villes_resolved"): (
+        f"At least {MIN_VILLE_SHARE:.0%} of the batch's active establishments resolve to a ville."
+    ),
+    (PRO_LOCALISATIONS, "trades_resolved"): (
+        f"At least {MIN_TRADE_SHARE:.0%} of the batch's active establishments map to a trade."
+    ),
+}
+# Uploads are staff decisions row by row: shares of a batch say nothing about them.
+ROW_CHECKS = tuple(k for k in BLOCKING_CHECKS if k[0] == ENTREPRISES)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    asset: str
+    name: str
+    passed: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.asset}:{self.name}"
+
+
+class PublicationHeld(Exception):
+    """A blocking check failed: the writer's transaction must be rolled back."""
+
+    def __init__(self, outcomes: Sequence[CheckOutcome]):
+        self.outcomes = list(outcomes)
+        self.failed = [o for o in self.outcomes if not o.passed]
+        details = ", ".join(f"{o.label} ({_offending(o)})" for o in self.failed)
+        super().__init__(f"held back, nothing published: blocking check failed: {details}")
+
+
+def _offending(outcome: CheckOutcome) -> str:
+    count = outcome.metadata.get("offending")
+    return f"{count} offending" if count is not None else "failed"
+
+
+def hold(outcomes: Sequence[CheckOutcome]) -> None:
+    """Raise PublicationHeld when any outcome failed."""
+    if any(not o.passed for o in outcomes):
+        raise PublicationHeld(outcomes)
 
 
 @dataclass
@@ -19,6 +97,7 @@ class EntrepriseAudit:
     duplicate_sirets: int = 0
     invalid_identifiers: list[str] = field(default_factory=list)
     nd_rows: int = 0
+    nd_sample: list[str] = field(default_factory=list)
 
 
 def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> EntrepriseAudit:
@@ -32,19 +111,144 @@ def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> Entrep
     audit.rows = len(rows)
     audit.duplicate_sirets = len(rows) - len({r[0] for r in rows})
     audit.invalid_identifiers = [
-        siret for siret, siren, _ in rows if not (siret_valid(siret) and siren_valid(siren) and siret.startswith(siren))
+        siret
+        for siret, siren, _ in rows
+        if not (siret_valid(siret) and siren_valid(siren) and siret.startswith(siren))
     ]
-    audit.nd_rows = sum(1 for r in rows if r[2])
+    nd_sirets = sorted(r[0] for r in rows if r[2])
+    audit.nd_rows = len(nd_sirets)
+    audit.nd_sample = nd_sirets[:SAMPLE_SIZE]
     return audit
 
 
-# Below these shares of a day's active establishments, something upstream is broken (the
-# communes or the taxonomy not loaded, INSEE codes changed): the day is not published on.
-MIN_VILLE_SHARE = 0.95
-# Many NAF codes are excluded on purpose (holdings, wholesale, public bodies…): about half
-# of a real day maps to a trade; far below that, the mapping is broken.
-MIN_TRADE_SHARE = 0.25
+def audit_diffusion(conn: psycopg.Connection, sirets: Sequence[str]) -> list[dict]:
+    """Establishments of these SIRETs that may not be published yet show something."""
+    personal = " OR ".join(f"e.{c} IS NOT NULL" for c in PERSONAL_COLUMNS)
+    cur = conn.execute(
+        f"""
+        SELECT e.siret, e.statut_diffusion,
+               (e.statut_diffusion IS DISTINCT FROM 'P' AND ({personal})) AS personal_fields,
+               count(p.id) FILTER (WHERE p.is_active) AS active_prolocalisations
+        FROM enterprise_entreprise e
+        LEFT JOIN enterprise_prolocalisation p ON p.entreprise_id = e.id
+        WHERE e.siret = ANY(%s)
+          AND NOT entreprise_publishable(e.statut_diffusion, e.nom, e.source)
+        GROUP BY e.id
+        HAVING (e.statut_diffusion IS DISTINCT FROM 'P' AND ({personal}))
+            OR count(p.id) FILTER (WHERE p.is_active) > 0
+        ORDER BY e.siret
+        """,
+        (list(sirets),),
+    )
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def share(part: int, whole: int) -> float:
     return part / whole if whole else 1.0
+
+
+def audit_publication(
+    conn: psycopg.Connection,
+    sirets: Sequence[str],
+    *,
+    records: int,
+    invalid_rejected: Sequence[str] = (),
+    prolocalisations: ProLocalisationCounts | None = None,
+    checks: Sequence[tuple[str, str]] = tuple(BLOCKING_CHECKS),
+) -> list[CheckOutcome]:
+    """Every blocking check of `checks` on what this transaction sees for `sirets`.
+
+    `records` is how many records the batch held (before mapping); `invalid_rejected` the
+    SIRETs the mapping rejected as invalid; `prolocalisations` what the ProLocalisation sync
+    of the batch found (needed for the share checks).
+    """
+    wanted = set(checks)
+    outcomes: list[CheckOutcome] = []
+    audit = audit_entreprises(conn, sirets)
+    if (ENTREPRISES, "valid_identifiers") in wanted:
+        invalid_share = share(len(invalid_rejected), records) if records else 0.0
+        outcomes.append(
+            CheckOutcome(
+                ENTREPRISES,
+                "valid_identifiers",
+                not audit.invalid_identifiers and invalid_share <= MAX_INVALID_SHARE,
+                {
+                    "offending": len(audit.invalid_identifiers) + len(invalid_rejected),
+                    "invalid_stored": len(audit.invalid_identifiers),
+                    "invalid_rejected": len(invalid_rejected),
+                    "rejected_share": round(invalid_share, 4),
+                    "sample": [*audit.invalid_identifiers, *invalid_rejected][:SAMPLE_SIZE],
+                },
+            )
+        )
+    if (ENTREPRISES, "one_row_per_siret") in wanted:
+        distinct = len(set(sirets))
+        outcomes.append(
+            CheckOutcome(
+                ENTREPRISES,
+                "one_row_per_siret",
+                audit.duplicate_sirets == 0 and distinct == len(sirets),
+                {
+                    "offending": audit.duplicate_sirets + len(sirets) - distinct,
+                    "batch_sirets": len(sirets),
+                    "distinct_sirets": distinct,
+                    "duplicate_rows": audit.duplicate_sirets,
+                },
+            )
+        )
+    if (ENTREPRISES, "no_nd_stored") in wanted:
+        outcomes.append(
+            CheckOutcome(
+                ENTREPRISES,
+                "no_nd_stored",
+                audit.nd_rows == 0,
+                {"offending": audit.nd_rows, "sample": audit.nd_sample},
+            )
+        )
+    if (ENTREPRISES, "diffusion_policy") in wanted:
+        violations = audit_diffusion(conn, sirets)
+        outcomes.append(
+            CheckOutcome(
+                ENTREPRISES,
+                "diffusion_policy",
+                not violations,
+                {"offending": len(violations), "sample": violations[:SAMPLE_SIZE]},
+            )
+        )
+    pl = prolocalisations
+    if pl is not None and (PRO_LOCALISATIONS, "villes_resolved") in wanted:
+        ville_share = share(pl.ville_resolved, pl.active)
+        outcomes.append(
+            CheckOutcome(
+                PRO_LOCALISATIONS,
+                "villes_resolved",
+                ville_share >= MIN_VILLE_SHARE,
+                {
+                    "offending": pl.active - pl.ville_resolved,
+                    "share": round(ville_share, 4),
+                    "active": pl.active,
+                    "resolved": pl.ville_resolved,
+                    "unmatched_by_reason": pl.unmatched_by_reason,
+                    "sample": pl.unresolved_ville_sample,
+                },
+            )
+        )
+    if pl is not None and (PRO_LOCALISATIONS, "trades_resolved") in wanted:
+        trade_share = share(pl.trade_resolved, pl.active)
+        outcomes.append(
+            CheckOutcome(
+                PRO_LOCALISATIONS,
+                "trades_resolved",
+                trade_share >= MIN_TRADE_SHARE,
+                {
+                    "offending": pl.active - pl.trade_resolved,
+                    "share": round(trade_share, 4),
+                    "active": pl.active,
+                    "resolved": pl.trade_resolved,
+                    "unmatched_by_reason": pl.unmatched_by_reason,
+                    "sample": pl.unresolved_trade_sample,
+                },
+            )
+        )
+    return outcomes

@@ -20,7 +20,7 @@ from foxreviews_pipeline.lib.directory.prolocalisations import (
     ProLocalisationCounts,
     sync_prolocalisations,
 )
-from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION, map_records
+from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION, REJECT_INVALID_SIRET, map_records
 
 
 @dataclass
@@ -29,6 +29,7 @@ class EntreprisesResult:
     counts: UpsertCounts
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     rejected_sample: list[dict] = field(default_factory=list)
+    invalid_sirets: list[str] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
@@ -72,7 +73,8 @@ def apply_entreprises(
     counts.unchanged += len(done)
     by_reason = Counter(r.reason for r in rejections)
     sample = [{"siret": r.siret, "reason": r.reason, "message": r.message} for r in rejections[:20]]
-    return EntreprisesResult(len(records), counts, dict(sorted(by_reason.items())), sample)
+    invalid = [str(r.siret) for r in rejections if r.reason == REJECT_INVALID_SIRET]
+    return EntreprisesResult(len(records), counts, dict(sorted(by_reason.items())), sample, invalid)
 
 
 def partition_sirets(records: Sequence[dict]) -> list[str]:

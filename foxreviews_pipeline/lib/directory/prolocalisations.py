@@ -27,8 +27,12 @@ class ProLocalisationCounts:
     created: int = 0
     reactivated: int = 0
     deactivated: int = 0
+    not_published: int = 0  # active, but their diffusion status forbids a page
     deactivated_by_reason: dict[str, int] = field(default_factory=dict)
     unmatched_by_reason: dict[str, int] = field(default_factory=dict)
+    # A few of the day's active establishments left without a ville / a trade, for the audit.
+    unresolved_ville_sample: list[dict] = field(default_factory=list)
+    unresolved_trade_sample: list[dict] = field(default_factory=list)
 
     @property
     def unmatched(self) -> int:
@@ -43,8 +47,9 @@ class ProLocalisationCounts:
 # goes to its current commune); by postal code + normalised name only when the code is
 # missing (resolved afterwards, see `_resolve_by_postal_code`).
 _RESOLVED = """
-    SELECT e.id AS entreprise_id, e.is_active, e.naf_code, e.naf_nomenclature, e.code_commune,
-           v.id AS ville_id, e.code_postal, e.ville_nom,
+    SELECT e.id AS entreprise_id, e.siret, e.is_active, e.naf_code, e.naf_nomenclature,
+           e.code_commune, v.id AS ville_id, e.code_postal, e.ville_nom,
+           entreprise_publishable(e.statut_diffusion, e.nom, e.source) AS publishable,
            m.sous_categorie_id, m.excluded_reason,
            (m.naf_code IS NOT NULL) AS naf_known,
            (sub.id IS NOT NULL AND sub.is_active AND cat.is_active) AS trade_active
@@ -76,13 +81,22 @@ def sync_prolocalisations(
     conn.execute(f"CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}", (scope,))
     conn.execute("ANALYZE stage_proloc_resolved")
     _resolve_by_postal_code(conn)
-    counts.active, counts.ville_resolved, counts.trade_resolved = conn.execute(
+    counts.active, counts.ville_resolved, counts.trade_resolved, counts.not_published = conn.execute(
         """
         SELECT count(*), count(*) FILTER (WHERE ville_id IS NOT NULL),
-               count(*) FILTER (WHERE sous_categorie_id IS NOT NULL AND trade_active)
+               count(*) FILTER (WHERE sous_categorie_id IS NOT NULL AND trade_active),
+               count(*) FILTER (WHERE NOT publishable)
         FROM stage_proloc_resolved WHERE is_active
         """
     ).fetchone()
+    counts.unresolved_ville_sample = _sample(
+        conn, "ville_id IS NULL", "siret, code_commune, code_postal, ville_nom"
+    )
+    counts.unresolved_trade_sample = _sample(
+        conn,
+        "(sous_categorie_id IS NULL OR NOT trade_active)",
+        "siret, naf_code, naf_nomenclature, excluded_reason",
+    )
     counts.unmatched_by_reason = {
         reason: n
         for reason, n in conn.execute(
@@ -106,7 +120,8 @@ def sync_prolocalisations(
         """
         CREATE TEMP TABLE stage_proloc_desired ON COMMIT DROP AS
         SELECT entreprise_id, sous_categorie_id, ville_id FROM stage_proloc_resolved
-        WHERE is_active AND ville_id IS NOT NULL AND sous_categorie_id IS NOT NULL AND trade_active
+        WHERE is_active AND publishable
+          AND ville_id IS NOT NULL AND sous_categorie_id IS NOT NULL AND trade_active
         """
     )
     counts.desired = conn.execute("SELECT count(*) FROM stage_proloc_desired").fetchone()[0]
@@ -157,6 +172,7 @@ def sync_prolocalisations(
             WITH retiring AS (
                 SELECT x.id, CASE
                     WHEN NOT r.is_active THEN 'closed'
+                    WHEN NOT r.publishable THEN 'not_diffusible'
                     WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id
                          AND r.ville_id IS DISTINCT FROM x.ville_id THEN 'trade_changed_and_moved'
                     WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id THEN 'trade_changed'
@@ -182,6 +198,19 @@ def sync_prolocalisations(
     }
     counts.deactivated = sum(counts.deactivated_by_reason.values())
     return counts
+
+
+SAMPLE_SIZE = 20
+
+
+def _sample(conn: psycopg.Connection, condition: str, columns: str) -> list[dict]:
+    """Up to SAMPLE_SIZE active establishments of the scope matching `condition`."""
+    cur = conn.execute(
+        f"SELECT {columns} FROM stage_proloc_resolved WHERE is_active AND {condition} "
+        f"ORDER BY siret LIMIT {SAMPLE_SIZE}"
+    )
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def _resolve_by_postal_code(conn: psycopg.Connection) -> None:

@@ -10,6 +10,11 @@ Two shapes come in and share every rule:
 Both are reduced to the same positional values and go through `_map_values`, so the API and
 the stock can never disagree on a rule.
 
+Diffusion (`statutDiffusionEtablissement`, docs/data-model.md): `O` maps in full; `P` has
+its masked fields NULL, and a natural person whose name is masked is stored without a name
+(never published); `N` or any other value keeps only identifiers, activity, commune, dates
+and state.
+
 Presentation choices (the registry writes everything in capitals):
 
 * Company names (`denominationUniteLegale`) are kept exactly as INSEE gives them. Case rules
@@ -99,7 +104,7 @@ UNITE_LEGALE_NAME_FIELDS: tuple[str, ...] = (
 
 # Bump when a rule below changes what a record maps to: rows mapped by older rules are then
 # mapped again on the next run of their day instead of being skipped as unchanged.
-MAPPING_VERSION = 1
+MAPPING_VERSION = 2
 
 REJECT_INVALID_SIRET = "invalid_siret"
 REJECT_NO_NAME = "no_name"
@@ -370,7 +375,17 @@ def _map_values(
             name = f"{_first_name(first)} {surname}" if first else surname
     elif name.__class__ is not str or name[0] == " " or name[-1] == " ":
         name = _text(name)
-    if name is None:
+    diffusible = statut_diffusion == "O"
+    if name is None and (
+        diffusible
+        or (
+            statut_diffusion == "P"
+            and ND not in (denomination, nom, nom_usage)
+        )
+    ):
+        # A partially diffusible person whose name INSEE masked is stored without a name
+        # (never published); a record that simply has no name is not an establishment we
+        # can show.
         return Rejection(siret, REJECT_NO_NAME, f"no usable name for SIRET {siret}")
 
     street = None
@@ -417,6 +432,10 @@ def _map_values(
         if denomination_usuelle and denomination_usuelle != ND
         else (enseigne1 if enseigne1 and enseigne1 != ND else None)
     )
+    if not diffusible and statut_diffusion != "P":
+        # Non-diffusible ("N", or any value but O/P): the person opted out of publication.
+        # Only identifiers, activity, commune, dates and state are kept.
+        name = nom_commercial = adresse = code_postal = tranche_effectifs = None
     return (
         siret,
         siren_of_siret,
