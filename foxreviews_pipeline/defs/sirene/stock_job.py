@@ -7,6 +7,7 @@ import psycopg
 from pydantic import Field
 
 from foxreviews_pipeline.defs.resources import PostgresResource
+from foxreviews_pipeline.lib.directory.checks import PublicationHeld
 from foxreviews_pipeline.lib.directory.stock import (
     DEFAULT_CHUNK_ROWS,
     DEFAULT_WRITERS,
@@ -99,16 +100,23 @@ def load_sirene_stock(
             )
 
     # Not `postgres.connection()`: that holds one transaction, and the load commits per batch.
-    with psycopg.connect(postgres.url, application_name="foxreviews-stock") as conn:
-        result = load_stock(
-            conn,
-            path,
-            unites_legales=unites_legales,
-            run_id=context.run.run_id,
-            chunk_rows=config.chunk_rows,
-            writers=config.writers,
-            on_chunk=progress,
-        )
+    try:
+        with psycopg.connect(postgres.url, application_name="foxreviews-stock") as conn:
+            result = load_stock(
+                conn,
+                path,
+                unites_legales=unites_legales,
+                run_id=context.run.run_id,
+                chunk_rows=config.chunk_rows,
+                writers=config.writers,
+                on_chunk=progress,
+            )
+    except PublicationHeld as held:
+        raise dg.Failure(
+            description=f"stock load stopped, batch {held}",
+            metadata={o.label: dg.MetadataValue.json(o.metadata) for o in held.failed},
+            allow_retries=False,
+        ) from None
     if result.rejected:
         context.log.warning(f"{result.rejected:,} row(s) rejected: {result.rejected_by_reason}")
     context.log.info(

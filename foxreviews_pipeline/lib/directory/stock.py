@@ -38,6 +38,12 @@ import psycopg
 import pyarrow as pa
 
 from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises
+from foxreviews_pipeline.lib.directory.checks import (
+    ROW_CHECKS,
+    PublicationHeld,
+    audit_publication,
+    hold,
+)
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, MAPPING_VERSION
 from foxreviews_pipeline.lib.sirene.stock import (
@@ -246,7 +252,16 @@ def load_stock(
             connection, SIRENE_COLUMNS, rows, source=STOCK_SOURCE, partition=partition,
             run_id=run_id, mapping_version=MAPPING_VERSION,
         )
-        pl = sync_prolocalisations(connection, [r[_SIRET] for r in rows], partition=partition)
+        sirets = [r[_SIRET] for r in rows]
+        pl = sync_prolocalisations(connection, sirets, partition=partition)
+        # Write–audit–publish per batch: a batch that fails a blocking check is rolled back
+        # and stops the load; the batches committed before it passed the same checks.
+        try:
+            hold(audit_publication(connection, sirets, records=len(rows), checks=ROW_CHECKS))
+        except PublicationHeld:
+            if commit_every_chunk:
+                connection.rollback()
+            raise
         if commit_every_chunk:
             connection.commit()
         with lock:
