@@ -6,12 +6,11 @@ Both tables are written, audited and published by one step in one transaction
 
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 
 import dagster as dg
 
 from foxreviews_pipeline.defs.resources import LandingZone, PostgresResource
-from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
+from foxreviews_pipeline.defs.sirene.partitions import DAILY_FRESHNESS, daily_partitions
 from foxreviews_pipeline.lib.directory.checks import (
     BLOCKING_CHECKS,
     ENTREPRISES,
@@ -32,11 +31,6 @@ from foxreviews_pipeline.lib.sirene.landing import read_partition
 
 RAW_DATASET = "etablissements"
 OWNERS = ["team:data"]
-# A daily import that has not succeeded for this long shows as stale (INSEE publishes each
-# morning; 36 hours leaves a day's grace for INSEE being late before anyone is alerted).
-DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
-    fail_window=timedelta(hours=36), warn_window=timedelta(hours=30)
-)
 
 
 def _markdown_counts(title: str, counts: dict[str, int]) -> str:

@@ -7,7 +7,7 @@ from datetime import date
 import dagster as dg
 
 from foxreviews_pipeline.defs.resources import LandingZone
-from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
+from foxreviews_pipeline.defs.sirene.partitions import DAILY_FRESHNESS, daily_partitions
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.lib.sirene.landing import write_partition
 
@@ -28,6 +28,7 @@ NOT_PUBLISHED_MAX_WAITS = 24
         max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
     ),
     code_version="1",
+    freshness_policy=DAILY_FRESHNESS,
 )
 def etablissements_raw(
     context: dg.AssetExecutionContext, sirene: SireneSource, landing_zone: LandingZone

@@ -22,6 +22,12 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from foxreviews_pipeline.lib.db.copy import copy_rows, drop_temp
+from foxreviews_pipeline.lib.directory.checks import (
+    PERSONAL_COLUMNS,
+    ROW_CHECKS,
+    audit_publication,
+    hold,
+)
 from foxreviews_pipeline.lib.directory.entreprises import upsert_entreprises
 from foxreviews_pipeline.lib.directory.prolocalisations import (
     sync_prolocalisations,
@@ -92,6 +98,7 @@ def write_entreprises(
     for r in rows:
         if "naf_code" in columns:
             r.values["naf_nomenclature"] = "NAFRev2" if r.values.get("naf_code") else None
+    withheld = _withhold_personal_fields(conn, rows, columns)
     counts = upsert_entreprises(
         conn,
         columns,
@@ -102,9 +109,13 @@ def write_entreprises(
         keep_existing_when_null=True,
     )
     prolocs = sync_prolocalisations(conn, sirets, partition=partition)
+    # Write–audit–publish: a failed blocking check raises, and the import's transaction is
+    # rolled back whole.
+    hold(audit_publication(conn, sirets, records=len(rows), checks=ROW_CHECKS))
     return WriteResult(
         written_rows=[r.row for r in rows],
         counts={
+            "personal_fields_withheld": withheld,
             "inserted": counts.inserted,
             "updated": counts.updated,
             "unchanged": counts.unchanged,
@@ -113,6 +124,31 @@ def write_entreprises(
             "prolocalisations_deactivated": prolocs.deactivated,
         },
     )
+
+
+def _withhold_personal_fields(
+    conn: psycopg.Connection, rows: list[ValidRow], columns: list[str]
+) -> int:
+    """Rows about establishments INSEE does not fully diffuse keep no name, trade name or
+    address from the file (the diffusion policy binds staff uploads too); how many."""
+    personal = [c for c in PERSONAL_COLUMNS if c in columns]
+    if not personal:
+        return 0
+    restricted = {
+        siret
+        for (siret,) in conn.execute(
+            "SELECT siret FROM enterprise_entreprise WHERE siret = ANY(%s) "
+            "AND statut_diffusion IS NOT NULL AND statut_diffusion <> 'O'",
+            ([r.values["siret"] for r in rows],),
+        )
+    }
+    count = 0
+    for r in rows:
+        if r.values["siret"] in restricted:
+            count += 1
+            for column in personal:
+                r.values[column] = None
+    return count
 
 
 # --- shared staging -------------------------------------------------------------------------
