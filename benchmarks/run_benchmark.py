@@ -48,6 +48,7 @@ from foxreviews_pipeline.lib.directory.daily import (  # noqa: E402
     apply_prolocalisations,
     partition_sirets,
 )
+from foxreviews_pipeline.lib.directory.checks import audit_publication, hold  # noqa: E402
 from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises  # noqa: E402
 from foxreviews_pipeline.lib.sirene.landing import read_partition, write_partition  # noqa: E402
 from foxreviews_pipeline.lib.sirene.mapping import map_records  # noqa: E402
@@ -148,7 +149,13 @@ def pipeline(url: str, landing: Path, partition: str) -> tuple[float, int]:
     landed = read_partition(landing, partition)
     with psycopg.connect(url) as conn:
         ent = apply_entreprises(conn, landed.records, partition=partition, run_id="bench")
-        pl = apply_prolocalisations(conn, partition_sirets(landed.records), partition=partition)
+        sirets = partition_sirets(landed.records)
+        pl = apply_prolocalisations(conn, sirets, partition=partition)
+        # The blocking audit runs before every publication: part of the day's cost.
+        hold(audit_publication(
+            conn, sirets, records=len(landed.records),
+            invalid_rejected=ent.invalid_sirets, prolocalisations=pl,
+        ))
     return time.perf_counter() - started, ent.counts.changed + pl.changed
 
 
