@@ -67,6 +67,11 @@ class _Parsed:
 
 
 def _parse(path: Path, file_name: str) -> _Parsed:
+    if path.is_symlink():
+        # A link rejected at intake and re-run on purpose: still never followed.
+        raise FileRejected(
+            "symlink", "symbolic links are not accepted: copy the file itself into incoming/"
+        )
     ext = sniff(path, file_name)
     table = read_table(path, ext, ALL_COLUMNS)
     header = [normalise_header(h) for h in table.header]
