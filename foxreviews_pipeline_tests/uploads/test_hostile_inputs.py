@@ -46,12 +46,16 @@ def test_nul_byte_after_the_first_64_kb_rejects_the_file_with_its_place(env: Upl
 
     offset = content.index(b"\x00")
     line = content.count(b"\n", 0, offset) + 1
-    reason = f"the file holds a NUL byte at byte {offset:,} (line {line:,}): a CSV must be plain text"
+    reason = (
+        f"the file holds a NUL byte at byte {offset:,} (line {line:,}): a CSV must be plain text"
+    )
     assert [e.as_json() for e in outcome.errors] == [
         {"row": None, "column": None, "reason": reason, "code": "binary_content"}
     ]
     log = env.log(registration.log_id)
-    assert log["status"] == "ERROR" and log["stored_path"] == f"rejected/{registration.partition_key}"
+    assert (
+        log["status"] == "ERROR" and log["stored_path"] == f"rejected/{registration.partition_key}"
+    )
     stored = env.paths.root / log["stored_path"]
     assert reason in stored.with_name(stored.name + ".reason.txt").read_text()
     assert env.snapshot() == before
@@ -103,10 +107,7 @@ def test_overlong_slug_and_names_are_row_errors_naming_the_limit(env: UploadEnv)
     long_nom = " ".join(random_word(9, seed) for seed in range(300)).title()
     env.drop(
         "categories.csv",
-        "nom,slug\n"
-        "Jardin,jardin\n"
-        f"Jardinage,{long_slug}\n"
-        f"{long_nom},\n",
+        f"nom,slug\nJardin,jardin\nJardinage,{long_slug}\n{long_nom},\n",
     )
     _, outcome = env.process("categories.csv")
 
@@ -280,9 +281,7 @@ def test_xlsx_cell_of_250_mb_is_cut_while_read_and_reported_as_a_row_error(
     assert_nothing_left_behind(env)
 
 
-def test_xlsx_with_a_huge_attribute_is_refused_without_buffering_it(
-    env: UploadEnv, tmp_path: Path
-):
+def test_xlsx_with_a_huge_attribute_is_refused_without_buffering_it(env: UploadEnv, tmp_path: Path):
     def parts():
         yield b'<row r="1">' + _inline("A1", "siret") + _inline("B1", "nom") + b"</row>"
         yield b'<row r="2" x="'

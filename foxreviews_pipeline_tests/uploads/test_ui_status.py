@@ -40,9 +40,7 @@ def run_upload(env: UploadEnv, resources: dict, name: str, content: str):
     """The sensor's tick then the run it asks for, on one real instance."""
     drop_aged(env, name, content)
     instance = dg.DagsterInstance.ephemeral()
-    tick = upload_sensor(
-        dg.build_sensor_context(instance=instance, resources=resources)
-    )
+    tick = upload_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     [request] = tick.run_requests
     instance.add_dynamic_partitions("uploads", [request.partition_key])
     result = dg.materialize(
@@ -86,7 +84,7 @@ def test_partial_upload_fails_the_warning_check_of_its_partition(env: UploadEnv,
 
 
 def test_error_upload_fails_the_error_check_of_its_partition(env: UploadEnv, resources: dict):
-    key, result, checks = run_upload(
+    key, _, checks = run_upload(
         env, resources, "entreprises.csv", "siret,nom\n73282932000075,MAUVAIS SIRET\n"
     )
     failed = checks[IMPORT_CHECK]
@@ -100,7 +98,7 @@ def test_error_upload_fails_the_error_check_of_its_partition(env: UploadEnv, res
 
 
 def test_refused_file_is_rejected_in_the_run_and_shows_red(env: UploadEnv, resources: dict):
-    key, _, checks = run_upload(env, resources, "entreprises.csv", "siret,nom\n")
+    _, _, checks = run_upload(env, resources, "entreprises.csv", "siret,nom\n")
     assert not checks[IMPORT_CHECK].passed
     assert checks[IMPORT_CHECK].metadata["note"].value == (
         "the file has a header row but no data rows"

@@ -107,9 +107,7 @@ def upload_sensor(
     shown_rejected = [r for r in rejected if r.partition_key]
     asset_events = [event for r in shown_rejected for event in rejection_events(r)]
     partition_keys = new_keys + [r.partition_key for r in shown_rejected]
-    partitions = (
-        [upload_partitions.build_add_request(partition_keys)] if partition_keys else []
-    )
+    partitions = [upload_partitions.build_add_request(partition_keys)] if partition_keys else []
     if run_requests:
         return dg.SensorResult(
             run_requests=run_requests,

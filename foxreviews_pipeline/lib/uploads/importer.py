@@ -12,6 +12,7 @@ imports the file again from `rejected/`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,8 @@ from foxreviews_pipeline.lib.uploads.specs import (
 )
 from foxreviews_pipeline.lib.uploads.validate import Validated, check_known_naf, validate
 from foxreviews_pipeline.lib.uploads.write import known_naf_codes, write
+
+_log = logging.getLogger(__name__)
 
 
 class UploadNotFound(FileNotFoundError):
@@ -141,7 +144,9 @@ def import_upload(
         raise
 
 
-def _fail(url: str, paths: UploadPaths, path: Path, file_name: str, log_id: int, reason: str) -> None:
+def _fail(
+    url: str, paths: UploadPaths, path: Path, file_name: str, log_id: int, reason: str
+) -> None:
     """Our own failure: the file still leaves processing/ with its reason beside it; the log
     row says so when the database answers (it may be what failed)."""
     reason = reason if len(reason) <= 2_000 else reason[:2_000] + "…"
@@ -163,7 +168,7 @@ def _fail(url: str, paths: UploadPaths, path: Path, file_name: str, log_id: int,
         with transaction(url) as conn:
             importlog.fail(conn, log_id, reason, stored_path=paths.relative(dest))
     except Exception:  # noqa: BLE001 - the original error is the one to report
-        pass
+        _log.exception("import log #%s could not record the failure", log_id)
 
 
 def _import(

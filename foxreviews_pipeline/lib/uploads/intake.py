@@ -110,7 +110,9 @@ def _reject_now(
     name = display_name(path.name)
     # Named like a queued file when its content is known, so that its name is a partition key
     # the sensor can show (and re-run on purpose) like any other upload.
-    stored_name = partition_key_for(content_sha256, path.name) if content_sha256 else safe_name(path.name)
+    stored_name = (
+        partition_key_for(content_sha256, path.name) if content_sha256 else safe_name(path.name)
+    )
     with transaction(url) as conn:
         dest = move_no_clobber(path, paths.folder(REJECTED), stored_name)
         stored = paths.relative(dest)

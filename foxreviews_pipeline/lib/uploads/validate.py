@@ -192,9 +192,7 @@ def v_url(value: str) -> str:
     # `www.example.fr:8080` has a port, not a scheme: a scheme has no dot.
     if scheme and "." not in scheme.group(1):
         if scheme.group(1).lower() not in ("http", "https"):
-            raise Invalid(
-                f"site_web must be an http:// or https:// address, got {_shown(value)}"
-            )
+            raise Invalid(f"site_web must be an http:// or https:// address, got {_shown(value)}")
         url = value
     else:
         url = "https://" + value
@@ -259,7 +257,7 @@ def v_codes_postaux(value: str) -> list[str]:
         if json_depth(text) > MAX_JSON_DEPTH:
             raise Invalid(
                 f"codes_postaux nests JSON more than {MAX_JSON_DEPTH} levels deep: "
-                "expected a flat list like [\"69001\",\"69002\"]"
+                'expected a flat list like ["69001","69002"]'
             )
         try:
             items = json.loads(text)
