@@ -167,7 +167,7 @@ def test_sensor_run_materializes_the_partition(env: UploadEnv, resources: dict):
     assert status == "SUCCESS" and run_id == outcome.run_id and stored == f"archive/{key}"
 
 
-def test_failed_import_leaves_the_file_in_processing_and_says_error(
+def test_failed_import_moves_the_file_to_rejected_and_fails_the_run(
     env: UploadEnv, resources: dict
 ):
     age(env.drop("entreprises.csv", CONTENT))
@@ -183,22 +183,30 @@ def test_failed_import_leaves_the_file_in_processing_and_says_error(
             raise_on_error=False,
         )
     assert not outcome.success
-    [(status, note, errors)] = env.query("SELECT status, note, errors FROM core_importlog")
+    [(status, note, errors, stored)] = env.query(
+        "SELECT status, note, errors, stored_path FROM core_importlog"
+    )
     assert status == "ERROR" and note.startswith(
         "the import failed and can be re-run: UndefinedTable"
     )
     assert errors[0]["code"] == "import_failed"
-    assert env.files("processing") == [key]
+    # Never stuck in processing/: rejected, with the reason beside it.
+    assert env.files("processing") == []
+    assert stored == f"rejected/{key}"
+    assert env.files("rejected") == [key, f"{key}.reason.txt"]
+    reason = (env.paths.folder("rejected") / f"{key}.reason.txt").read_text()
+    assert "the import failed: UndefinedTable" in reason and "re-run its partition" in reason
 
-    # Once the cause is fixed, re-running the partition finishes the same log row.
+    # Once the cause is fixed, re-running the partition imports it: a new log row, archived.
     env.query("ALTER TABLE enterprise_entreprise_away RENAME TO enterprise_entreprise")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("uploads", [key])
         assert dg.materialize(
             [uploaded_files], partition_key=key, resources=resources, instance=instance
         ).success
-    assert env.query("SELECT status, stored_path FROM core_importlog") == [
-        ("SUCCESS", f"archive/{key}")
+    assert env.query("SELECT status, stored_path FROM core_importlog ORDER BY id") == [
+        ("ERROR", f"rejected/{key}"),
+        ("SUCCESS", f"archive/{key}"),
     ]
 
 

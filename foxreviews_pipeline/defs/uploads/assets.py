@@ -4,9 +4,64 @@ import dagster as dg
 
 from foxreviews_pipeline.defs.resources import PostgresResource, UploadFolder
 from foxreviews_pipeline.defs.uploads.partitions import upload_partitions
-from foxreviews_pipeline.lib.uploads import ImportOutcome, UploadPaths, import_upload
+from foxreviews_pipeline.lib.uploads import (
+    ERROR,
+    SUCCESS,
+    ImportOutcome,
+    UploadPaths,
+    import_upload,
+)
 
 PREVIEW_ERRORS = 20
+
+# The two questions an operator asks of an upload, as checks on its partition: red when the
+# file was not imported at all (ERROR: refused, every row bad, or a duplicate), a warning
+# when some rows were left out (PARTIAL). docs/uploads.md, "In the Dagster UI".
+IMPORT_CHECK = "file_imported"
+ROWS_CHECK = "every_row_imported"
+UPLOAD_CHECKS = [
+    dg.AssetCheckSpec(
+        IMPORT_CHECK,
+        asset="uploaded_files",
+        partitions_def=upload_partitions,
+        description="Fails (error) when nothing of the file was imported: status ERROR, the "
+        "file is in rejected/ with its reason.",
+    ),
+    dg.AssetCheckSpec(
+        ROWS_CHECK,
+        asset="uploaded_files",
+        partitions_def=upload_partitions,
+        description="Fails (warning) when some rows were reported instead of imported "
+        "(status PARTIAL): see the import log's errors.",
+    ),
+]
+
+
+def check_results(outcome: ImportOutcome) -> list[dg.AssetCheckResult]:
+    summary = {
+        "status": dg.MetadataValue.text(outcome.status),
+        "note": dg.MetadataValue.text(outcome.note),
+        "import_log_id": dg.MetadataValue.int(outcome.log_id or 0),
+        "stored_path": dg.MetadataValue.text(outcome.stored_path),
+    }
+    return [
+        dg.AssetCheckResult(
+            check_name=IMPORT_CHECK,
+            passed=outcome.status != ERROR,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata=summary,
+        ),
+        dg.AssetCheckResult(
+            check_name=ROWS_CHECK,
+            passed=outcome.status == SUCCESS,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                **summary,
+                "rows_total": dg.MetadataValue.int(outcome.total_rows),
+                "rows_error": dg.MetadataValue.int(outcome.error_rows),
+            },
+        ),
+    ]
 
 
 def errors_markdown(outcome: ImportOutcome) -> str:
@@ -28,6 +83,7 @@ def errors_markdown(outcome: ImportOutcome) -> str:
     group_name="uploads",
     kinds={"postgres", "file"},
     code_version="1",
+    check_specs=UPLOAD_CHECKS,
 )
 def uploaded_files(
     context: dg.AssetExecutionContext, postgres: PostgresResource, upload_folder: UploadFolder
@@ -39,7 +95,8 @@ def uploaded_files(
     SIRENE, with their ProLocalisations); invalid rows are reported with their row number,
     column and reason in the web app's import log. An empty cell never blanks a stored value.
     The file ends in `archive/` (SUCCESS or PARTIAL) or in `rejected/` with a `.reason.txt`
-    (ERROR). One partition per file content.
+    (ERROR). One partition per file content. The check `file_imported` is red for ERROR,
+    `every_row_imported` is a warning for PARTIAL.
     """
     outcome = import_upload(
         postgres.url,
@@ -61,5 +118,6 @@ def uploaded_files(
             "stored_path": dg.MetadataValue.text(outcome.stored_path),
             "note": dg.MetadataValue.text(outcome.note),
             "errors": dg.MetadataValue.md(errors_markdown(outcome)),
-        }
+        },
+        check_results=check_results(outcome),
     )

@@ -6,7 +6,7 @@ import time
 import dagster as dg
 
 from foxreviews_pipeline.defs.resources import PostgresResource, UploadFolder
-from foxreviews_pipeline.defs.uploads.assets import uploaded_files
+from foxreviews_pipeline.defs.uploads.assets import IMPORT_CHECK, uploaded_files
 from foxreviews_pipeline.defs.uploads.partitions import upload_partitions
 from foxreviews_pipeline.lib.uploads import (
     UploadPaths,
@@ -15,7 +15,34 @@ from foxreviews_pipeline.lib.uploads import (
     register,
     scan_incoming,
 )
-from foxreviews_pipeline.lib.uploads.intake import DEFAULT_SETTLE_SECONDS, QUEUED
+from foxreviews_pipeline.lib.uploads.intake import DEFAULT_SETTLE_SECONDS, QUEUED, Registration
+
+
+def rejection_events(
+    r: Registration,
+) -> list[dg.AssetObservation | dg.AssetCheckEvaluation]:
+    """What the UI shows of a file refused before any run (a duplicate, a link, too big): an
+    observation of its partition saying why, and its `file_imported` check failed (red)."""
+    metadata = {
+        "status": dg.MetadataValue.text("ERROR"),
+        "file_name": dg.MetadataValue.text(r.file_name),
+        "error_code": dg.MetadataValue.text(r.code or ""),
+        "reason": dg.MetadataValue.text(r.reason or ""),
+        "import_log_id": dg.MetadataValue.int(r.log_id),
+        "stored_path": dg.MetadataValue.text(r.stored_path),
+    }
+    key = uploaded_files.key
+    return [
+        dg.AssetObservation(asset_key=key, partition=r.partition_key, metadata=metadata),
+        dg.AssetCheckEvaluation(
+            asset_key=key,
+            check_name=IMPORT_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            partition=r.partition_key,
+            metadata=metadata,
+        ),
+    ]
 
 
 def _listing(names: list[str], limit: int = 5) -> str:
@@ -37,7 +64,9 @@ def upload_sensor(
     to `processing/`, becomes a partition of `uploaded_files`, and one run is requested with
     its content hash as run key. The same content dropped again goes to `rejected/` as a
     duplicate. Files waiting in `processing/` (e.g. after a failed run) are requested again;
-    the run key makes that harmless."""
+    the run key makes that harmless. A file refused here (duplicate, link, too big) still
+    becomes a partition, observed with its reason and its `file_imported` check failed, so
+    that it shows red in the UI without reading tick logs."""
     state = json.loads(context.cursor) if context.cursor else {}
     paths = UploadPaths(upload_folder.root)
     paths.ensure()
@@ -75,10 +104,15 @@ def upload_sensor(
         {"files": {k: scan.signatures[k] for k in scan.waiting}, "requested": requested},
         sort_keys=True,
     )
+    shown_rejected = [r for r in rejected if r.partition_key]
+    asset_events = [event for r in shown_rejected for event in rejection_events(r)]
+    partition_keys = new_keys + [r.partition_key for r in shown_rejected]
+    partitions = [upload_partitions.build_add_request(partition_keys)] if partition_keys else []
     if run_requests:
         return dg.SensorResult(
             run_requests=run_requests,
-            dynamic_partitions_requests=[upload_partitions.build_add_request(new_keys)],
+            dynamic_partitions_requests=partitions,
+            asset_events=asset_events,
             cursor=cursor,
         )
     reasons = []
@@ -95,4 +129,9 @@ def upload_sensor(
         reasons.append("no new file in incoming/")
         if scan.ignored:
             reasons[-1] += f" ({len(scan.ignored)} hidden, temporary or folder entries ignored)"
-    return dg.SensorResult(skip_reason=dg.SkipReason("; ".join(reasons)), cursor=cursor)
+    return dg.SensorResult(
+        skip_reason=dg.SkipReason("; ".join(reasons)),
+        dynamic_partitions_requests=partitions,
+        asset_events=asset_events,
+        cursor=cursor,
+    )

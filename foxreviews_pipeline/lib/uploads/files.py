@@ -83,11 +83,29 @@ def _magic_name(head: bytes) -> str | None:
     return best.name or best.extension or None
 
 
+# C0 control characters other than tab, line feed, form feed and carriage return: never
+# in a text file, and PostgreSQL refuses NUL in text outright.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f]")
+
+
 def _looks_like_text(head: bytes) -> bool:
-    if b"\x00" in head:
-        return False
-    controls = sum(1 for b in head if b < 0x20 and b not in (0x09, 0x0A, 0x0C, 0x0D))
-    return controls == 0
+    return _CONTROL.search(head) is None
+
+
+def check_text_content(path: Path) -> None:
+    """The whole of a CSV is text: a NUL or another control byte anywhere (not only in the
+    first 64 KB that the type check reads) rejects the file, naming where it is."""
+    data = path.read_bytes()
+    found = _CONTROL.search(data)
+    if found is None:
+        return
+    offset = found.start()
+    line = data.count(b"\n", 0, offset) + 1
+    what = "a NUL byte" if data[offset] == 0 else f"the control character 0x{data[offset]:02X}"
+    raise FileRejected(
+        "binary_content",
+        f"the file holds {what} at byte {offset:,} (line {line:,}): a CSV must be plain text",
+    )
 
 
 def sniff(path: Path, name: str) -> str:
@@ -113,6 +131,7 @@ def sniff(path: Path, name: str) -> str:
             raise FileRejected(
                 "content_mismatch", f"the file is named .csv but its content is not text{what}"
             )
+        check_text_content(path)
         return ext
 
     if ext == ".xlsx":

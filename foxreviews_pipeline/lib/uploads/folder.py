@@ -79,6 +79,7 @@ def write_reason(
     errors: list[RowError],
     log_id: int | None,
     summary: str,
+    advice: str = "Nothing from this file was written. Fix it and drop it into incoming/ again.",
 ) -> Path:
     """`<stored name>.reason.txt` beside a rejected file, for staff to read."""
     lines = [
@@ -97,7 +98,7 @@ def write_reason(
                 f"  … and {len(errors) - MAX_REASON_LINES} more (all are in the import log)"
             )
         lines.append("")
-    lines.append("Nothing from this file was written. Fix it and drop it into incoming/ again.")
+    lines.append(advice)
     path = rejected_file.with_name(rejected_file.name + ".reason.txt")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

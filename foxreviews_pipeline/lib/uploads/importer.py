@@ -4,12 +4,15 @@ The log row goes PROCESSING (committed at once, so the web app sees the import r
 then the file is checked, read and validated without touching the data; the good rows are
 written and the log row finished in ONE transaction, so the log can never claim rows that
 were not written. A file with no good row is rejected whole. If the import itself breaks
-(database down, a bug), the log says ERROR, the file stays in `processing/`, and the error
-propagates so that the run fails and can be re-executed.
+(database down, a bug — never a bad file, which is always a rejection with a reason), the
+file still leaves `processing/` for `rejected/` with a `.reason.txt`, the log says ERROR
+(`import_failed`), and the error propagates so that the run fails; re-running the partition
+imports the file again from `rejected/`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from foxreviews_pipeline.lib.uploads.model import (
     SUCCESS,
     FileRejected,
     ImportOutcome,
+    RowError,
 )
 from foxreviews_pipeline.lib.uploads.model import (
     PROCESSING as STATUS_PROCESSING,
@@ -46,6 +50,8 @@ from foxreviews_pipeline.lib.uploads.specs import (
 )
 from foxreviews_pipeline.lib.uploads.validate import Validated, check_known_naf, validate
 from foxreviews_pipeline.lib.uploads.write import known_naf_codes, write
+
+_log = logging.getLogger(__name__)
 
 
 class UploadNotFound(FileNotFoundError):
@@ -64,6 +70,11 @@ class _Parsed:
 
 
 def _parse(path: Path, file_name: str) -> _Parsed:
+    if path.is_symlink():
+        # A link rejected at intake and re-run on purpose: still never followed.
+        raise FileRejected(
+            "symlink", "symbolic links are not accepted: copy the file itself into incoming/"
+        )
     ext = sniff(path, file_name)
     table = read_table(path, ext, ALL_COLUMNS)
     header = [normalise_header(h) for h in table.header]
@@ -129,9 +140,35 @@ def import_upload(
     try:
         return _import(url, paths, path, file_name, stored_name, log_id, run_id)
     except Exception as exc:
-        with transaction(url) as conn:
-            importlog.fail(conn, log_id, f"{type(exc).__name__}: {exc}")
+        _fail(url, paths, path, file_name, log_id, f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _fail(
+    url: str, paths: UploadPaths, path: Path, file_name: str, log_id: int, reason: str
+) -> None:
+    """Our own failure: the file still leaves processing/ with its reason beside it; the log
+    row says so when the database answers (it may be what failed)."""
+    reason = reason if len(reason) <= 2_000 else reason[:2_000] + "…"
+    error = RowError(None, None, f"the import failed: {reason}", importlog.FAILED_CODE)
+    dest = path
+    if path.exists() and path.parent.name == PROCESSING:
+        dest = _file_into(paths, path, REJECTED)
+    if dest.parent.name == REJECTED:
+        write_reason(
+            dest,
+            original_name=file_name,
+            errors=[error],
+            log_id=log_id,
+            summary="Status: ERROR — the import failed on our side, not because of the file.",
+            advice="Nothing from this file was written. Once the cause is fixed, re-run its "
+            "partition of uploaded_files (dropping it again would be refused as a duplicate).",
+        )
+    try:
+        with transaction(url) as conn:
+            importlog.fail(conn, log_id, reason, stored_path=paths.relative(dest))
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        _log.exception("import log #%s could not record the failure", log_id)
 
 
 def _import(

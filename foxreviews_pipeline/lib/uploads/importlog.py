@@ -25,6 +25,7 @@ from foxreviews_pipeline.lib.uploads.model import (
 MAX_LOGGED_ERRORS = 5_000
 
 DUPLICATE_CODE = "duplicate_upload"
+FAILED_CODE = "import_failed"
 
 
 @dataclass(frozen=True)
@@ -149,18 +150,22 @@ def finish(conn: psycopg.Connection, log_id: int, outcome: ImportOutcome) -> Non
     )
 
 
-def fail(conn: psycopg.Connection, log_id: int, reason: str) -> None:
-    """An import that broke (not a bad file): the log says so; the file stays where it is."""
+def fail(
+    conn: psycopg.Connection, log_id: int, reason: str, *, stored_path: str | None = None
+) -> None:
+    """An import that broke (not a bad file): the log says so and where the file now is."""
     conn.execute(
         """
         UPDATE core_importlog
-        SET status = %s, errors = %s, note = %s, completed_at = now(), updated_at = now()
+        SET status = %s, errors = %s, note = %s, stored_path = coalesce(%s, stored_path),
+            completed_at = now(), updated_at = now()
         WHERE id = %s
         """,
         (
             ERROR,
-            Jsonb([{"row": None, "column": None, "reason": reason, "code": "import_failed"}]),
+            Jsonb([{"row": None, "column": None, "reason": reason, "code": FAILED_CODE}]),
             f"the import failed and can be re-run: {reason}",
+            stored_path,
             log_id,
         ),
     )

@@ -85,6 +85,7 @@ class Registration:
     partition_key: str | None = None
     content_sha256: str | None = None
     reason: str | None = None
+    code: str | None = None
 
 
 def partition_key_for(content_sha256: str, name: str) -> str:
@@ -107,8 +108,13 @@ def _reject_now(
     url: str, paths: UploadPaths, path: Path, error: RowError, content_sha256: str | None = None
 ) -> Registration:
     name = display_name(path.name)
+    # Named like a queued file when its content is known, so that its name is a partition key
+    # the sensor can show (and re-run on purpose) like any other upload.
+    stored_name = (
+        partition_key_for(content_sha256, path.name) if content_sha256 else safe_name(path.name)
+    )
     with transaction(url) as conn:
-        dest = move_no_clobber(path, paths.folder(REJECTED), safe_name(path.name))
+        dest = move_no_clobber(path, paths.folder(REJECTED), stored_name)
         stored = paths.relative(dest)
         log_id = importlog.create(
             conn,
@@ -132,8 +138,10 @@ def _reject_now(
         REJECTED_NOW if error.code != importlog.DUPLICATE_CODE else DUPLICATE,
         log_id,
         stored,
+        partition_key=dest.name,
         content_sha256=content_sha256,
         reason=error.reason,
+        code=error.code,
     )
 
 

@@ -13,6 +13,9 @@ ERROR = "ERROR"
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 50_000
+# Longest cell read (longer ones are reported as row errors), and most columns kept.
+MAX_CELL_CHARS = 10_000
+MAX_COLUMNS = 100
 
 
 @dataclass(frozen=True)

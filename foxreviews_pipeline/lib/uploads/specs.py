@@ -76,6 +76,40 @@ SPECS: dict[str, ImportSpec] = {
 
 ALL_COLUMNS: set[str] = {c for spec in SPECS.values() for c in spec.columns}
 
+# Longest text each column takes, in characters (docs/uploads.md, "Limits"). The tables'
+# text columns have no declared length, but the indexed ones (slugs, normalised names) must
+# fit a PostgreSQL btree entry (~2.7 KB), and the web app's forms use these limits.
+MAX_LENGTHS: dict[str, dict[str, int]] = {
+    ENTREPRISES: {
+        "nom": 255,
+        "nom_commercial": 255,
+        "adresse": 500,
+        "ville_nom": 255,
+        "telephone": 30,
+        "email_contact": 254,
+        "site_web": 2_000,
+    },
+    VILLES: {"nom": 255, "region": 100},
+    CATEGORIES: {"nom": 255, "slug": 100, "description": 10_000, "meta_description": 500},
+    SOUS_CATEGORIES: {
+        "nom": 255,
+        "categorie": 255,
+        "slug": 100,
+        "description": 10_000,
+        "meta_description": 500,
+        "mots_cles": 2_000,
+    },
+}
+
+# Free-text columns: what staff type, shown as is by the web app and by spreadsheets that
+# export it again. A value there may not start like a spreadsheet formula.
+FREE_TEXT: dict[str, tuple[str, ...]] = {
+    ENTREPRISES: ("nom", "nom_commercial", "adresse", "ville_nom", "email_contact"),
+    VILLES: ("nom", "region"),
+    CATEGORIES: ("nom", "description", "meta_description"),
+    SOUS_CATEGORIES: ("nom", "categorie", "description", "meta_description", "mots_cles"),
+}
+
 # "sous_categories…" is tested before "categories…", which it does not start with but
 # which a looser match (e.g. `in`) would find inside it.
 _PREFIXES = (

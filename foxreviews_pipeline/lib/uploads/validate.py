@@ -11,14 +11,19 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
 
 from foxreviews_pipeline.lib.reference.communes import normalise_name, slugify
 from foxreviews_pipeline.lib.sirene.identifiers import siren_valid, siret_valid
-from foxreviews_pipeline.lib.uploads.model import RowError
+from foxreviews_pipeline.lib.uploads.model import MAX_CELL_CHARS, RowError
 from foxreviews_pipeline.lib.uploads.readers import NumericText, Table
 from foxreviews_pipeline.lib.uploads.specs import (
     CATEGORIES,
     ENTREPRISES,
+    FREE_TEXT,
+    MAX_LENGTHS,
     SOUS_CATEGORIES,
     SPECS,
     VILLES,
@@ -27,6 +32,10 @@ from foxreviews_pipeline.lib.uploads.specs import (
 
 class Invalid(ValueError):
     """A cell's value is not acceptable; the message is the reason."""
+
+    def __init__(self, reason: str, code: str = "invalid_value"):
+        super().__init__(reason)
+        self.code = code
 
 
 @dataclass
@@ -53,7 +62,14 @@ _POSTAL = re.compile(r"^[0-9]{5}$")
 _CODE_INSEE = re.compile(r"^(?:[0-9]{2}|2A|2B)[0-9]{3}$")
 _DEPARTEMENT = re.compile(r"^(?:0[1-9]|1[0-9]|2[1-9]|[3-8][0-9]|9[0-5]|2A|2B|97[1-6])$")
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# C0 controls except tab, line feed and carriage return (a NUL cannot even be stored).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What makes a spreadsheet read a cell as a formula (OWASP "CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# codes_postaux is a flat list: deeper JSON is refused before it is parsed.
+MAX_JSON_DEPTH = 2
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_URL_FORBIDDEN = re.compile(r"[\s\"'<>\\`{}|^\x00-\x1f\x7f]")
 _PHONE = re.compile(r"^\+?[0-9 ().-]{6,30}$")
 
 TRUE_WORDS = frozenset({"true", "1", "oui", "vrai", "yes"})
@@ -82,6 +98,46 @@ def v_siren(value: str) -> str:
     if not siren_valid(siren):
         raise Invalid(f"SIREN {siren} fails its check digit (Luhn)")
     return siren
+
+
+def _shown(value: str, limit: int = 60) -> str:
+    """A value quoted in a reason, cut so that a reason stays one readable line."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def check_cell(value: str) -> None:
+    """What no cell may hold, whatever its column: more than the cell limit, or control
+    characters (a NUL would fail the whole write)."""
+    if len(value) > MAX_CELL_CHARS:
+        raise Invalid(
+            f"the value is longer than {MAX_CELL_CHARS:,} characters (the longest cell an "
+            "upload may hold)",
+            "too_long",
+        )
+    found = _CONTROL.search(value)
+    if found:
+        raise Invalid(
+            f"the value holds the control character U+{ord(found.group()):04X}, "
+            "which a text column cannot take",
+        )
+
+
+def check_length(column: str, value: Any, limit: int | None) -> None:
+    if limit is not None and isinstance(value, str) and len(value) > limit:
+        raise Invalid(
+            f"{column} is {len(value):,} characters long; the limit for {column} is {limit:,}",
+            "too_long",
+        )
+
+
+def check_not_formula(column: str, value: Any) -> None:
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        shown = {"\t": "a tab", "\r": "a carriage return"}.get(value[0], repr(value[0]))
+        raise Invalid(
+            f"{column} starts with {shown}: a spreadsheet would run it as a formula "
+            "(remove that first character)",
+            "formula",
+        )
 
 
 def v_text(value: str) -> str:
@@ -114,9 +170,13 @@ def v_bool(value: str) -> bool:
 
 
 def v_email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise Invalid(f"not an e-mail address: {value!r}")
-    return value
+    """One plain address (no display name, no quotes, no list), syntax only: deliverability
+    is not checked (that needs the network)."""
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise Invalid(f"not an e-mail address: {_shown(value)} ({exc})") from None
+    return checked.normalized
 
 
 def v_phone(value: str) -> str:
@@ -126,9 +186,27 @@ def v_phone(value: str) -> str:
 
 
 def v_url(value: str) -> str:
-    if _SPACES.search(value) or "." not in value:
-        raise Invalid(f"not a web address: {value!r}")
-    return value
+    """An http(s) address; `www.example.fr` gets `https://`. Any other scheme (`javascript:`,
+    `data:`, `ftp:`…) is refused, so that a link the web app shows can only open a page."""
+    scheme = _SCHEME.match(value)
+    # `www.example.fr:8080` has a port, not a scheme: a scheme has no dot.
+    if scheme and "." not in scheme.group(1):
+        if scheme.group(1).lower() not in ("http", "https"):
+            raise Invalid(f"site_web must be an http:// or https:// address, got {_shown(value)}")
+        url = value
+    else:
+        url = "https://" + value
+    if _URL_FORBIDDEN.search(url):
+        raise Invalid(f"not a web address (spaces, quotes or <> in it): {_shown(value)}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise Invalid(f"not a web address: {_shown(value)}") from None
+    if parts.scheme.lower() not in ("http", "https") or "." not in host or "@" in parts.netloc:
+        raise Invalid(f"not a web address: {_shown(value)}")
+    return url
 
 
 def v_code_insee(value: str) -> str:
@@ -149,14 +227,42 @@ def v_departement(value: str) -> str:
     return code
 
 
+def json_depth(text: str) -> int:
+    """How deeply the arrays and objects of a JSON text nest (strings skipped), found
+    without parsing it: the parser recurses once per level."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def v_codes_postaux(value: str) -> list[str]:
     text = value.strip()
     items: list[Any]
     if text.startswith("["):
+        if json_depth(text) > MAX_JSON_DEPTH:
+            raise Invalid(
+                f"codes_postaux nests JSON more than {MAX_JSON_DEPTH} levels deep: "
+                'expected a flat list like ["69001","69002"]'
+            )
         try:
             items = json.loads(text)
-        except json.JSONDecodeError:
-            raise Invalid(f"codes_postaux is not a JSON list: {value!r}") from None
+        except (json.JSONDecodeError, RecursionError):
+            raise Invalid(f"codes_postaux is not a JSON list: {_shown(value)}") from None
         if not isinstance(items, list):
             raise Invalid(f"codes_postaux is not a list: {value!r}")
     else:
@@ -318,11 +424,13 @@ def _key_label(import_type: str, key: Any) -> tuple[str, str]:
 def validate(import_type: str, table: Table, header: list[str]) -> Validated:
     spec = SPECS[import_type]
     validators = VALIDATORS[import_type]
+    limits = MAX_LENGTHS[import_type]
+    free_text = FREE_TEXT[import_type]
     positions = {name: i for i, name in enumerate(header) if name in validators}
     result = Validated(
         import_type=import_type,
         columns=[c for c in (*spec.required, *spec.optional) if c in positions],
-        unknown_columns=[c for c in header if c and c not in spec.columns],
+        unknown_columns=[c for c in header if c and c not in spec.columns] + table.extra_columns,
         ignored_columns=[c for c in header if c in spec.ignored],
     )
     candidates: list[ValidRow] = []
@@ -335,9 +443,14 @@ def validate(import_type: str, table: Table, header: list[str]) -> Validated:
                 values[column] = None
                 continue
             try:
-                values[column] = validators[column](raw)
+                check_cell(raw)
+                value = validators[column](raw)
+                check_length(column, value, limits.get(column))
+                if column in free_text:
+                    check_not_formula(column, value)
+                values[column] = value
             except Invalid as exc:
-                row_errors.append(RowError(number, column, str(exc), "invalid_value"))
+                row_errors.append(RowError(number, column, str(exc), exc.code))
         for column in REQUIRED_VALUES[import_type]:
             if (
                 column in positions
@@ -354,7 +467,8 @@ def validate(import_type: str, table: Table, header: list[str]) -> Validated:
             try:
                 _complete(import_type, values)
             except Invalid as exc:
-                row_errors.append(RowError(number, "nom", str(exc), "invalid_value"))
+                column = "slug" if exc.code == "too_long" else "nom"
+                row_errors.append(RowError(number, column, str(exc), exc.code))
         if row_errors:
             result.errors.extend(row_errors)
             continue
@@ -397,6 +511,13 @@ def _complete(import_type: str, values: dict[str, Any]) -> None:
         values["slug"] = slugify(values["nom"])
         if not values["slug"]:
             raise Invalid(f"nom {values['nom']!r} gives no usable slug: add a slug column")
+        limit = MAX_LENGTHS[import_type]["slug"]
+        if len(values["slug"]) > limit:
+            raise Invalid(
+                f"the slug made from nom is {len(values['slug']):,} characters long; the limit "
+                f"for slug is {limit:,}: add a shorter slug column",
+                "too_long",
+            )
 
 
 def check_known_naf(validated: Validated, known: Iterable[str]) -> None:
