@@ -35,3 +35,30 @@ def test_an_upload_never_names_an_establishment_insee_does_not_diffuse(env: Uplo
         (SIRET_A,),
     )
     assert pages == [(0,)]
+
+
+def test_an_upload_that_fails_a_blocking_check_writes_nothing_and_ends_error(env: UploadEnv, monkeypatch):
+    from foxreviews_pipeline.lib.uploads import write as write_module
+
+    env.query(
+        "INSERT INTO enterprise_entreprise (siret, siren, nom, statut_diffusion, code_commune, source) "
+        "VALUES (%s, %s, NULL, 'N', '69123', 'sirene')",
+        (SIRET_A, SIRET_A[:9]),
+    )
+    before = env.query("SELECT e::text, xmin::text FROM enterprise_entreprise e ORDER BY id")
+    # A writer bug: the diffusion rule forgotten. The audit must catch it before commit.
+    monkeypatch.setattr(write_module, "_withhold_personal_fields", lambda *args: 0)
+    env.drop(
+        "entreprises.csv",
+        "siret,nom\n"
+        f"{SIRET_A},Claire MARTIN\n"
+        f"{SIRET_B},PLOMBERIE EMILE\n",
+    )
+    _, outcome = env.process("entreprises.csv")
+    log = env.log(outcome.log_id)
+    assert (log["status"], log["success_rows"]) == ("ERROR", 0)
+    assert log["errors"][0]["code"] == "held_back"
+    assert "diffusion_policy" in log["errors"][0]["reason"]
+    assert log["stored_path"].startswith("rejected/")
+    assert env.query("SELECT e::text, xmin::text FROM enterprise_entreprise e ORDER BY id") == before
+    assert env.query("SELECT count(*) FROM enterprise_prolocalisation") == [(0,)]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foxreviews_pipeline.lib.db.database import transaction
+from foxreviews_pipeline.lib.directory.checks import PublicationHeld
 from foxreviews_pipeline.lib.uploads import importlog
 from foxreviews_pipeline.lib.uploads.files import sniff
 from foxreviews_pipeline.lib.uploads.folder import (
@@ -132,6 +133,10 @@ def _begin(
     return log_id, file_name, path
 
 
+# A file whose rows the publication audit refused (docs/data-model.md).
+HELD_BACK_CODE = "held_back"
+
+
 def import_upload(
     url: str, paths: UploadPaths, stored_name: str, *, run_id: str | None = None
 ) -> ImportOutcome:
@@ -212,6 +217,11 @@ def _import(
             importlog.finish(conn, log_id, outcome)
     except _NothingToWrite:
         outcome.status, outcome.success_rows, outcome.written = ERROR, 0, {}
+        return _reject(url, paths, path, file_name, outcome)
+    except PublicationHeld as held:
+        # The blocking checks refused what the file would publish: nothing was written.
+        outcome.status, outcome.success_rows, outcome.written = ERROR, 0, {}
+        outcome.errors = [RowError(None, None, str(held), HELD_BACK_CODE)]
         return _reject(url, paths, path, file_name, outcome)
     except BaseException:
         if moved is not None and moved != path and moved.exists():
