@@ -17,6 +17,7 @@ import pytest
 
 from foxreviews_pipeline.lib.settings import PROJECT_ROOT, load_settings
 from foxreviews_pipeline.main_job import project_instance
+from foxreviews_pipeline_tests.pipeline.conftest import dagster_storage_db  # noqa: F401 (fixture)
 
 DAY = "2026-11-20"
 
