@@ -17,9 +17,12 @@ import pytest
 
 from foxreviews_pipeline.lib.settings import PROJECT_ROOT, load_settings
 from foxreviews_pipeline.main_job import project_instance
-from foxreviews_pipeline_tests.pipeline.conftest import dagster_storage_db  # noqa: F401 (fixture)
+from foxreviews_pipeline_tests.pipeline import conftest as pipeline_conftest
 
 DAY = "2026-11-20"
+
+# The fixture that drops the Dagster database run-day creates beside the test database.
+dagster_storage_db = pipeline_conftest.dagster_storage_db
 
 # Content of the two tables the web app reads, by natural keys (ids, timestamps and run ids
 # differ from one database to the other and from one run to the next).
@@ -63,7 +66,7 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
 def run_foxreviews(*args: str, env: dict[str, str] | None = None, timeout: int = 600):
     return subprocess.run(
         [*foxreviews_command(), *args], cwd=PROJECT_ROOT, env=env or subprocess_env(),
-        capture_output=True, text=True, timeout=timeout,
+        check=False, capture_output=True, text=True, timeout=timeout,
     )
 
 

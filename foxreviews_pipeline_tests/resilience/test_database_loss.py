@@ -76,7 +76,9 @@ def test_an_unreachable_database_at_start_is_one_line(platform_env, database_url
     done = run_foxreviews(*command, env=subprocess_env(FOXREVIEWS_DATABASE_URL=_via(database_url, port)))
     assert done.returncode != 0
     assert _lines(done.stdout) == []
-    assert _lines(done.stderr) == [
-        f"foxreviews: database unreachable at postgresql://postgres:***@127.0.0.1:{port}/"
-        f"{urlsplit(database_url).path.lstrip('/')}: connection refused"
-    ]
+    database = urlsplit(database_url).path.lstrip("/")
+    expected = (
+        f"foxreviews: database unreachable at postgresql://postgres:***@127.0.0.1:{port}/{database}: "
+        "connection refused"
+    )
+    assert _lines(done.stderr) == [expected]
