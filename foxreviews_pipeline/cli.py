@@ -16,6 +16,10 @@ from foxreviews_pipeline.lib.settings import ConfigurationError, load_dotenv_fil
 
 
 def _cmd_check(args, settings) -> int:
+    if not settings.uses_embedded_database:  # the embedded server is started on demand
+        from foxreviews_pipeline.lib.db.errors import require_reachable
+
+        require_reachable(settings.database_url)
     print(repr(settings))
     return 0
 
@@ -72,7 +76,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"foxreviews: {exc}", file=sys.stderr)
         return 2
     handler = {"check": _cmd_check, "db": _cmd_db, "run-day": _cmd_run_day}[args.command]
-    return handler(args, settings)
+    try:
+        return handler(args, settings)
+    except _one_line_errors() as exc:
+        print(f"foxreviews: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("foxreviews: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line_errors() -> tuple[type[Exception], ...]:
+    """Failures whose message is the whole story: a lost database, a failed run, a pool
+    wait given up."""
+    from foxreviews_pipeline.lib.db.errors import DatabaseUnreachable
+    from foxreviews_pipeline.main_job import RunFailed
+    from foxreviews_pipeline.recovery import PoolWaitTimeout
+
+    return (DatabaseUnreachable, RunFailed, PoolWaitTimeout)
 
 
 if __name__ == "__main__":

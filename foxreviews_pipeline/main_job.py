@@ -3,15 +3,37 @@ then ville_stats — through Dagster, so every run shows in the web UI afterward
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
 
+from foxreviews_pipeline.lib.db.database import reachable_database_url
+from foxreviews_pipeline.lib.db.errors import (
+    DatabaseUnreachable,
+    connection_error_in,
+    looks_like_connection_error,
+    one_line_cause,
+    probe,
+)
 from foxreviews_pipeline.lib.settings import PROJECT_ROOT, Settings
+from foxreviews_pipeline.recovery import (
+    PoolWaitTimeout,
+    PoolWatchdog,
+    process_tags,
+    sweep_dead_runs,
+    wait_for_pools,
+)
 
 REFERENCE_ASSETS = ("naf_nomenclature", "trade_taxonomy", "villes")
 DAILY_ASSETS = ("etablissements_raw", "entreprises", "pro_localisations")
@@ -41,22 +63,115 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     return found
 
 
-def _run(job: dg.JobDefinition, instance, keys, partition_key=None) -> dict[str, dict]:
-    result = job.execute_in_process(
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        instance=instance,
-        asset_selection=[dg.AssetKey(k) for k in keys],
-        partition_key=partition_key,
-        raise_on_error=False,
-    )
+class RunFailed(RuntimeError):
+    """A run of `run-day` failed; the message is one line (details are in the run's events)."""
+
+
+def _run(
+    job: dg.JobDefinition,
+    instance,
+    keys,
+    partition_key=None,
+    *,
+    guard: RunGuard,
+) -> dict[str, dict]:
+    run_id = str(uuid.uuid4())
+    pools = guard.pools_of(keys)
+    if pools:
+        wait_for_pools(instance, pools, timeout_s=guard.pool_wait_s, say=guard.say)
+    watchdog = PoolWatchdog(instance, run_id, pools, timeout_s=guard.pool_wait_s, say=guard.say)
+    if pools:
+        watchdog.start()
+    try:
+        result = job.execute_in_process(
+            # The console stays quiet: warnings are printed after the run, failures in one line.
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            instance=instance,
+            asset_selection=[dg.AssetKey(k) for k in keys],
+            partition_key=partition_key,
+            raise_on_error=False,
+            run_id=run_id,
+            tags=guard.tags,
+        )
+    finally:
+        if pools:
+            watchdog.stop()
     if not result.success:
-        failures = [
-            f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
-            for e in result.all_events
-            if e.is_step_failure and e.event_specific_data and e.event_specific_data.error
-        ]
-        raise SystemExit("foxreviews: run failed\n" + "\n".join(failures))
+        raise _run_failure(result)
+    for entry in instance.all_logs(run_id):
+        if entry.dagster_event is None and entry.level >= logging.WARNING:
+            guard.say(f"{entry.step_key or 'run'}: {entry.user_message.splitlines()[0]}")
     return _metadata(result)
+
+
+def _run_failure(result: dg.ExecuteInProcessResult) -> Exception:
+    for event in result.all_events:
+        if not (event.is_step_failure and event.event_specific_data and event.event_specific_data.error):
+            continue
+        error = event.event_specific_data.error
+        link = error
+        while link is not None:
+            if looks_like_connection_error(link.cls_name or "", link.message):
+                return _LostDatabase(one_line_cause(link.message))
+            link = link.cause or link.context
+        return RunFailed(
+            f"run {result.run_id} failed at step {event.step_key}: {one_line_cause(error.message)}"
+        )
+    return RunFailed(f"run {result.run_id} failed (see it in the web UI)")
+
+
+class _LostDatabase(RuntimeError):
+    """A step lost its database connection; `run_day` probes the server to name the cause."""
+
+
+@dataclass
+class RunGuard:
+    """What every run of `run-day` shares: its process tags, the pool bound, the operator's
+    stream, and the pools of each asset."""
+
+    tags: dict[str, str]
+    pool_wait_s: float
+    say: Callable[[str], None]
+    asset_pools: dict[str, str]
+
+    def pools_of(self, keys) -> list[str]:
+        return sorted({self.asset_pools[k] for k in keys if k in self.asset_pools})
+
+
+@contextmanager
+def _diagnostics_to(path: Path) -> Iterator[None]:
+    """Driver retries, tracebacks and Dagster's own stderr messages go to `path`, not to the
+    operator's terminal, which gets one line per outcome."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            with redirect_stderr(stream):
+                yield
+        finally:
+            root.removeHandler(handler)
+
+
+def _explain(exc: BaseException, data_url: str | None, log_path: Path) -> Exception:
+    """The one-line error `run-day` ends with."""
+    if isinstance(exc, (RunFailed, PoolWaitTimeout, DatabaseUnreachable)):
+        return exc
+    lost = isinstance(exc, _LostDatabase) or connection_error_in(exc) is not None
+    if lost and data_url is not None:
+        cause = probe(data_url)
+        if isinstance(exc, _LostDatabase):
+            fallback = str(exc)
+        else:
+            fallback = one_line_cause(str(connection_error_in(exc)))
+        return DatabaseUnreachable(data_url, cause or f"connection lost ({fallback})")
+    with open(log_path, "a", encoding="utf-8") as stream:
+        traceback.print_exception(exc, file=stream)
+    return RunFailed(
+        f"unexpected {type(exc).__name__}: {one_line_cause(str(exc))} (traceback in {log_path})"
+    )
 
 
 def run_day(day: str | None, settings: Settings) -> int:
@@ -66,11 +181,32 @@ def run_day(day: str | None, settings: Settings) -> int:
     target = date.fromisoformat(day) if day else paris_today - timedelta(days=1)
     started = time.perf_counter()
     job = defs.resolve_implicit_global_asset_job_def()
-    with project_instance(settings) as instance:
-        print(f"foxreviews: materializing reference data, then SIRENE day {target} ({settings.sirene_source} source)")
-        ref = _run(job, instance, REFERENCE_ASSETS)
-        daily = _run(job, instance, DAILY_ASSETS, partition_key=target.isoformat())
-        stats = _run(job, instance, ("ville_stats",))
+    terminal = sys.stderr
+
+    def say(message: str) -> None:
+        print(f"foxreviews: {message}", file=terminal, flush=True)
+
+    guard = RunGuard(
+        tags=process_tags(),
+        pool_wait_s=settings.pool_wait_timeout_s,
+        say=say,
+        asset_pools={
+            k: pool
+            for k in (*REFERENCE_ASSETS, *DAILY_ASSETS, "ville_stats")
+            if (pool := defs.resolve_assets_def(k).op.pool)
+        },
+    )
+    log_path = settings.home / "logs" / "run-day.log"
+    data_url = reachable_database_url(settings)
+    try:
+        with _diagnostics_to(log_path), project_instance(settings) as instance:
+            sweep_dead_runs(instance, say)
+            print(f"foxreviews: materializing reference data, then SIRENE day {target} ({settings.sirene_source} source)")
+            ref = _run(job, instance, REFERENCE_ASSETS, guard=guard)
+            daily = _run(job, instance, DAILY_ASSETS, partition_key=target.isoformat(), guard=guard)
+            stats = _run(job, instance, ("ville_stats",), guard=guard)
+    except Exception as exc:  # every failure ends as one line
+        raise _explain(exc, data_url, log_path) from exc
     elapsed = time.perf_counter() - started
 
     raw = daily.get("etablissements_raw", {})

@@ -7,6 +7,7 @@ start-up with a message naming the variable instead of deep inside a run.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ from urllib.parse import urlsplit
 SOURCES = ("sample", "api", "stock")
 DEFAULT_INSEE_BASE_URL = "https://api.insee.fr/api-sirene/3.11"
 DEFAULT_RAW_RETENTION_DAYS = 30
+# How long a run waits for a concurrency-pool slot (e.g. `insee_api`) held by another run
+# before giving up; a healthy holder keeps it for minutes.
+DEFAULT_POOL_WAIT_TIMEOUT_S = 1800
 
 # The folder holding pyproject.toml, dagster.yaml and sql/ (an editable install runs from it).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +40,7 @@ class Settings:
     stock_path: Path | None
     # Landed raw SIRENE partitions older than this many days (by partition date) are purged.
     raw_retention_days: int = DEFAULT_RAW_RETENTION_DAYS
+    pool_wait_timeout_s: int = DEFAULT_POOL_WAIT_TIMEOUT_S
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -48,7 +53,8 @@ class Settings:
             f"insee_api_key={'set' if self.insee_api_key else 'unset'}, "
             f"insee_base_url={self.insee_base_url!r}, "
             f"insee_requests_per_minute={self.insee_requests_per_minute}, "
-            f"upload_dir={self.upload_dir}, raw_retention_days={self.raw_retention_days})"
+            f"upload_dir={self.upload_dir}, raw_retention_days={self.raw_retention_days}, "
+            f"pool_wait_timeout_s={self.pool_wait_timeout_s})"
         )
 
 
@@ -77,6 +83,23 @@ def _validate_database_url(value: str) -> str:
             "FOXREVIEWS_DATABASE_URL must name a database, e.g. postgresql://user@host:5432/foxreviews"
         )
     return value
+
+
+def _usable_folder(name: str, path: Path) -> Path:
+    """A folder the platform can write in, or one it can create (nothing is created here)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigurationError(f"{name} must be a folder, but {path} is a file")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigurationError(f"{name} cannot be created: {existing} is a file")
+    try:  # os.access would say yes to root on a read-only file system
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        what = "is not writable" if existing == path else f"cannot be created in {existing}"
+        raise ConfigurationError(f"{name} {what}: {path} ({exc.strerror})") from None
+    return path
 
 
 def _validate_http_url(name: str, value: str) -> str:
@@ -140,6 +163,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "FOXREVIEWS_SIRENE_STOCK_PATH is required when FOXREVIEWS_SIRENE_SOURCE=stock "
             "(a StockEtablissement .zip, .csv or .parquet file)"
         )
+    if source == "stock" and not stock_path.is_file():
+        state = "is not a file" if stock_path.exists() else "does not exist"
+        raise ConfigurationError(f"FOXREVIEWS_SIRENE_STOCK_PATH {state}: {stock_path}")
+
+    _usable_folder("FOXREVIEWS_HOME", home)
+    _usable_folder("FOXREVIEWS_UPLOAD_DIR", upload_dir)
 
     retention_raw = get("FOXREVIEWS_RAW_RETENTION_DAYS") or str(DEFAULT_RAW_RETENTION_DAYS)
     try:
@@ -152,6 +181,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"got {retention_raw!r}"
         )
 
+    wait_raw = get("FOXREVIEWS_POOL_WAIT_TIMEOUT_SECONDS") or str(DEFAULT_POOL_WAIT_TIMEOUT_S)
+    try:
+        pool_wait_timeout_s = int(wait_raw)
+    except ValueError:
+        pool_wait_timeout_s = 0
+    if not 1 <= pool_wait_timeout_s <= 86_400:
+        raise ConfigurationError(
+            "FOXREVIEWS_POOL_WAIT_TIMEOUT_SECONDS must be a whole number of seconds from 1 to 86400, "
+            f"got {wait_raw!r}"
+        )
+
     return Settings(
         database_url=database_url,
         home=home,
@@ -162,6 +202,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         upload_dir=upload_dir,
         stock_path=stock_path,
         raw_retention_days=raw_retention_days,
+        pool_wait_timeout_s=pool_wait_timeout_s,
     )
 
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import psycopg
 
+from foxreviews_pipeline.lib.db.errors import require_reachable
 from foxreviews_pipeline.lib.db.migrations import migrate
 from foxreviews_pipeline.lib.db.server import data_database_url, ensure_database
 from foxreviews_pipeline.lib.settings import Settings
@@ -39,3 +40,11 @@ def transaction(url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(url, application_name="foxreviews") as conn:
         with conn.transaction():
             yield conn
+
+
+def reachable_database_url(settings: Settings) -> str:
+    """The data database's URL once it answers (starting the embedded server if needed);
+    `DatabaseUnreachable`, one line without the password, otherwise."""
+    url = data_database_url(settings)
+    require_reachable(url)
+    return url

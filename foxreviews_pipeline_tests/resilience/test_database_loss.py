@@ -1,0 +1,84 @@
+"""A database lost mid-run, or unreachable at start, ends `run-day` with one line naming the
+cause (the password hidden), a non-zero exit code, and a next run that recovers."""
+
+from __future__ import annotations
+
+import re
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+import pytest
+
+from .conftest import (
+    DAY,
+    TcpProxy,
+    run_foxreviews,
+    start_run_day,
+    subprocess_env,
+    wait_for_step_start,
+)
+
+PASSWORD = "s3cret-pw"
+
+
+def _via(url: str, port: int) -> str:
+    """`url` through 127.0.0.1:port, with a password (ignored by a trust server) to redact."""
+    parts = urlsplit(url)
+    user = parts.username or "postgres"
+    return urlunsplit(parts._replace(netloc=f"{user}:{PASSWORD}@127.0.0.1:{port}"))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_database_lost_mid_run_ends_in_one_line_and_the_next_run_recovers(instance, database_url):
+    server = urlsplit(database_url)
+    proxy = TcpProxy(server.hostname or "127.0.0.1", server.port or 5432)
+    env = subprocess_env(FOXREVIEWS_DATABASE_URL=_via(database_url, proxy.port))
+    known = {run.run_id for run in instance.get_runs()}
+    proc = start_run_day(env)
+    try:
+        run_id = wait_for_step_start(instance, "entreprises", proc, known=known)
+        proxy.cut()
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode not in (0, None)
+    lines = _lines(out) + _lines(err)
+    assert len(lines) <= 3, "\n".join(lines)
+    assert re.fullmatch(
+        rf"foxreviews: database unreachable at postgresql://postgres:\*\*\*@127\.0\.0\.1:{proxy.port}/"
+        r"fxtest_\w+: connection refused",
+        _lines(err)[-1],
+    ), err
+    assert PASSWORD not in out + err
+
+    # The next run, with the database back, recovers the day and the dead run's leftovers.
+    done = run_foxreviews("run-day", "--date", DAY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Day {DAY}: done in" in done.stdout
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+@pytest.mark.parametrize("command", [("run-day", "--date", DAY), ("check",)])
+def test_an_unreachable_database_at_start_is_one_line(platform_env, database_url, command):
+    port = _closed_port()
+    done = run_foxreviews(*command, env=subprocess_env(FOXREVIEWS_DATABASE_URL=_via(database_url, port)))
+    assert done.returncode != 0
+    assert _lines(done.stdout) == []
+    database = urlsplit(database_url).path.lstrip("/")
+    expected = (
+        f"foxreviews: database unreachable at postgresql://postgres:***@127.0.0.1:{port}/{database}: "
+        "connection refused"
+    )
+    assert _lines(done.stderr) == [expected]
