@@ -47,7 +47,7 @@ def test_database_lost_mid_run_ends_in_one_line_and_the_next_run_recovers(instan
     known = {run.run_id for run in instance.get_runs()}
     proc = start_run_day(env)
     try:
-        run_id = wait_for_step_start(instance, "entreprises", proc, known=known)
+        run_id = wait_for_step_start(instance, "directory_day", proc, known=known)
         proxy.cut()
         out, err = proc.communicate(timeout=600)
     finally:
