@@ -9,23 +9,19 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._core.instance.ref import InstanceRef
 
-from foxreviews_pipeline.lib.settings import PROJECT_ROOT, Settings
+from foxreviews_pipeline.instance import use_instance
+from foxreviews_pipeline.lib.settings import Settings
 
 REFERENCE_ASSETS = ("naf_nomenclature", "trade_taxonomy", "villes")
 DAILY_ASSETS = ("etablissements_raw", "entreprises", "pro_localisations")
 
 
 def project_instance(settings: Settings) -> dg.DagsterInstance:
-    """The instance of the project's dagster.yaml (or of $DAGSTER_HOME when set)."""
-    import os
-
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    home = settings.home / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), config_dir=str(PROJECT_ROOT)))
+    """The platform's instance, `$FOXREVIEWS_HOME/dagster`: the one the webserver, the daemon
+    and every `dg`/`dagster` command started from the project folder use."""
+    use_instance(settings)
+    return dg.DagsterInstance.get()
 
 
 def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
