@@ -15,6 +15,7 @@ from foxreviews_pipeline.lib.settings import Settings
 
 REFERENCE_ASSETS = ("naf_nomenclature", "trade_taxonomy", "villes")
 DAILY_ASSETS = ("etablissements_raw", "entreprises", "pro_localisations")
+REFERENCE_JOB, DAILY_JOB, VILLE_STATS_JOB = "reference_data", "sirene_daily", "ville_stats_refresh"
 
 
 def project_instance(settings: Settings) -> dg.DagsterInstance:
@@ -61,12 +62,14 @@ def run_day(day: str | None, settings: Settings) -> int:
     paris_today = datetime.now(ZoneInfo("Europe/Paris")).date()
     target = date.fromisoformat(day) if day else paris_today - timedelta(days=1)
     started = time.perf_counter()
-    job = defs.resolve_implicit_global_asset_job_def()
+    # Named jobs, so that these runs show on the jobs' pages in the UI.
     with project_instance(settings) as instance:
         print(f"foxreviews: materializing reference data, then SIRENE day {target} ({settings.sirene_source} source)")
-        ref = _run(job, instance, REFERENCE_ASSETS)
-        daily = _run(job, instance, DAILY_ASSETS, partition_key=target.isoformat())
-        stats = _run(job, instance, ("ville_stats",))
+        ref = _run(defs.resolve_job_def(REFERENCE_JOB), instance, REFERENCE_ASSETS)
+        daily = _run(
+            defs.resolve_job_def(DAILY_JOB), instance, DAILY_ASSETS, partition_key=target.isoformat()
+        )
+        stats = _run(defs.resolve_job_def(VILLE_STATS_JOB), instance, ("ville_stats",))
     elapsed = time.perf_counter() - started
 
     raw = daily.get("etablissements_raw", {})
