@@ -77,7 +77,8 @@ def test_the_env_block_is_replaced_in_place_and_other_lines_kept(tmp_path):
 
 def _run(folder: Path, *command: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        list(command), cwd=folder, env=bare_env(), capture_output=True, text=True, timeout=300
+        list(command), cwd=folder, env=bare_env(), capture_output=True, text=True, timeout=300,
+        check=False,
     )
     assert result.returncode == 0, f"{command}: {result.stderr[-3000:]}"
     return result
