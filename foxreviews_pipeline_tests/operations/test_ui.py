@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -217,3 +218,23 @@ def test_the_code_location_takes_its_first_partition_from_the_setting(value, exp
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == [expected, "True"]
+
+
+# --- dg -----------------------------------------------------------------------------------------
+
+
+def test_dg_check_defs_passes_from_the_project_folder():
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("dg")), "check", "defs"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
+
+
+def test_the_readme_shows_dg_not_superseded_commands():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert "dagster asset materialize" not in readme and "dagster dev" not in readme
+    for command in ("dg dev", "dg check defs", "dg list defs", "dg launch --job sirene_daily --partition",
+                    "dg launch --assets"):
+        assert command in readme, command
