@@ -3,6 +3,9 @@
     foxreviews check              validate the configuration, print it (secrets hidden)
     foxreviews db status|start|stop|url
                                   the embedded PostgreSQL server
+    foxreviews instance [--env-file F]
+                                  prepare the Dagster instance ($FOXREVIEWS_HOME/dagster) and
+                                  record DAGSTER_HOME in .env for every Dagster command
     foxreviews run-day [--date D] the main job: reference data, one SIRENE day end to end,
                                   ville_stats; prints a summary
 """
@@ -53,6 +56,22 @@ def _cmd_db(args, settings) -> int:
     return 0
 
 
+def _cmd_instance(args, settings) -> int:
+    from pathlib import Path
+
+    from foxreviews_pipeline.instance import DEFAULT_ENV_FILE, prepare_instance, write_env_block
+    from foxreviews_pipeline.lib.db.server import database_name
+
+    env_file = Path(args.env_file).expanduser().resolve() if args.env_file else DEFAULT_ENV_FILE
+    values = prepare_instance(settings)
+    changed = write_env_block(env_file, values)
+    print(f"Dagster instance: {values['DAGSTER_HOME']} (storage: database "
+          f"{database_name(values['FOXREVIEWS_DAGSTER_DATABASE_URL'])})")
+    print(f"{env_file}: {'updated' if changed else 'up to date'} (DAGSTER_HOME, "
+          "FOXREVIEWS_DAGSTER_DATABASE_URL)")
+    return 0
+
+
 def _cmd_run_day(args, settings) -> int:
     from foxreviews_pipeline.main_job import run_day
 
@@ -65,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="validate the configuration")
     db = sub.add_parser("db", help="the embedded PostgreSQL server")
     db.add_argument("action", choices=["status", "start", "stop", "url"])
+    inst = sub.add_parser("instance", help="prepare the Dagster instance and record it in .env")
+    inst.add_argument("--env-file", help="the file to record it in (default: the project's .env)")
     run = sub.add_parser("run-day", help="materialize reference data and one SIRENE day end to end")
     run.add_argument("--date", help="the day (YYYY-MM-DD, Paris time); default: yesterday")
     args = parser.parse_args(argv)
@@ -75,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"foxreviews: {exc}", file=sys.stderr)
         return 2
-    handler = {"check": _cmd_check, "db": _cmd_db, "run-day": _cmd_run_day}[args.command]
+    handler = {
+        "check": _cmd_check, "db": _cmd_db, "instance": _cmd_instance, "run-day": _cmd_run_day,
+    }[args.command]
     try:
         return handler(args, settings)
     except _one_line_errors() as exc:

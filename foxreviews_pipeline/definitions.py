@@ -1,7 +1,10 @@
 """The code location: every asset, check, job, schedule, sensor and resource of the platform.
 
-Settings are validated on import, so a wrong environment variable stops `dagster dev`,
-`dagster asset materialize` and the daemon at start-up with a message naming it.
+Settings are validated on import, so a wrong environment variable stops `dg dev`,
+`dg launch`, the code server and the daemon at start-up with a message naming it.
+Importing this module reads the environment only: the project's `.env` is read by the
+Dagster command that imports it (every `dg`/`dagster` command loads the `.env` of the
+folder it starts in) or by `foxreviews`, never here.
 """
 
 import dagster as dg
@@ -12,9 +15,8 @@ from foxreviews_pipeline.defs.reference import definitions as reference
 from foxreviews_pipeline.defs.sirene import definitions as sirene
 from foxreviews_pipeline.defs.uploads import definitions as uploads
 from foxreviews_pipeline.defs.resources import build_resources
-from foxreviews_pipeline.lib.settings import load_dotenv_file, load_settings
+from foxreviews_pipeline.lib.settings import load_settings
 
-load_dotenv_file()
 settings = load_settings()
 
 defs = dg.Definitions.merge(

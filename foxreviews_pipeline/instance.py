@@ -1,59 +1,101 @@
-"""Dagster instance storage resolved from the platform's own settings.
+"""The one Dagster instance every process of the platform shares.
 
-`dagster.yaml` names these classes instead of a fixed `postgres_url`, so that Dagster's
-runs, events and schedules live in the same PostgreSQL server as the data (the embedded one
-by default, or the server of `FOXREVIEWS_DATABASE_URL`), in a separate database, with
-nothing for an operator to set.
+Dagster finds its instance through `DAGSTER_HOME`, and every Dagster command (`dg`,
+`dagster`, `dagster-webserver`, `dagster-daemon`, `dagster code-server`) reads a `.env` file
+from the folder it starts in. So:
+
+- the instance lives in `$FOXREVIEWS_HOME/dagster`, its `dagster.yaml` a copy of the
+  template shipped in this package (dagster-postgres storage, URL read from
+  `FOXREVIEWS_DAGSTER_DATABASE_URL`);
+- `foxreviews instance` (run by `scripts/setup.sh`) writes that copy, creates Dagster's
+  database `<data database>_dagster` beside the data, and records `DAGSTER_HOME` and
+  `FOXREVIEWS_DAGSTER_DATABASE_URL` in a marked block of the project's `.env` (or of the
+  environment file given, e.g. a systemd `EnvironmentFile`);
+- `foxreviews run-day` derives the same two values from the settings itself.
+
+Nothing here imports Dagster: the instance is configured only through `dagster.yaml`.
 """
 
 from __future__ import annotations
 
-from dagster import _check as check  # noqa: F401  (keeps Dagster's import order for plugins)
-from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
-from dagster._core.storage.root import LocalArtifactStorage
-from dagster._serdes import ConfigurableClassData
-from dagster_postgres import DagsterPostgresStorage
+import os
+from pathlib import Path
 
 from foxreviews_pipeline.lib.db.server import dagster_storage_url
-from foxreviews_pipeline.lib.settings import load_dotenv_file, load_settings
+from foxreviews_pipeline.lib.settings import PROJECT_ROOT, Settings
+
+STORAGE_URL_VARIABLE = "FOXREVIEWS_DAGSTER_DATABASE_URL"
+TEMPLATE = Path(__file__).with_name("dagster.yaml")
+DEFAULT_ENV_FILE = PROJECT_ROOT / ".env"
+BLOCK_BEGIN = "# >>> foxreviews instance: written by `foxreviews instance`, do not edit >>>"
+BLOCK_END = "# <<< foxreviews instance <<<"
 
 
-def _settings():
-    load_dotenv_file()
-    return load_settings()
+def dagster_home(settings: Settings) -> Path:
+    """The instance folder: `$FOXREVIEWS_HOME/dagster`."""
+    return settings.home / "dagster"
 
 
-class FoxReviewsStorage(DagsterPostgresStorage):
-    """dagster-postgres storage in the `<data database>_dagster` database."""
-
-    @classmethod
-    def config_type(cls):
-        return {}
-
-    @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value):
-        return cls(postgres_url=dagster_storage_url(_settings()), inst_data=inst_data)
-
-
-class FoxReviewsArtifactStorage(LocalArtifactStorage):
-    """Run artifacts under `$FOXREVIEWS_HOME/dagster` rather than a throw-away folder."""
-
-    @classmethod
-    def config_type(cls):
-        return {}
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):
-        return cls(str(_settings().home / "dagster" / "storage"), inst_data=inst_data)
+def write_instance_yaml(home: Path) -> Path:
+    """Write `home/dagster.yaml` from the template (only when it differs); return its path."""
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    text = (
+        f"# Copied from {TEMPLATE} by `foxreviews instance`: edit the template, not this copy.\n"
+        + TEMPLATE.read_text(encoding="utf-8")
+    )
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.write_text(text, encoding="utf-8")
+    return target
 
 
-class FoxReviewsComputeLogManager(LocalComputeLogManager):
-    """Step logs (stdout/stderr shown in the UI) under `$FOXREVIEWS_HOME/dagster/logs`."""
+def prepare_instance(settings: Settings) -> dict[str, str]:
+    """Make the instance usable and return the variables that point a process at it.
 
-    @classmethod
-    def config_type(cls):
-        return {}
+    Starts the embedded server when it is the data's server, creates Dagster's database if
+    needed and writes `$DAGSTER_HOME/dagster.yaml`.
+    """
+    home = dagster_home(settings)
+    write_instance_yaml(home)
+    return {"DAGSTER_HOME": str(home), STORAGE_URL_VARIABLE: dagster_storage_url(settings)}
 
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):
-        return cls(str(_settings().home / "dagster" / "logs"), inst_data=inst_data)
+
+def use_instance(settings: Settings) -> None:
+    """Point this process at the platform's instance (`dg.DagsterInstance.get()` then finds it).
+
+    The values derived from the settings win over any inherited ones, so that the data and
+    Dagster's history always stay on the same server."""
+    os.environ.update(prepare_instance(settings))
+
+
+def _quote(value: str) -> str:
+    # Single quotes mean "no escapes" for python-dotenv and systemd alike.
+    if "'" not in value:
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_env_block(path: Path, values: dict[str, str]) -> bool:
+    """Replace (or append) the marked block of `path` with `values`; keep every other line.
+
+    Returns whether the file changed. A new file is created readable by its owner only
+    (the storage URL of a real server carries its password)."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    if BLOCK_BEGIN in lines and BLOCK_END in lines[lines.index(BLOCK_BEGIN):]:
+        start = lines.index(BLOCK_BEGIN)
+        end = lines.index(BLOCK_END, start)
+        kept = lines[:start] + lines[end + 1 :]
+        insert_at = start
+    else:
+        kept = lines
+        insert_at = len(lines)
+    block = [BLOCK_BEGIN, *(f"{name}={_quote(value)}" for name, value in values.items()), BLOCK_END]
+    new_lines = kept[:insert_at] + block + kept[insert_at:]
+    text = "\n".join(new_lines) + "\n"
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+    path.write_text(text, encoding="utf-8")
+    return True

@@ -16,7 +16,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._core.instance.ref import InstanceRef
 
 from foxreviews_pipeline.lib.db.database import reachable_database_url
 from foxreviews_pipeline.lib.db.errors import (
@@ -26,7 +25,7 @@ from foxreviews_pipeline.lib.db.errors import (
     one_line_cause,
     probe,
 )
-from foxreviews_pipeline.lib.settings import PROJECT_ROOT, Settings
+from foxreviews_pipeline.lib.settings import Settings
 from foxreviews_pipeline.recovery import (
     PoolWaitTimeout,
     PoolWatchdog,
@@ -34,20 +33,18 @@ from foxreviews_pipeline.recovery import (
     sweep_dead_runs,
     wait_for_pools,
 )
+from foxreviews_pipeline.instance import use_instance
 
 REFERENCE_ASSETS = ("naf_nomenclature", "trade_taxonomy", "villes")
 DAILY_ASSETS = ("etablissements_raw", "entreprises", "pro_localisations")
+REFERENCE_JOB, DAILY_JOB, VILLE_STATS_JOB = "reference_data", "sirene_daily", "ville_stats_refresh"
 
 
 def project_instance(settings: Settings) -> dg.DagsterInstance:
-    """The instance of the project's dagster.yaml (or of $DAGSTER_HOME when set)."""
-    import os
-
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    home = settings.home / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), config_dir=str(PROJECT_ROOT)))
+    """The platform's instance, `$FOXREVIEWS_HOME/dagster`: the one the webserver, the daemon
+    and every `dg`/`dagster` command started from the project folder use."""
+    use_instance(settings)
+    return dg.DagsterInstance.get()
 
 
 def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
@@ -180,7 +177,6 @@ def run_day(day: str | None, settings: Settings) -> int:
     paris_today = datetime.now(ZoneInfo("Europe/Paris")).date()
     target = date.fromisoformat(day) if day else paris_today - timedelta(days=1)
     started = time.perf_counter()
-    job = defs.resolve_implicit_global_asset_job_def()
     terminal = sys.stderr
 
     def say(message: str) -> None:
@@ -202,9 +198,13 @@ def run_day(day: str | None, settings: Settings) -> int:
         with _diagnostics_to(log_path), project_instance(settings) as instance:
             sweep_dead_runs(instance, say)
             print(f"foxreviews: materializing reference data, then SIRENE day {target} ({settings.sirene_source} source)")
-            ref = _run(job, instance, REFERENCE_ASSETS, guard=guard)
-            daily = _run(job, instance, DAILY_ASSETS, partition_key=target.isoformat(), guard=guard)
-            stats = _run(job, instance, ("ville_stats",), guard=guard)
+            # Named jobs, so that these runs show on the jobs' pages in the UI.
+            ref = _run(defs.resolve_job_def(REFERENCE_JOB), instance, REFERENCE_ASSETS, guard=guard)
+            daily = _run(
+                defs.resolve_job_def(DAILY_JOB), instance, DAILY_ASSETS,
+                partition_key=target.isoformat(), guard=guard,
+            )
+            stats = _run(defs.resolve_job_def(VILLE_STATS_JOB), instance, ("ville_stats",), guard=guard)
     except Exception as exc:  # every failure ends as one line
         raise _explain(exc, data_url, log_path) from exc
     elapsed = time.perf_counter() - started

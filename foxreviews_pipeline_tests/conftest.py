@@ -28,6 +28,11 @@ from foxreviews_pipeline.lib.db.server import (
 
 TEST_DB_PREFIX = "fxtest_"
 
+# The schedule and ville_stats tests exercise the daylight-saving days of 2026 (March and
+# October), before the default first partition: the suite's partitions start on 2026-01-01.
+# (Set before any test imports the partitions definition; its default has its own test.)
+os.environ["FOXREVIEWS_PARTITIONS_START"] = "2026-01-01"
+
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:

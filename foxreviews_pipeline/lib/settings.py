@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,6 +20,11 @@ DEFAULT_RAW_RETENTION_DAYS = 30
 # How long a run waits for a concurrency-pool slot (e.g. `insee_api`) held by another run
 # before giving up; a healthy holder keeps it for minutes.
 DEFAULT_POOL_WAIT_TIMEOUT_S = 1800
+# The first daily SIRENE partition: the platform's first day in production. Earlier history
+# comes from a StockEtablissement backfill (one job, not one run per day), so older daily
+# partitions would only show as "missing" days nobody will fill. A fixed date rather than a
+# rolling window: partitions never disappear from the UI as the window moves.
+DEFAULT_PARTITIONS_START = date(2026, 11, 1)
 
 # The folder holding pyproject.toml, dagster.yaml and sql/ (an editable install runs from it).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +47,8 @@ class Settings:
     # Landed raw SIRENE partitions older than this many days (by partition date) are purged.
     raw_retention_days: int = DEFAULT_RAW_RETENTION_DAYS
     pool_wait_timeout_s: int = DEFAULT_POOL_WAIT_TIMEOUT_S
+    # FOXREVIEWS_PARTITIONS_START: the first daily SIRENE partition.
+    partitions_start: date = DEFAULT_PARTITIONS_START
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -54,7 +62,8 @@ class Settings:
             f"insee_base_url={self.insee_base_url!r}, "
             f"insee_requests_per_minute={self.insee_requests_per_minute}, "
             f"upload_dir={self.upload_dir}, raw_retention_days={self.raw_retention_days}, "
-            f"pool_wait_timeout_s={self.pool_wait_timeout_s})"
+            f"pool_wait_timeout_s={self.pool_wait_timeout_s}, "
+            f"partitions_start={self.partitions_start.isoformat()})"
         )
 
 
@@ -193,6 +202,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
 
     return Settings(
+        partitions_start=load_partitions_start(env),
         database_url=database_url,
         home=home,
         sirene_source=source,
@@ -204,6 +214,24 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw_retention_days=raw_retention_days,
         pool_wait_timeout_s=pool_wait_timeout_s,
     )
+
+
+def load_partitions_start(environ: Mapping[str, str] | None = None) -> date:
+    """FOXREVIEWS_PARTITIONS_START (YYYY-MM-DD), read alone: the partitions definition needs
+    it when its module is imported, before any other setting matters."""
+    env = os.environ if environ is None else environ
+    raw = (env.get("FOXREVIEWS_PARTITIONS_START") or "").strip()
+    if not raw:
+        return DEFAULT_PARTITIONS_START
+    try:
+        start = date.fromisoformat(raw)
+    except ValueError:
+        start = None
+    if start is None or len(raw) != 10 or not date(2000, 1, 1) <= start <= date(2100, 1, 1):
+        raise ConfigurationError(
+            f"FOXREVIEWS_PARTITIONS_START must be a date YYYY-MM-DD from 2000 on, got {raw!r}"
+        )
+    return start
 
 
 def load_dotenv_file() -> None:

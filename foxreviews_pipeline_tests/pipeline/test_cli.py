@@ -1,6 +1,6 @@
-"""The README's commands, as a newcomer runs them: `foxreviews run-day` and
-`dagster asset materialize` from the project folder, on a real PostgreSQL, with Dagster's
-runs kept in the `<data database>_dagster` database of the same server."""
+"""The README's main command, as a newcomer runs it: `foxreviews run-day` from the project
+folder, on a real PostgreSQL, with Dagster's runs kept in the `<data database>_dagster`
+database of the same server. (`dg launch` is tested in operations/test_instance.py.)"""
 
 from __future__ import annotations
 
@@ -10,21 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import psycopg
 import pytest
 
-from foxreviews_pipeline.defs.reference.definitions import REFERENCE_ASSETS
-from foxreviews_pipeline.defs.resources import build_resources
 from foxreviews_pipeline.lib.db.server import with_database
-from foxreviews_pipeline.lib.settings import PROJECT_ROOT, load_settings
+from foxreviews_pipeline.lib.settings import PROJECT_ROOT
 
 DAY = "2026-11-20"
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)  # platform_env has pointed FOXREVIEWS_* at the test database
-    env.pop("DAGSTER_HOME", None)  # the project's dagster.yaml is what must be used
+    env.pop("DAGSTER_HOME", None)  # run-day derives the instance from the settings
     return env
 
 
@@ -63,38 +60,7 @@ def test_the_main_command_runs_a_day_end_to_end(platform_env, dagster_storage_db
     # so the web UI shows them.
     dagster_url = with_database(database_url, dagster_storage_db)
     assert _count(dagster_url, "SELECT count(*) FROM runs WHERE status = 'SUCCESS'") == 3
-
-
-@pytest.mark.slow
-def test_dagster_asset_materialize_works_from_the_project_folder(
-    platform_env, dagster_storage_db, database_url, tmp_path
-):
-    # The reference assets first, through Dagster (in process).
-    reference = dg.materialize(REFERENCE_ASSETS, resources=build_resources(load_settings()))
-    assert reference.success
-
-    config = tmp_path / "in_process.yaml"
-    config.write_text("execution:\n  config:\n    in_process: {}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "foxreviews_pipeline.definitions",
-         "--select", "etablissements_raw,entreprises,pro_localisations", "--partition", DAY,
-         "-c", str(config)],
-        cwd=PROJECT_ROOT, env=_env(), capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert _count(database_url, "SELECT count(*) FROM enterprise_entreprise") > 30_000
-    assert _count(database_url, "SELECT count(*) FROM enterprise_prolocalisation WHERE is_active") > 10_000
-
-    # The run is recorded in Dagster's storage: <data database>_dagster on the same server.
-    with psycopg.connect(with_database(database_url, dagster_storage_db)) as conn:
-        runs = conn.execute("SELECT run_id, status FROM runs").fetchall()
-        assert [status for _, status in runs] == ["SUCCESS"]
-        tags = dict(conn.execute("SELECT key, value FROM run_tags WHERE run_id = %s", (runs[0][0],)))
-        materialized = {
-            key for (key,) in conn.execute(
-                "SELECT asset_key FROM event_logs "
-                "WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND partition = %s", (DAY,)
-            )
-        }
-    assert tags.get("dagster/partition") == DAY
-    assert materialized == {'["etablissements_raw"]', '["entreprises"]', '["pro_localisations"]'}
+    # Each under its named job, so the job pages show them.
+    with psycopg.connect(dagster_url) as conn:
+        jobs = [j for (j,) in conn.execute("SELECT pipeline_name FROM runs ORDER BY create_timestamp")]
+    assert jobs == ["reference_data", "sirene_daily", "ville_stats_refresh"]

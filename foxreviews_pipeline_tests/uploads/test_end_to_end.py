@@ -4,7 +4,6 @@ sensor, imported by a run, and archived, with its rows in PostgreSQL and a SUCCE
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from foxreviews_pipeline.lib.db.server import database_name
-from foxreviews_pipeline.lib.settings import PROJECT_ROOT
+from foxreviews_pipeline.instance import write_instance_yaml
+from foxreviews_pipeline.lib.db.server import dagster_storage_url, database_name
+from foxreviews_pipeline.lib.settings import load_settings
 from foxreviews_pipeline_tests.conftest import drop_database
 from foxreviews_pipeline_tests.uploads.conftest import SIRET_A, SIRET_B, UploadEnv
 
@@ -28,13 +28,13 @@ def test_file_dropped_while_the_daemon_runs_ends_archived(
     env: UploadEnv, tmp_path: Path, pg_server_url: str
 ):
     dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    write_instance_yaml(dagster_home)
     child_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("FOXREVIEWS_", "DAGSTER_"))
     }
     child_env.update(
         DAGSTER_HOME=str(dagster_home),
+        FOXREVIEWS_DAGSTER_DATABASE_URL=dagster_storage_url(load_settings({"FOXREVIEWS_DATABASE_URL": env.url})),
         FOXREVIEWS_DATABASE_URL=env.url,
         FOXREVIEWS_HOME=str(tmp_path / "home"),
         FOXREVIEWS_UPLOAD_DIR=str(env.paths.root),

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.lib.directory.ville_stats import FIGURES, refresh_ville_stats
 
@@ -50,6 +51,7 @@ REFRESH_AFTER_IMPORT = (
         dg.AssetKey("uploaded_files"),
     ],
     group_name="directory",
+    owners=OWNERS,
     kinds={"postgres"},
     automation_condition=REFRESH_AFTER_IMPORT,
     code_version="1",
@@ -93,6 +95,7 @@ ville_stats_refresh_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(ville_stats),
     description="Refresh the ville_stats materialized view "
     "(CONCURRENTLY: readers are never blocked).",
+    owners=OWNERS,
 )
 
 
@@ -102,6 +105,7 @@ ville_stats_refresh_job = dg.define_asset_job(
     cron_schedule="0 2 * * *",
     execution_timezone=PARIS,
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    owners=OWNERS,
     description="Every night at 02:00 Europe/Paris: refresh ville_stats (running by default).",
 )
 def ville_stats_nightly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from pydantic import Field
 
+from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import LandingZone, PostgresResource, UploadFolder
 from foxreviews_pipeline.lib.maintenance.cleanup import (
     IMPORT_LOG_RETENTION_DAYS,
@@ -36,8 +37,12 @@ class Retention(dg.ConfigurableResource):
 
 
 class CleanupConfig(dg.Config):
+    # True by default: launched from the UI with its defaults, the job only counts. Deleting
+    # takes an explicit `dry_run: false`, which the weekly schedule passes.
     dry_run: bool = Field(
-        default=False, description="Plan and count every deletion without deleting anything."
+        default=True,
+        description="Plan and count every deletion without deleting anything (the default); "
+        "set to false to delete.",
     )
 
 
@@ -89,7 +94,9 @@ def cleanup_files_and_logs(
 @dg.job(
     name="cleanup",
     description="Delete import-log rows (> 90 days), archived and rejected uploads (> 30 days) "
-    "and landed raw partitions past FOXREVIEWS_RAW_RETENTION_DAYS; `dry_run` only counts.",
+    "and landed raw partitions past FOXREVIEWS_RAW_RETENTION_DAYS. A dry run unless launched "
+    "with `dry_run: false` (the weekly schedule does).",
+    owners=OWNERS,
 )
 def cleanup_job() -> None:
     cleanup_files_and_logs()
@@ -101,6 +108,7 @@ def cleanup_job() -> None:
     cron_schedule="0 3 * * 0",
     execution_timezone=PARIS,
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    owners=OWNERS,
     description="Sunday 03:00 Europe/Paris: the weekly cleanup (running by default: "
     "without it the upload folder, landing zone and import log grow without bound).",
 )

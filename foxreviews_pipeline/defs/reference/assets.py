@@ -5,6 +5,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.lib.reference import geo_api
 from foxreviews_pipeline.lib.reference.communes import load_aliases, load_communes
@@ -36,7 +37,7 @@ def _table(rows: dict[str, LoadCounts]) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="1", owners=OWNERS)
 def naf_nomenclature(postgres: PostgresResource) -> dg.MaterializeResult:
     """The 732 sous-classes of INSEE's NAF rév. 2 (table `ref_naf_nomenclature`), with
     their labels and their section / division / groupe / classe.
@@ -53,7 +54,9 @@ def naf_nomenclature(postgres: PostgresResource) -> dg.MaterializeResult:
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"postgres"}, deps=[naf_nomenclature], code_version="1")
+@dg.asset(
+    group_name=GROUP, kinds={"postgres"}, deps=[naf_nomenclature], code_version="1", owners=OWNERS
+)
 def trade_taxonomy(postgres: PostgresResource) -> dg.MaterializeResult:
     """FoxReviews' categories and trades (sous-catégories) and the NAF → trade mapping
     (tables `category_categorie`, `subcategory_souscategorie`, `ref_naf_mapping`).
@@ -95,7 +98,7 @@ class VillesConfig(dg.Config):
     geo_api_base_url: str = Field(default=geo_api.DEFAULT_BASE_URL, description="geo.api.gouv.fr base URL")
 
 
-@dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="1", owners=OWNERS)
 def villes(context: dg.AssetExecutionContext, config: VillesConfig, postgres: PostgresResource) -> dg.MaterializeResult:
     """French communes (table `location_ville`): one row per current commune (COG 2026:
     34,969), keyed by INSEE code, with its slug (`nom-codepostal`, stable), postal codes,

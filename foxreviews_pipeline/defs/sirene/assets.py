@@ -6,6 +6,7 @@ from datetime import date
 
 import dagster as dg
 
+from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import LandingZone
 from foxreviews_pipeline.defs.sirene.partitions import DAILY_FRESHNESS, daily_partitions
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
@@ -22,6 +23,7 @@ NOT_PUBLISHED_MAX_WAITS = 24
 @dg.asset(
     partitions_def=daily_partitions,
     group_name="sirene",
+    owners=OWNERS,
     kinds={"json"},
     pool="insee_api",
     retry_policy=dg.RetryPolicy(

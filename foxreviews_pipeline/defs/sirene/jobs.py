@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from foxreviews_pipeline.defs.common import OWNERS
 
 SIRENE_DAILY_ASSETS = ("etablissements_raw", "entreprises", "pro_localisations")
 
@@ -9,4 +10,5 @@ sirene_daily_job = dg.define_asset_job(
     name="sirene_daily",
     selection=dg.AssetSelection.assets(*SIRENE_DAILY_ASSETS),
     description="Land one day of SIRENE changes, upsert the establishments, sync their ProLocalisations.",
+    owners=OWNERS,
 )

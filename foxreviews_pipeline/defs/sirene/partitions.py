@@ -2,16 +2,20 @@
 
 A partition is a Paris-time day of `dateDernierTraitementEtablissement`: INSEE publishes
 the day's changes the next morning, so the schedule materializes yesterday's partition.
+The first partition is FOXREVIEWS_PARTITIONS_START (default: the platform's first day in
+production, see `lib/settings.py`); earlier history comes from the stock backfill job.
 """
 
 from datetime import timedelta
 
 import dagster as dg
 
+from foxreviews_pipeline.lib.settings import load_partitions_start
+
 PARIS = "Europe/Paris"
 
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date="2024-01-01",
+    start_date=load_partitions_start().isoformat(),
     timezone=PARIS,
     fmt="%Y-%m-%d",
 )

@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.sirene.jobs import sirene_daily_job
 from foxreviews_pipeline.defs.sirene.partitions import PARIS, daily_partitions
 
@@ -20,6 +21,7 @@ def previous_paris_day(when: datetime) -> str:
     cron_schedule="0 8 * * *",
     execution_timezone=PARIS,
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    owners=OWNERS,
     description="Every day at 08:00 Europe/Paris: import yesterday's SIRENE changes "
     "(partition = the previous Paris day; running by default).",
 )

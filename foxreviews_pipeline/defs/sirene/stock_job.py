@@ -6,6 +6,7 @@ import dagster as dg
 import psycopg
 from pydantic import Field
 
+from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.lib.directory.checks import PublicationHeld
 from foxreviews_pipeline.lib.directory.stock import (
@@ -136,6 +137,7 @@ def load_sirene_stock(
     "for names): establishments upserted by SIRET, ProLocalisations synced, committed batch by "
     "batch; re-running the same file converges and changes nothing already applied.",
     tags={"foxreviews/kind": "backfill"},
+    owners=OWNERS,
 )
 def sirene_stock_backfill_job() -> None:
     load_sirene_stock()

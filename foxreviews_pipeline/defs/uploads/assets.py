@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource, UploadFolder
 from foxreviews_pipeline.defs.uploads.partitions import upload_partitions
 from foxreviews_pipeline.lib.uploads import (
@@ -81,6 +82,7 @@ def errors_markdown(outcome: ImportOutcome) -> str:
 @dg.asset(
     partitions_def=upload_partitions,
     group_name="uploads",
+    owners=OWNERS,
     kinds={"postgres", "file"},
     code_version="1",
     check_specs=UPLOAD_CHECKS,

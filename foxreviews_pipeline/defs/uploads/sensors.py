@@ -5,6 +5,7 @@ import time
 
 import dagster as dg
 
+from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource, UploadFolder
 from foxreviews_pipeline.defs.uploads.assets import IMPORT_CHECK, uploaded_files
 from foxreviews_pipeline.defs.uploads.partitions import upload_partitions
@@ -50,11 +51,23 @@ def _listing(names: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+# The sensor's runs land in this named job, so its page lists every import.
+upload_import_job = dg.define_asset_job(
+    name="upload_import",
+    selection=dg.AssetSelection.assets(uploaded_files),
+    description="Import one file dropped into the upload folder (one partition per file content).",
+    owners=OWNERS,
+)
+
+
 @dg.sensor(
     name="upload_sensor",
-    target=uploaded_files,
+    job=upload_import_job,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    owners=OWNERS,
+    description="Every 15 s: take the stable files of the upload folder's incoming/ and start "
+    "one `upload_import` run per file content (running by default).",
 )
 def upload_sensor(
     context: dg.SensorEvaluationContext, postgres: PostgresResource, upload_folder: UploadFolder

@@ -1,0 +1,13 @@
+"""What every definition of the code location shares."""
+
+import warnings
+
+import dagster as dg
+
+# Who answers for an asset, job, schedule or sensor; shown in the UI and filterable there.
+OWNERS = ["team:data"]
+
+# `owners` of jobs, schedules and sensors is a beta parameter of Dagster 1.13 (assets' is
+# stable). Owners are display data, so the platform uses it knowingly; only that one notice
+# is silenced, so that every process does not print it at start-up.
+warnings.filterwarnings("ignore", message=r"Parameter `owners` of ", category=dg.BetaWarning)
