@@ -11,3 +11,10 @@ OWNERS = ["team:data"]
 # stable). Owners are display data, so the platform uses it knowingly; only that one notice
 # is silenced, so that every process does not print it at start-up.
 warnings.filterwarnings("ignore", message=r"Parameter `owners` of ", category=dg.BetaWarning)
+
+# A check result per upload partition needs `AssetCheckSpec(partitions_def=…)`, a preview
+# feature of Dagster 1.13: used knowingly for the uploads' checks, and its notice silenced
+# for the same reason as above.
+warnings.filterwarnings(
+    "ignore", message=r"Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+)

@@ -34,7 +34,6 @@ from foxreviews_pipeline_tests.maintenance.test_cleanup import (
 
 # Defined in defs/directory/assets.py, which is being rewritten: the owner constant is
 # applied there by that change (`owners=OWNERS` on both @dg.asset decorators).
-OWNERS_PENDING = {"entreprises", "pro_localisations"}
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +147,8 @@ def test_every_asset_has_an_owner_and_a_description(listed):
     assert len(assets) >= 8
     for key, asset in assets.items():
         assert (asset.get("description") or "").strip(), key
-        if key not in OWNERS_PENDING:
-            owners = [o if isinstance(o, str) else f"team:{o['team']}" for o in asset["owners"]]
-            assert owners == OWNERS, key
+        owners = [o if isinstance(o, str) else f"team:{o['team']}" for o in asset["owners"]]
+        assert owners == OWNERS, key
 
 
 def test_every_check_job_schedule_and_sensor_has_a_description(listed):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import LandingZone, PostgresResource
 from foxreviews_pipeline.defs.sirene.partitions import DAILY_FRESHNESS, daily_partitions
 from foxreviews_pipeline.lib.directory.checks import (
@@ -30,7 +31,6 @@ from foxreviews_pipeline.lib.directory.prolocalisations import ProLocalisationCo
 from foxreviews_pipeline.lib.sirene.landing import read_partition
 
 RAW_DATASET = "etablissements"
-OWNERS = ["team:data"]
 
 
 def _markdown_counts(title: str, counts: dict[str, int]) -> str:
