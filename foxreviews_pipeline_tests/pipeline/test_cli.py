@@ -48,7 +48,7 @@ def test_the_main_command_runs_a_day_end_to_end(platform_env, dagster_storage_db
         assert re.search(rf"^\s+{label}\s", out, re.M), f"no {label!r} line in:\n{out}"
     assert re.search(r"^\s+reference\s+NAF codes 732, villes 3\d{4}$", out, re.M), out
     assert re.search(r"^\s+landed\s+35000 records in \d+ API calls \(0 retries, 0 × 429\)$", out, re.M), out
-    assert re.search(r"^\s+checks\s+14 passed$", out, re.M), out
+    assert re.search(r"^\s+checks\s+15 passed$", out, re.M), out
 
     inserted = int(re.search(r"entreprises\s+(\d+) inserted, 0 updated", out).group(1))
     created = int(re.search(r"ProLocalisations (\d+) created", out).group(1))
