@@ -33,8 +33,10 @@ TRANSIENT_DELAY_S = 60
 
 
 def _hours(span: timedelta) -> str:
-    minutes = int(span.total_seconds() // 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min"
+    seconds = int(span.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
 @dg.asset(
@@ -85,14 +87,14 @@ def etablissements_raw(
 
     if not landed.published:
         now = datetime.now(PARIS)
-        since = state.first_wait_at or now
+        since = state.first_wait_at.astimezone(PARIS) if state.first_wait_at else now
         waited = now - since
         what = landed.publication.describe() if landed.publication else "day not complete"
         if waited >= NOT_PUBLISHED_MAX_WAIT:
             clear_wait_state(folder, day)
             raise dg.Failure(
                 f"INSEE has still not completed {day} after waiting {_hours(waited)} since "
-                f"{since:%Y-%m-%d %H:%M %Z} (the bound is {_hours(NOT_PUBLISHED_MAX_WAIT)}): {what}",
+                f"{since:%Y-%m-%d %H:%M:%S %Z} (the bound is {_hours(NOT_PUBLISHED_MAX_WAIT)}): {what}",
                 allow_retries=False,
             )
         state = dataclasses.replace(state, first_wait_at=since, waits=state.waits + 1)
@@ -100,7 +102,7 @@ def etablissements_raw(
         wait_s = min(NOT_PUBLISHED_WAIT_S, (NOT_PUBLISHED_MAX_WAIT - waited).total_seconds())
         context.log.info(
             f"Waiting for INSEE to complete {day}: {what}. Waiting since "
-            f"{since:%Y-%m-%d %H:%M %Z} ({_hours(waited)}, check {state.waits}); next check in "
+            f"{since:%Y-%m-%d %H:%M:%S %Z} ({_hours(waited)}, check {state.waits}); next check in "
             f"{wait_s / 60:.0f} min; gives up after {_hours(NOT_PUBLISHED_MAX_WAIT)}"
         )
         # The bound is the time above, so Dagster's own count never stops the wait first.
