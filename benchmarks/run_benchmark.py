@@ -50,7 +50,7 @@ from foxreviews_pipeline.lib.directory.daily import (  # noqa: E402
 )
 from foxreviews_pipeline.lib.directory.checks import audit_publication, hold  # noqa: E402
 from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises  # noqa: E402
-from foxreviews_pipeline.lib.sirene.landing import read_partition, write_partition  # noqa: E402
+from foxreviews_pipeline.lib.sirene.landing import read_partition  # noqa: E402
 from foxreviews_pipeline.lib.sirene.mapping import map_records  # noqa: E402
 
 DAY = date(2026, 11, 20)
@@ -182,16 +182,15 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         return 0
 
-    from foxreviews_pipeline.lib.sirene.sources import fetch_sample_day
+    from foxreviews_pipeline.lib.sirene.sources import land_sample_day
 
     work = Path(tempfile.mkdtemp(prefix="fxbench-land-"))
     report: list[str] = []
     try:
         with scratch_database() as url:
             load_reference(url)
-            fetched = fetch_sample_day(DAY, size=args.rows)
             landing = work / "etablissements"
-            write_partition(landing, DAY, fetched.records, {"source": "sample"})
+            land_sample_day(DAY, landing, size=args.rows, meta={"source": "sample"})
             records = read_partition(landing, DAY.isoformat()).records
             rows, _ = map_records(records)
             n = len(records)
@@ -260,13 +259,13 @@ def main() -> int:
 def fetch_benchmark(rows: int) -> list[str]:
     from foxreviews_pipeline.lib.sirene.client import InseeClient
     from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer
-    from foxreviews_pipeline.lib.sirene.sources import fetch_day_with_client, sample_day_source
+    from foxreviews_pipeline.lib.sirene.sources import land_day_with_client, sample_day_source
 
     source = sample_day_source(rows)
     with FakeInseeServer(day_source=source, api_key="bench", quota=30, quota_window_s=60) as server:
-        with InseeClient(server.base_url, "bench", 30) as client:
+        with InseeClient(server.base_url, "bench", 30) as client, tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            fetched = fetch_day_with_client(client, DAY)
+            fetched = land_day_with_client(client, DAY, Path(tmp))
             elapsed = time.perf_counter() - started
     pages = fetched.stats["pages"]
     ideal = (fetched.stats["api_calls"] - 1) * 2.0  # 30/min: one call every 2 s after the first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from datetime import date, datetime
@@ -200,21 +201,50 @@ def test_key_is_sent_in_the_integration_header(server):
     assert API_KEY_HEADER == "X-INSEE-Api-Key-Integration"
 
 
-def test_pacing_never_exceeds_the_configured_rate(day_records):
-    rpm = 600  # one call every 100 ms; the fake enforces 10 per sliding second
-    with FakeInseeServer(day_records, api_key=KEY, quota=10, quota_window_s=1.0) as server:
-        client = make_client(server, requests_per_minute=rpm)
-        records = fetch(client)
-        log = server.requests
+class _RecordingStore:
+    """Wraps the limiter's state store and keeps the instants (its own clock, in ms) at which
+    it admitted a request: what the client's pacing decided, whatever the machine's load."""
+
+    is_async = False
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.admitted: list[int] = []
+
+    def check(self, algorithm, rates, now, weight):
+        decision = self.inner.check(algorithm, rates, now, weight)
+        if decision.allowed:
+            self.admitted.append(now)
+        return decision
+
+    def read(self, algorithm, rates):
+        return self.inner.read(algorithm, rates)
+
+    def reset(self):
+        self.inner.reset()
+
+
+def test_pacing_never_exceeds_the_configured_rate(server, day_records):
+    rpm = 600  # one call every 100 ms, 10 per second, no burst
+    limiter = make_limiter(rpm)
+    (bucket,) = limiter.buckets()
+    bucket.store = recorder = _RecordingStore(bucket.store)
+    client = make_client(server, requests_per_minute=rpm, limiter=limiter)
+    records = fetch(client)
 
     assert_complete(records, day_records)
-    assert client.stats.http_429 == 0
-    assert all(r.status == 200 for r in log)
-    assert server.max_requests_in_window(1.0) <= 10
-    gaps = [b.at - a.at for a, b in zip(log, log[1:])]
-    assert min(gaps) >= 60 / rpm * 0.9
+    # Every request went through the limiter, and the limiter spaced them all.
+    assert len(recorder.admitted) == client.stats.api_calls == len(server.requests)
+    spacing_ms = 60_000 // rpm
+    gaps = [b - a for a, b in itertools.pairwise(recorder.admitted)]
+    assert min(gaps) >= spacing_ms
     # No burst at the start either: the first two calls are already spaced.
-    assert gaps[0] >= 60 / rpm * 0.9
+    assert gaps[0] >= spacing_ms
+    # So no 1-second window (the quota window scaled down) ever holds more than 10.
+    admitted = recorder.admitted
+    assert max(
+        sum(1 for t in admitted if start <= t < start + 1000) for start in admitted
+    ) <= rpm // 60
 
 
 def test_quota_429_bursts_are_absorbed_by_backoff(day_records):

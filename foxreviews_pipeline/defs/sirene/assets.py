@@ -1,8 +1,10 @@
 """SIRENE extracts landed as-is, one file per Paris day."""
 
 
+import dataclasses
 import time
-from datetime import date
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -10,14 +12,32 @@ from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import LandingZone
 from foxreviews_pipeline.defs.sirene.partitions import DAILY_FRESHNESS, daily_partitions
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
-from foxreviews_pipeline.lib.sirene.landing import write_partition
+from foxreviews_pipeline.lib.sirene.client import InseeApiError
+from foxreviews_pipeline.lib.sirene.landing import (
+    clear_wait_state,
+    load_wait_state,
+    save_wait_state,
+)
 
 RAW_DATASET = "etablissements"
+PARIS = ZoneInfo("Europe/Paris")
 
 # INSEE publishes a day around 06:00–08:00 Paris time the next morning; until then the
-# asset waits (every 20 minutes, up to 8 hours) rather than land a partial day.
+# asset checks again every 20 minutes, for at most 8 hours, rather than land a partial day.
 NOT_PUBLISHED_WAIT_S = 20 * 60
-NOT_PUBLISHED_MAX_WAITS = 24
+NOT_PUBLISHED_MAX_WAIT = timedelta(hours=8)
+# INSEE still failing once the client's own retries are spent: the step is retried this many
+# times, 1, 2 then 4 minutes later. Counted apart from the waits above, which also go through
+# the step's retries and would otherwise use up a RetryPolicy's count.
+TRANSIENT_STEP_RETRIES = 3
+TRANSIENT_DELAY_S = 60
+
+
+def _hours(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
 @dg.asset(
@@ -38,33 +58,71 @@ def etablissements_raw(
     """The day's SIRENE establishment records, exactly as INSEE sent them, one record per
     SIRET (the latest version when a SIRET changed several times that day).
 
-    The partition is a Paris-time day of `dateDernierTraitementEtablissement`. The file is
-    written atomically to the landing zone, so the directory assets can be re-run without
-    calling INSEE again. Source: the INSEE API, the synthetic sample (the default) or a
-    StockEtablissement file, as configured.
+    The partition is a Paris-time day of `dateDernierTraitementEtablissement`, read once
+    INSEE reports the day complete (waiting up to 8 hours), and only when INSEE sent every
+    record it announced. The file is written atomically to the landing zone, so the
+    directory assets can be re-run without calling INSEE again. Source: the INSEE API, the
+    synthetic sample (the default) or a StockEtablissement file, as configured.
     """
     day = date.fromisoformat(context.partition_key)
+    folder = landing_zone.path(RAW_DATASET)
     started = time.perf_counter()
-    fetched = sirene.fetch_day(day)
-    if not fetched.published:
-        raise dg.RetryRequested(max_retries=NOT_PUBLISHED_MAX_WAITS, seconds_to_wait=NOT_PUBLISHED_WAIT_S)
-    path = write_partition(
-        landing_zone.path(RAW_DATASET),
-        day,
-        fetched.records,
-        {"source": sirene.source, "fetched": fetched.stats, "received": fetched.received},
-    )
-    stats = fetched.stats
+    state = load_wait_state(folder, day, context.run.run_id)
+    try:
+        landed = sirene.land_day(day, folder)
+    except InseeApiError as exc:
+        if exc.permanent:
+            raise dg.Failure(str(exc), allow_retries=False) from None
+        if state.transient_failures >= TRANSIENT_STEP_RETRIES:
+            raise dg.Failure(
+                f"{exc} (the step was already retried {state.transient_failures} times)",
+                allow_retries=False,
+            ) from None
+        delay = TRANSIENT_DELAY_S * 2**state.transient_failures
+        save_wait_state(
+            folder, day, dataclasses.replace(state, transient_failures=state.transient_failures + 1)
+        )
+        context.log.warning(
+            f"{exc}; retrying the step in {delay} s "
+            f"({state.transient_failures + 1} of {TRANSIENT_STEP_RETRIES})"
+        )
+        raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=delay) from None
+
+    if not landed.published:
+        now = datetime.now(PARIS)
+        since = state.first_wait_at.astimezone(PARIS) if state.first_wait_at else now
+        waited = now - since
+        what = landed.publication.describe() if landed.publication else "day not complete"
+        if waited >= NOT_PUBLISHED_MAX_WAIT:
+            clear_wait_state(folder, day)
+            raise dg.Failure(
+                f"INSEE has still not completed {day} after waiting {_hours(waited)} since "
+                f"{since:%Y-%m-%d %H:%M:%S %Z} (the bound is {_hours(NOT_PUBLISHED_MAX_WAIT)}): {what}",
+                allow_retries=False,
+            )
+        state = dataclasses.replace(state, first_wait_at=since, waits=state.waits + 1)
+        save_wait_state(folder, day, state)
+        wait_s = min(NOT_PUBLISHED_WAIT_S, (NOT_PUBLISHED_MAX_WAIT - waited).total_seconds())
+        context.log.info(
+            f"Waiting for INSEE to complete {day}: {what}. Waiting since "
+            f"{since:%Y-%m-%d %H:%M:%S %Z} ({_hours(waited)}, check {state.waits}); next check in "
+            f"{wait_s / 60:.0f} min; gives up after {_hours(NOT_PUBLISHED_MAX_WAIT)}"
+        )
+        # The bound is the time above, so Dagster's own count never stops the wait first.
+        raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=wait_s)
+
+    clear_wait_state(folder, day)
+    stats = landed.stats
     duration = round(time.perf_counter() - started, 3)
     return dg.MaterializeResult(
         metadata={
-            "rows": dg.MetadataValue.int(len(fetched.records)),
-            "received": dg.MetadataValue.int(fetched.received),
+            "rows": dg.MetadataValue.int(landed.rows),
+            "received": dg.MetadataValue.int(landed.received),
             "source": dg.MetadataValue.text(sirene.source),
             "api_calls": dg.MetadataValue.int(stats.get("api_calls", 0)),
             "retries": dg.MetadataValue.int(stats.get("retries", 0)),
             "http_429": dg.MetadataValue.int(stats.get("http_429", 0)),
             "duration_s": dg.MetadataValue.float(duration),
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(str(landed.path)),
         }
     )

@@ -24,21 +24,34 @@ class SireneSource(dg.ConfigurableResource):
     # Shared by every process using the key: consecutive runs never exceed the quota.
     quota_state_path: str | None = None
 
-    def fetch_day(self, day: date) -> sources.FetchedDay:
+    def land_day(self, day: date, folder: Path) -> sources.LandedDay:
+        """Land `day` in `folder` from the configured source. A configuration error fails
+        the step at once (no retry can fix it)."""
+        meta = {"source": self.source}
         if self.source == "sample":
-            return sources.fetch_sample_day(day, size=self.sample_size)
+            return sources.land_sample_day(day, folder, size=self.sample_size, meta=meta)
         if self.source == "api":
             if not self.insee_api_key:
-                raise dg.Failure("FOXREVIEWS_INSEE_API_KEY is not set: the api source needs it")
-            return sources.fetch_api_day(
+                raise dg.Failure(
+                    "FOXREVIEWS_INSEE_API_KEY is not set: the api source needs it",
+                    allow_retries=False,
+                )
+            return sources.land_api_day(
                 day,
+                folder,
                 base_url=self.insee_base_url,
                 api_key=self.insee_api_key,
                 requests_per_minute=self.insee_requests_per_minute,
                 quota_state=Path(self.quota_state_path) if self.quota_state_path else None,
+                meta=meta,
             )
         if self.source == "stock":
+            if not self.stock_path:
+                raise dg.Failure(
+                    "FOXREVIEWS_SIRENE_STOCK_PATH is not set: the stock source needs it",
+                    allow_retries=False,
+                )
             from foxreviews_pipeline.lib.sirene.stock import read_stock_day
 
-            return read_stock_day(Path(self.stock_path), day)
-        raise dg.Failure(f"unknown SIRENE source {self.source!r}")
+            return sources.land_fetched_day(read_stock_day(Path(self.stock_path), day), day, folder, meta)
+        raise dg.Failure(f"unknown SIRENE source {self.source!r}", allow_retries=False)

@@ -7,7 +7,14 @@ What INSEE documents and this client relies on:
 - deep paging: `curseur=*` first, then each page's `header.curseurSuivant`, until a page
   returns the cursor it was sent (that page has `nombre: 0`); `tri` must not be combined
   with `curseur`;
-- a search with no result answers 404 with INSEE's JSON header, which means zero rows.
+- a search with no result answers 404 with INSEE's JSON header, which means zero rows;
+- `/informations` tells, per collection, when data was last made available
+  (`dateDerniereMiseADisposition`) and up to which processing time
+  (`dateDernierTraitementMaximum`), in Paris local time, and which collections are up.
+
+Nothing a server sends is trusted: headers are checked field by field, a read must end with
+as many records as `header.total` announced, cursors must move forward and stop within what
+`total` allows, and each request has an overall deadline (not only a per-read timeout).
 
 Pacing is proactive (a leaky bucket with no burst, so a 35-page day takes about 35 x 2 s and
 sees no 429), and retries are tenacity's exponential backoff with jitter.
@@ -20,15 +27,18 @@ import logging
 import math
 import time
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import requests
+import urllib3
 from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket, StateBucket
 from pyrate_limiter.abstracts.algorithm import GCRA
 from tenacity import (
@@ -45,11 +55,22 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.insee.fr/api-sirene/3.11"
 API_KEY_HEADER = "X-INSEE-Api-Key-Integration"
 PAGE_SIZE = 1000
+# Bytes asked of the socket per read; a read returns as soon as some have arrived.
+_READ_CHUNK = 64 * 1024
 # Above this many characters of form-encoded parameters, searches go as POST (INSEE accepts
 # POST /siret with a form body precisely to lift the URL length limit).
 MAX_GET_PARAMS_LENGTH = 2000
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# INSEE spells it "Établissements"; compared without accents or case.
 ESTABLISHMENTS_COLLECTION = "etablissements"
+PARIS = ZoneInfo("Europe/Paris")
+# A day is about 35,000 records; a day beyond this is a mass update better read from the
+# stock file (at 30 requests a minute, a million records already take 33 minutes).
+MAX_DAY_RECORDS = 1_000_000
+# INSEE documents that a SIRET may come twice in a read: paging may go this far past `total`.
+DUPLICATES_MARGIN = 0.01
+# How many times a cursor that comes back before `total` is reached is asked again.
+MAX_CURSOR_REPEATS = 2
 
 # Only the variables the pipeline maps (SPEC §2.1). Nested objects keep their shape; the
 # historised ones come back inside `periodesEtablissement`. Pass `champs=None` to
@@ -102,12 +123,25 @@ CHAMPS: tuple[str, ...] = (
 
 
 class InseeApiError(RuntimeError):
-    """INSEE could not answer (after retries when the failure was transient)."""
+    """INSEE could not answer (after retries when the failure was transient), or answered
+    something that breaks its documented contract.
 
-    def __init__(self, message: str, *, status: int | None = None, path: str | None = None):
+    `permanent` is true when repeating the call cannot help (HTTP 400/401/403 and other
+    non-retryable statuses, a day too large for the API): callers fail at once.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        path: str | None = None,
+        permanent: bool = False,
+    ):
         super().__init__(message)
         self.status = status
         self.path = path
+        self.permanent = permanent
 
 
 class _Retryable(Exception):
@@ -130,6 +164,9 @@ class FetchStats:
     http_429: int = 0
     pages: int = 0
     records: int = 0
+    # The last read's `header.total` and the distinct SIRETs it brought.
+    total: int | None = None
+    distinct: int = 0
     duration_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -219,6 +256,119 @@ def latest_per_siret(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
+@dataclass(frozen=True)
+class Publication:
+    """What `/informations` says about a day of the establishments collection.
+
+    Day D is complete when `dateDerniereMiseADisposition` is after the end of D (Paris) or
+    `dateDernierTraitementMaximum` is past D, and neither the service nor the collection is
+    reported down. INSEE often ends a day's processing before midnight and publishes it the
+    next morning, so the processing time alone is not enough.
+    """
+
+    day: date
+    collection: str
+    made_available_at: datetime | None
+    last_processed_at: datetime | None
+    service_state: str
+    collection_state: str
+
+    @property
+    def up(self) -> bool:
+        return _is_up(self.service_state) and _is_up(self.collection_state)
+
+    @property
+    def complete(self) -> bool:
+        if not self.up:
+            return False
+        end_of_day = datetime.combine(self.day + timedelta(days=1), datetime.min.time())
+        available = self.made_available_at is not None and self.made_available_at >= end_of_day
+        processed = self.last_processed_at is not None and self.last_processed_at.date() > self.day
+        return available or processed
+
+    def describe(self) -> str:
+        """One line: the fields the decision rests on, their values and what they must be."""
+        next_day = (self.day + timedelta(days=1)).isoformat()
+        return (
+            f"{self.collection} dateDerniereMiseADisposition={_stamp(self.made_available_at)} "
+            f"(complete from {next_day}T00:00), "
+            f"dateDernierTraitementMaximum={_stamp(self.last_processed_at)} "
+            f"(complete once after {self.day.isoformat()}), "
+            f"etatCollection={self.collection_state}, etatService={self.service_state}"
+        )
+
+
+def _is_up(state: str) -> bool:
+    return state.strip().upper() == "UP"
+
+
+def _stamp(value: datetime | None) -> str:
+    return value.isoformat(timespec="milliseconds") if value is not None else "missing"
+
+
+def _informations_error(message: str) -> InseeApiError:
+    return InseeApiError(f"INSEE /informations: {message}", path="/informations")
+
+
+def _paris_time(value: Any, field: str, collection: str) -> datetime:
+    """A Paris local time from `/informations` (INSEE sends no offset; one is converted)."""
+    if not isinstance(value, str) or not value.strip():
+        raise _informations_error(f"{field} of collection {collection!r} is missing or empty")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise _informations_error(
+            f"{field} of collection {collection!r} is not a date-time: {value!r}"
+        ) from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(PARIS).replace(tzinfo=None)
+    return parsed
+
+
+def _entry_for_collection(info: dict[str, Any], list_field: str, name_field: str) -> dict[str, Any]:
+    entries = info.get(list_field)
+    if not isinstance(entries, list):
+        raise _informations_error(f"{list_field} is missing or not a list")
+    for entry in entries:
+        if isinstance(entry, dict) and _normalise(str(entry.get(name_field, ""))) == (
+            ESTABLISHMENTS_COLLECTION
+        ):
+            return entry
+    raise _informations_error(
+        f"{list_field} has no entry whose {name_field} is the establishments collection "
+        "('Établissements')"
+    )
+
+
+def parse_publication(info: Any, day: date) -> Publication:
+    """Read `/informations` for `day`; an INSEE error naming the field when one is missing
+    or malformed. When the collection is reported down, the dates are optional."""
+    if not isinstance(info, dict):
+        raise _informations_error("the answer is not a JSON object")
+    service_state = info.get("etatService")
+    if not isinstance(service_state, str) or not service_state.strip():
+        raise _informations_error("etatService is missing or empty")
+    state_entry = _entry_for_collection(info, "etatsDesServices", "Collection")
+    collection_state = state_entry.get("etatCollection")
+    if not isinstance(collection_state, str) or not collection_state.strip():
+        raise _informations_error("etatCollection of the establishments collection is missing")
+    up = _is_up(service_state) and _is_up(collection_state)
+    try:
+        dates = _entry_for_collection(info, "datesDernieresMisesAJourDesDonnees", "collection")
+        name = str(dates.get("collection"))
+        available = _paris_time(dates.get("dateDerniereMiseADisposition"),
+                                "dateDerniereMiseADisposition", name)
+        processed = _paris_time(dates.get("dateDernierTraitementMaximum"),
+                                "dateDernierTraitementMaximum", name)
+    except InseeApiError:
+        if up:
+            raise
+        # A service reported down may publish no dates: it is waited for either way.
+        name = str(state_entry.get("Collection"))
+        available = processed = None
+    return Publication(day, name, available, processed, service_state, collection_state)
+
+
 class InseeClient:
     """INSEE API Sirene 3.11, establishments collection.
 
@@ -233,6 +383,8 @@ class InseeClient:
         requests_per_minute: int = 30,
         *,
         timeout: float | tuple[float, float] = (10.0, 60.0),
+        deadline_s: float = 120.0,
+        max_day_records: int = MAX_DAY_RECORDS,
         max_attempts: int = 8,
         backoff_initial_s: float = 2.0,
         backoff_max_s: float = 60.0,
@@ -249,6 +401,9 @@ class InseeClient:
         self.base_url = base_url.rstrip("/")
         self.requests_per_minute = requests_per_minute
         self.timeout = timeout
+        # The whole request (connection, headers, body) must be done within this.
+        self.deadline_s = deadline_s
+        self.max_day_records = max_day_records
         self.max_attempts = max_attempts
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -264,6 +419,8 @@ class InseeClient:
         self._sleep = sleep
         self._clock = clock
         self.stats = FetchStats()
+        # When each request left (after the limiter), on `clock`: what pacing can be read from.
+        self.sent_at: deque[float] = deque(maxlen=10_000)
 
     def __repr__(self) -> str:
         return (
@@ -297,27 +454,24 @@ class InseeClient:
             )
         return body
 
-    def last_processed_at(self, informations: dict[str, Any] | None = None) -> datetime:
-        """`dateDernierTraitementMaximum` of the establishments collection: everything INSEE
-        processed up to that moment (Paris time) is available."""
+    def publication(self, day: date, informations: dict[str, Any] | None = None) -> Publication:
+        """Whether `day` is complete at INSEE, and the `/informations` fields that say so."""
         info = informations if informations is not None else self.informations()
-        for entry in info.get("datesDernieresMisesAJourDesDonnees") or []:
-            if _normalise(str(entry.get("collection", ""))) == ESTABLISHMENTS_COLLECTION:
-                raw = entry.get("dateDernierTraitementMaximum")
-                if raw:
-                    return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-        raise InseeApiError(
-            "INSEE /informations has no dateDernierTraitementMaximum for the establishments "
-            "collection",
-            path="/informations",
-        )
+        return parse_publication(info, day)
+
+    def last_processed_at(self, informations: dict[str, Any] | None = None) -> datetime:
+        """`dateDernierTraitementMaximum` of the establishments collection (Paris time)."""
+        info = informations if informations is not None else self.informations()
+        dates = _entry_for_collection(info, "datesDernieresMisesAJourDesDonnees", "collection")
+        return _paris_time(dates.get("dateDernierTraitementMaximum"),
+                           "dateDernierTraitementMaximum", str(dates.get("collection")))
 
     def last_processed_date(self, informations: dict[str, Any] | None = None) -> date:
         return self.last_processed_at(informations).date()
 
     def is_day_published(self, day: date, informations: dict[str, Any] | None = None) -> bool:
-        """Whether `day` is complete at INSEE: processing has moved on to a later day."""
-        return self.last_processed_date(informations) > day
+        """Whether `day` is complete at INSEE (see `Publication`)."""
+        return self.publication(day, informations).complete
 
     def iter_pages(
         self,
@@ -326,9 +480,16 @@ class InseeClient:
         champs: Sequence[str] | None = CHAMPS,
         page_size: int = PAGE_SIZE,
         date_param: str | None = None,
+        max_records: int = MAX_DAY_RECORDS,
     ) -> Iterator[list[dict[str, Any]]]:
-        """Every page of a `/siret` search, read with cursors. Pages are yielded as INSEE sent
-        them (a SIRET can repeat; see `latest_per_siret`). A 404 means no result."""
+        """Every page of a `/siret` search, read with cursors, as INSEE sent it (a SIRET can
+        repeat; see `latest_per_siret`). A 404 on the first call means no result.
+
+        The read is checked against `header.total`: it fails (InseeApiError naming the
+        counts) when fewer records came than announced, when more distinct SIRETs came, when
+        a cursor comes back before the end or keeps advancing past what `total` allows, and
+        when `total` is above `max_records`. Once exhausted without error, the read is whole.
+        """
         if not 1 <= page_size <= 1000:
             raise ValueError("page_size must be between 1 and 1000")
         params: dict[str, str] = {"q": q, "nombre": str(page_size)}
@@ -337,42 +498,102 @@ class InseeClient:
         if date_param:
             params["date"] = date_param
         cursor = "*"
-        seen: set[str] = set()
+        seen: set[str] = {cursor}
+        sirets: set[str] = set()
         total: int | None = None
+        received = calls = repeats = 0
+        max_calls = 0
+        self.stats.total, self.stats.distinct = None, 0
         while True:
             status, body = self._call("SEARCH", "/siret", {**params, "curseur": cursor})
+            calls += 1
             if status == 404:
-                if cursor != "*":
-                    log.warning("INSEE answered 404 after the first page; taking it as the end")
-                return
-            header = body["header"]
-            records = body.get("etablissements") or []
+                if total is None:
+                    total = 0
+                break
+            header = _page_header(body, cursor)
+            records = body["etablissements"]
             if total is None:
-                total = int(header.get("total") or 0)
-            if records:
-                self.stats.pages += 1
-                self.stats.records += len(records)
-                yield records
-            next_cursor = header.get("curseurSuivant")
-            if not next_cursor or next_cursor == cursor or not records:
-                return
-            seen.add(cursor)
-            if next_cursor in seen:
+                total = header["total"]
+                self.stats.total = total
+                if total > max_records:
+                    raise InseeApiError(
+                        f"INSEE announces {total} records for q={q!r}, more than the "
+                        f"{max_records} a read may hold: load this day from the stock file",
+                        path="/siret",
+                        permanent=True,
+                    )
+                # Pages the announced total allows (with INSEE's duplicates), the final
+                # page that repeats the cursor, and the repeats tolerated below.
+                allowed = math.ceil(total * (1 + DUPLICATES_MARGIN) / page_size) + 1
+                max_calls = allowed + 1 + MAX_CURSOR_REPEATS
+            elif header["total"] != total:
                 raise InseeApiError(
-                    "INSEE sent a cursor that was already read; stopping to avoid a loop",
+                    f"INSEE changed header.total from {total} to {header['total']} while "
+                    f"paging (cursor {cursor!r}, {received} records received): the day "
+                    "changed during the read",
                     path="/siret",
                 )
-            if len(seen) > total // page_size + 5:
-                raise InseeApiError(
-                    f"INSEE kept paging beyond the {total} results announced", path="/siret"
+            if records:
+                received += len(records)
+                sirets.update(record["siret"] for record in records)
+                self.stats.pages += 1
+                self.stats.records += len(records)
+                self.stats.distinct = len(sirets)
+                yield records
+            next_cursor = header["curseurSuivant"]
+            if next_cursor == cursor:
+                if received >= total:
+                    break
+                repeats += 1
+                if repeats > MAX_CURSOR_REPEATS:
+                    raise InseeApiError(
+                        f"INSEE repeated cursor {cursor!r} {repeats} times after {received} "
+                        f"of the {total} records announced",
+                        path="/siret",
+                    )
+                log.warning(
+                    "INSEE repeated cursor %r after %d of %d records; asking again",
+                    cursor, received, total,
                 )
-            cursor = next_cursor
+            else:
+                repeats = 0
+                if next_cursor in seen:
+                    raise InseeApiError(
+                        f"INSEE sent cursor {next_cursor!r} a second time after {received} of "
+                        f"the {total} records announced; stopping to avoid a loop",
+                        path="/siret",
+                    )
+                seen.add(next_cursor)
+                cursor = next_cursor
+            if calls >= max_calls:
+                raise InseeApiError(
+                    f"INSEE kept paging past the {total} records announced: {calls} calls "
+                    f"of {page_size}, {received} records received, next cursor {cursor!r}",
+                    path="/siret",
+                )
+        self.stats.total = total
+        self.stats.distinct = len(sirets)
+        if received < total:
+            raise InseeApiError(
+                f"INSEE announced {total} records but sent {received} "
+                f"({len(sirets)} distinct SIRETs) for q={q!r}",
+                path="/siret",
+            )
+        if len(sirets) > total:
+            raise InseeApiError(
+                f"INSEE sent {len(sirets)} distinct SIRETs, more than the {total} announced, "
+                f"for q={q!r}",
+                path="/siret",
+            )
 
     def iter_day(
         self, day: date, *, champs: Sequence[str] | None = CHAMPS, page_size: int = PAGE_SIZE
     ) -> Iterator[list[dict[str, Any]]]:
         """The pages of establishments whose `dateDernierTraitementEtablissement` is `day`."""
-        return self.iter_pages(day_query(day), champs=champs, page_size=page_size)
+        return self.iter_pages(
+            day_query(day), champs=champs, page_size=page_size, max_records=self.max_day_records
+        )
 
     def fetch_day(self, day: date, **kwargs: Any) -> list[dict[str, Any]]:
         """All the records of `day`, as sent (not deduplicated)."""
@@ -420,31 +641,69 @@ class InseeClient:
             wait,
         )
 
+    def _request_timeout(self) -> tuple[float, float]:
+        """Per-operation timeouts, never longer than the overall deadline."""
+        connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout,) * 2
+        return min(connect, self.deadline_s), min(read, self.deadline_s)
+
+    def _read_body(self, response: requests.Response, deadline: float, path: str) -> bytes:
+        """The whole body, or a retryable failure once the request's deadline has passed.
+
+        `read1` returns as soon as some bytes arrived, so a server trickling a byte at a time
+        (which never trips a per-read timeout) is cut off at the deadline.
+        """
+        chunks: list[bytes] = []
+        while True:
+            if self._clock() > deadline:
+                raise _Retryable(
+                    f"no complete answer from {path} within the {self.deadline_s:g} s deadline "
+                    f"({sum(map(len, chunks))} bytes received)"
+                )
+            chunk = response.raw.read1(_READ_CHUNK, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
     def _attempt(self, method: str, path: str, params: dict[str, str]) -> tuple[int, Any]:
         self._limiter.try_acquire("insee")
         url = self.base_url + path
         headers = {API_KEY_HEADER: self._key.reveal(), "Accept": "application/json"}
         encoded = urlencode(params)
         self.stats.api_calls += 1
+        self.sent_at.append(self._clock())
+        deadline = self._clock() + self.deadline_s
+        timeout = self._request_timeout()
+        response: requests.Response | None = None
         try:
             if method == "SEARCH" and len(encoded) > MAX_GET_PARAMS_LENGTH:
                 response = self._session.post(
                     url,
                     data=encoded,
                     headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
-                    timeout=self.timeout,
+                    timeout=timeout,
+                    stream=True,
                 )
             else:
                 response = self._session.get(
-                    url, params=params or None, headers=headers, timeout=self.timeout
+                    url, params=params or None, headers=headers, timeout=timeout, stream=True
                 )
-            raw = response.content
-        except requests.Timeout as exc:
-            raise _Retryable(f"timeout on {path} ({type(exc).__name__})") from None
-        except requests.exceptions.ChunkedEncodingError as exc:
-            raise _Retryable(f"truncated response from {path} ({type(exc).__name__})") from None
-        except requests.ConnectionError as exc:
-            raise _Retryable(f"connection failure on {path} ({type(exc).__name__})") from None
+            raw = self._read_body(response, deadline, path)
+        except BaseException as exc:
+            if response is not None:
+                response.close()  # drops the connection: a half-read one cannot be reused
+            if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+                raise _Retryable(f"timeout on {path} ({type(exc).__name__})") from None
+            if isinstance(exc, (requests.exceptions.ChunkedEncodingError,
+                                urllib3.exceptions.HTTPError)):
+                raise _Retryable(
+                    f"truncated response from {path} ({type(exc).__name__})"
+                ) from None
+            if isinstance(exc, (requests.ConnectionError, OSError)):
+                raise _Retryable(
+                    f"connection failure on {path} ({type(exc).__name__})"
+                ) from None
+            raise
+        response.raw.release_conn()  # read to the end: the connection goes back to the pool
         status = response.status_code
 
         if status in RETRYABLE_STATUSES:
@@ -463,18 +722,21 @@ class InseeClient:
                 f"HTTP 404 on {path} without INSEE's answer: check the base URL {self.base_url!r}",
                 status=404,
                 path=path,
+                permanent=True,
             )
         if status in (401, 403):
             raise InseeApiError(
                 f"INSEE refused the API key (HTTP {status} on {path}){_insee_message(raw)}",
                 status=status,
                 path=path,
+                permanent=True,
             )
         if status != 200:
             raise InseeApiError(
                 f"INSEE answered HTTP {status} on {path}{_insee_message(raw)}",
                 status=status,
                 path=path,
+                permanent=True,
             )
 
         body = _json_or_none(raw)
@@ -483,14 +745,53 @@ class InseeClient:
         if path == "/siret":
             header = body.get("header")
             records = body.get("etablissements")
-            if not isinstance(header, dict) or not isinstance(records, list):
-                raise _Retryable(f"malformed page from {path}: no header or etablissements")
-            announced = header.get("nombre")
-            if announced is not None and int(announced) != len(records):
+            if not isinstance(header, dict):
+                raise _Retryable(f"malformed page from {path}: no header")
+            if not isinstance(records, list):
+                raise _Retryable(f"malformed page from {path}: no etablissements list")
+            announced = _header_int(header, "nombre")
+            if announced != len(records):
                 raise _Retryable(
                     f"incomplete page from {path}: {len(records)} records, {announced} announced"
                 )
         return status, body
+
+
+def _header_int(header: dict[str, Any], field: str) -> int:
+    value = header.get(field)
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise InseeApiError(
+            f"INSEE /siret: header.{field} is missing or not a count: {value!r}", path="/siret"
+        )
+    return value
+
+
+def _page_header(body: dict[str, Any], cursor: str) -> dict[str, Any]:
+    """The fields of a `/siret` page header the read relies on, checked one by one."""
+    header = body["header"]
+    total = _header_int(header, "total")
+    next_cursor = header.get("curseurSuivant")
+    if not isinstance(next_cursor, str) or not next_cursor:
+        raise InseeApiError(
+            f"INSEE /siret: header.curseurSuivant is missing or empty (sent curseur {cursor!r})",
+            path="/siret",
+        )
+    echoed = header.get("curseur")
+    if echoed is not None and echoed != cursor:
+        raise InseeApiError(
+            f"INSEE /siret: header.curseur is {echoed!r}, not the cursor sent ({cursor!r})",
+            path="/siret",
+        )
+    for record in body["etablissements"]:
+        if not isinstance(record, dict) or not isinstance(record.get("siret"), str):
+            raise InseeApiError(
+                "INSEE /siret: a record of etablissements has no siret", path="/siret"
+            )
+    return {"total": total, "curseurSuivant": next_cursor}
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import re
@@ -47,11 +48,15 @@ _RANGE = re.compile(r"^\[(\S+) TO (\S+)\]$")
 class Fault:
     """One misbehaviour, applied to the request whose number it is scripted for."""
 
-    kind: str  # "status" | "delay" | "truncated" | "invalid_json"
+    kind: str  # "status" | "delay" | "truncated" | "invalid_json" | "trickle" | "header"
+    #            | "repeat_cursor" | "drop" | "duplicate"
     status: int = 200
     retry_after: str | None = None
     seconds: float = 0.0
     message: str | None = None
+    header: tuple[tuple[str, Any], ...] = ()  # fields to set (a value of DROP removes it)
+    count: int = 0
+    max_bytes: int = 0
 
     @classmethod
     def http(
@@ -75,6 +80,35 @@ class Fault:
         """A 200 whose (complete, correctly sized) body is not valid JSON."""
         return cls("invalid_json")
 
+    @classmethod
+    def trickle(cls, seconds_per_byte: float, *, max_bytes: int = 200) -> Fault:
+        """Send the headers, then the body one byte every `seconds_per_byte` (a per-read
+        timeout never fires); after `max_bytes`, close the connection."""
+        return cls("trickle", seconds=seconds_per_byte, max_bytes=max_bytes)
+
+    @classmethod
+    def with_header(cls, **fields: Any) -> Fault:
+        """A /siret page whose header has these fields set (`DROP` removes one)."""
+        return cls("header", header=tuple(fields.items()))
+
+    @classmethod
+    def repeat_cursor(cls) -> Fault:
+        """An empty /siret page that repeats the cursor it was sent (INSEE's end, too early)."""
+        return cls("repeat_cursor")
+
+    @classmethod
+    def drop(cls, count: int) -> Fault:
+        """A /siret page missing its last `count` records (nombre says so; total does not)."""
+        return cls("drop", count=count)
+
+    @classmethod
+    def duplicate(cls, count: int) -> Fault:
+        """A /siret page that also repeats its first `count` records (INSEE's duplicates)."""
+        return cls("duplicate", count=count)
+
+
+DROP = object()
+
 
 @dataclass(frozen=True)
 class LoggedRequest:
@@ -85,6 +119,8 @@ class LoggedRequest:
     params: dict[str, str]
     status: int
     fault: str | None = None
+    # Body bytes actually written (for a trickle: how far it got before the client left).
+    sent_bytes: int | None = None
 
 
 class _BadRequest(Exception):
@@ -190,6 +226,7 @@ class FakeInseeServer:
         quota: int | None = None,
         quota_window_s: float = 60.0,
         last_processed_at: datetime | None = None,
+        made_available_at: datetime | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         cache_days: int = 2,
@@ -198,6 +235,13 @@ class FakeInseeServer:
         self.quota = quota
         self.quota_window_s = quota_window_s
         self.last_processed_at = last_processed_at
+        # When unset, data is made available 40 minutes after its last processing.
+        self.made_available_at = made_available_at
+        self.service_state = "UP"
+        # Per collection name ("Établissements", ...); missing ones are "UP".
+        self.collection_states: dict[str, str] = {}
+        # Served as /informations instead of the computed document (malformed shapes).
+        self.informations_document: dict[str, Any] | None = None
         self._store = _Store(records, day_source, cache_days)
         self._lock = threading.Lock()
         self._faults: dict[int, Fault] = dict(faults or {})
@@ -307,16 +351,21 @@ class FakeInseeServer:
             return False
 
     def informations(self) -> dict[str, Any]:
+        if self.informations_document is not None:
+            return self.informations_document
         processed = self.last_processed_at or datetime.now(PARIS).replace(
             hour=6, minute=30, second=0, microsecond=0, tzinfo=None
         )
-        stamp = processed.strftime("%Y-%m-%dT%H:%M:%S.") + f"{processed.microsecond // 1000:03d}"
-        available = (processed + timedelta(minutes=40)).strftime("%Y-%m-%dT%H:%M:%S.000")
+        stamp = _insee_time(processed)
+        available = _insee_time(self.made_available_at or processed + timedelta(minutes=40))
         collections = ("Unités Légales", "Établissements", "Liens de succession")
         return {
             "header": {"statut": 200, "message": "OK"},
-            "etatService": "UP",
-            "etatsDesServices": [{"Collection": c, "etatCollection": "UP"} for c in collections],
+            "etatService": self.service_state,
+            "etatsDesServices": [
+                {"Collection": c, "etatCollection": self.collection_states.get(c, "UP")}
+                for c in collections
+            ],
             "versionService": "3.11.25",
             "journalDesModifications": "https://portail-api.insee.fr/",
             "datesDernieresMisesAJourDesDonnees": [
@@ -401,6 +450,31 @@ class FakeInseeServer:
         raise _BadRequest(f"Variable non prise en charge par ce serveur de test : {name}")
 
 
+def _insee_time(moment: datetime) -> str:
+    """INSEE's local-time format: milliseconds, no offset."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def _misbehave(fault: Fault, params: Mapping[str, str], body: dict[str, Any]) -> None:
+    """Apply a scripted /siret page fault to an answer INSEE would have sent."""
+    header, page = body["header"], body["etablissements"]
+    if fault.kind == "header":
+        for name, value in fault.header:
+            if value is DROP:
+                header.pop(name, None)
+            else:
+                header[name] = value
+    elif fault.kind == "repeat_cursor":
+        page.clear()
+        header.update(nombre=0, curseurSuivant=params.get("curseur", "*"))
+    elif fault.kind == "drop":
+        del page[max(0, len(page) - fault.count):]
+        header["nombre"] = len(page)
+    elif fault.kind == "duplicate":
+        page.extend(page[: fault.count])
+        header["nombre"] = len(page)
+
+
 def _bisect_after(rows: list[dict[str, Any]], key: str) -> int:
     lo, hi = 0, len(rows)
     while lo < hi:
@@ -463,11 +537,17 @@ class _Handler(BaseHTTPRequestHandler):
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         path = "/" + split.path.rstrip("/").rsplit("/", 1)[-1]
         status, payload, extra_headers = self._answer(path, params, fault, arrived)
+        if fault and fault.kind in _PAGE_FAULTS and path == "/siret" and status == 200:
+            _misbehave(fault, params, payload)
 
         body = json.dumps(payload, ensure_ascii=False).encode()
         fault_kind = fault.kind if fault else None
         if fault and fault.kind == "invalid_json":
             body = body[: max(1, len(body) // 2)]
+        if fault and fault.kind == "trickle":
+            self._trickle(LoggedRequest(number, arrived, method, path, params, status, fault_kind),
+                          body, fault)
+            return
         self.fake._record(LoggedRequest(number, arrived, method, path, params, status, fault_kind))
         if fault and fault.kind == "delay":
             time.sleep(fault.seconds)
@@ -488,6 +568,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _trickle(self, entry: LoggedRequest, body: bytes, fault: Fault) -> None:
+        sent = 0
+        try:
+            self.send_response(entry.status)
+            self.send_header("Content-Type", "application/json;charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.flush()
+            for byte in body[: fault.max_bytes]:
+                time.sleep(fault.seconds)
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                sent += 1
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            self.close_connection = True
+            self.fake._record(dataclasses.replace(entry, sent_bytes=sent))
 
     def _answer(
         self, path: str, params: dict[str, str], fault: Fault | None, arrived: float
@@ -514,6 +614,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 400, _error_body(400, str(exc)), {}
         return 404, _error_body(404, f"Ressource inconnue : {path}"), {}
 
+
+_PAGE_FAULTS = frozenset({"header", "repeat_cursor", "drop", "duplicate"})
 
 _DEFAULT_MESSAGES = {
     400: "Nombre incorrect de paramètres ou les paramètres sont mal formatés",

@@ -1,0 +1,113 @@
+"""A day from INSEE is landed page by page, one record per SIRET, and only when whole."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+
+from foxreviews_pipeline.lib.sirene.client import InseeApiError, InseeClient, latest_per_siret
+from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer, Fault
+from foxreviews_pipeline.lib.sirene.landing import (
+    PartitionWriter,
+    partition_path,
+    read_partition,
+    write_partition,
+)
+from foxreviews_pipeline.lib.sirene.sample import generate_day
+from foxreviews_pipeline.lib.sirene.sources import land_day_with_client
+
+KEY = "landing-key"
+DAY = date(2025, 3, 10)
+
+
+@pytest.fixture(scope="module")
+def day_records() -> list[dict]:
+    return generate_day(DAY, n=450, seed=5)
+
+
+@pytest.fixture
+def server(day_records):
+    with FakeInseeServer(day_records, api_key=KEY, last_processed_at=datetime(2025, 3, 11, 6, 30)) as srv:
+        yield srv
+
+
+def make_client(server) -> InseeClient:
+    return InseeClient(server.base_url, KEY, 6000, max_attempts=3, backoff_initial_s=0.01)
+
+
+def spools(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name.endswith(".spool")]
+
+
+def test_pages_reach_the_disk_as_they_arrive(server, day_records, tmp_path, monkeypatch):
+    client = make_client(server)
+    on_disk: list[tuple[int, int]] = []
+    original = client.iter_day
+
+    def watched(day, **kwargs):
+        received = 0
+        for page in original(day, page_size=100):
+            yield page
+            # Back here, the writer has stored the page: it is in the spool, not in memory.
+            received += len(page)
+            (spool,) = spools(tmp_path)
+            on_disk.append((received, spool.read_bytes().count(b"\n")))
+
+    monkeypatch.setattr(client, "iter_day", watched)
+    landed = land_day_with_client(client, DAY, tmp_path, {"source": "test"})
+    assert len(on_disk) == 5
+    assert [lines for _, lines in on_disk[:-1]] == [received for received, _ in on_disk[:-1]]
+    assert landed.rows == landed.received == landed.total == len(day_records)
+    assert spools(tmp_path) == []  # the spool is gone once the partition is in place
+
+
+def test_the_streamed_partition_is_what_the_in_memory_path_wrote(server, tmp_path):
+    # INSEE may send a SIRET twice. Request 1 is /informations, 2 the first page.
+    server.set_faults({2: Fault.duplicate(7)})
+    landed = land_day_with_client(make_client(server), DAY, tmp_path / "streamed", {"source": "t"})
+    server.reset()
+    server.set_faults({1: Fault.duplicate(7)})
+    received = make_client(server).fetch_day(DAY)
+    assert (landed.received, landed.rows) == (len(received), len(latest_per_siret(received)))
+    assert (landed.received, landed.rows) == (457, 450)
+
+    streamed = read_partition(tmp_path / "streamed", DAY)
+    reference = write_partition(tmp_path / "memory", DAY, latest_per_siret(received), streamed.meta)
+    assert gzip.decompress(landed.path.read_bytes()) == gzip.decompress(reference.read_bytes())
+    assert streamed.meta["received"] == len(received) and streamed.meta["total"] == 450
+
+
+def test_the_writer_keeps_the_latest_version_in_first_seen_order(tmp_path):
+    stamp = "dateDernierTraitementEtablissement"
+    a1 = {"siret": "A", stamp: "2025-03-10T05:00:00.000", "v": 1}
+    b1 = {"siret": "B", stamp: "2025-03-10T05:00:00.000", "v": 1}
+    a2 = {"siret": "A", stamp: "2025-03-10T09:00:00.000", "v": 2}
+    a0 = {"siret": "A", stamp: "2025-03-10T01:00:00.000", "v": 0}
+    b2 = {"siret": "B", stamp: "2025-03-10T05:00:00.000", "v": 2}
+    with PartitionWriter(tmp_path, DAY) as writer:
+        writer.add([a1, b1])
+        writer.add([a2, a0, b2])
+        writer.commit({"source": "t"})
+    assert read_partition(tmp_path, DAY).records == [a2, b2] == latest_per_siret([a1, b1, a2, a0, b2])
+
+
+def test_a_read_that_fails_lands_nothing_and_keeps_the_previous_partition(server, tmp_path):
+    previous = write_partition(tmp_path, DAY, [{"siret": "00000000000000"}], {"source": "old"})
+    before = previous.read_bytes()
+    server.set_faults({2: Fault.drop(2)})
+    with pytest.raises(InseeApiError, match="448 of the 450"):
+        land_day_with_client(make_client(server), DAY, tmp_path, {"source": "t"})
+    assert previous.read_bytes() == before
+    assert sorted(tmp_path.iterdir()) == [partition_path(tmp_path, DAY)]
+
+
+def test_a_day_not_complete_reads_and_lands_nothing(server, tmp_path):
+    server.last_processed_at = datetime(2025, 3, 9, 23, 50)
+    server.made_available_at = datetime(2025, 3, 10, 6, 10)
+    landed = land_day_with_client(make_client(server), DAY, tmp_path)
+    assert not landed.published and landed.path is None
+    assert [r.path for r in server.requests] == ["/informations"]
+    assert list(tmp_path.iterdir()) == []

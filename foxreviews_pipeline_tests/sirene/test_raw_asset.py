@@ -1,0 +1,97 @@
+"""etablissements_raw through Dagster: permanent errors fail once, waits are logged and bounded."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+import dagster as dg
+
+from foxreviews_pipeline.defs.resources import LandingZone
+from foxreviews_pipeline.defs.sirene import assets as raw_assets
+from foxreviews_pipeline.defs.sirene.assets import RAW_DATASET, etablissements_raw
+from foxreviews_pipeline.defs.sirene.resources import SireneSource
+from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer
+from foxreviews_pipeline.lib.sirene.landing import partition_path
+
+DAY = "2026-08-04"
+KEY = "right-key-7c1e"
+
+
+def materialize(sirene: SireneSource, root, instance=None) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [etablissements_raw],
+        partition_key=DAY,
+        resources={"sirene": sirene, "landing_zone": LandingZone(root=str(root))},
+        raise_on_error=False,
+        instance=instance,
+    )
+
+
+def step_events(result, event_type: dg.DagsterEventType) -> list:
+    return [e for e in result.all_events if e.event_type == event_type]
+
+
+def failure_message(result) -> str:
+    (failure,) = step_events(result, dg.DagsterEventType.STEP_FAILURE)
+    return failure.step_failure_data.error.message
+
+
+def test_a_refused_key_fails_the_step_once_naming_the_status_not_the_key(tmp_path):
+    wrong = "wrong-key-5d2a90"
+    with FakeInseeServer(api_key=KEY) as server:
+        sirene = SireneSource(source="api", insee_base_url=server.base_url, insee_api_key=wrong,
+                              insee_requests_per_minute=6000)
+        result = materialize(sirene, tmp_path)
+        calls = len(server.requests)
+    assert not result.success
+    assert step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
+    assert calls == 1
+    message = failure_message(result)
+    assert "HTTP 401" in message and wrong not in message
+    assert len(message.strip().splitlines()) == 1
+
+
+def test_a_missing_key_fails_at_once_naming_the_variable(tmp_path):
+    result = materialize(SireneSource(source="api", insee_api_key=None), tmp_path)
+    assert not result.success
+    assert step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
+    assert "FOXREVIEWS_INSEE_API_KEY" in failure_message(result)
+
+
+def test_a_day_not_published_is_waited_for_with_a_log_and_a_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(raw_assets, "NOT_PUBLISHED_WAIT_S", 0.05)
+    monkeypatch.setattr(raw_assets, "NOT_PUBLISHED_MAX_WAIT", timedelta(seconds=2))
+    with FakeInseeServer(api_key=KEY, last_processed_at=datetime(2026, 8, 3, 23, 50),
+                         made_available_at=datetime(2026, 8, 4, 6, 10)) as server:
+        sirene = SireneSource(source="api", insee_base_url=server.base_url, insee_api_key=KEY,
+                              insee_requests_per_minute=60_000)
+        instance = dg.DagsterInstance.ephemeral()
+        result = materialize(sirene, tmp_path, instance)
+        paths = {r.path for r in server.requests}
+    assert not result.success
+    assert paths == {"/informations"}  # nothing of the day was read
+    logs = [e.user_message for e in instance.all_logs(result.run_id)
+            if "Waiting for INSEE" in (e.user_message or "") and e.dagster_event is None]
+    assert len(logs) >= 2
+    assert len(step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY)) == len(logs)
+    for line in logs:
+        assert "dateDerniereMiseADisposition=2026-08-04T06:10:00.000" in line
+        assert "dateDernierTraitementMaximum=2026-08-03T23:50:00.000" in line
+        assert "etatCollection=UP" in line
+    # The first wait's time is kept across the step's retries.
+    since = {re.search(r"Waiting since ([0-9-]+ [0-9:]+ \S+) ", line).group(1) for line in logs}
+    assert len(since) == 1
+    checks = [int(re.search(r"check (\d+)\)", line).group(1)) for line in logs]
+    assert checks == list(range(1, len(logs) + 1))
+    message = failure_message(result)
+    assert "has still not completed 2026-08-04" in message and "the bound is 2 s" in message
+    assert since.pop() in message
+    assert not partition_path(tmp_path / RAW_DATASET, DAY).exists()
+
+
+def test_a_published_day_lands_and_leaves_only_the_partition(tmp_path):
+    result = materialize(SireneSource(source="sample", sample_size=300), tmp_path)
+    assert result.success
+    folder = tmp_path / RAW_DATASET
+    assert [p.name for p in folder.iterdir()] == [partition_path(folder, DAY).name]
