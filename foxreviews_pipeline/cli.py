@@ -59,10 +59,10 @@ def _cmd_db(args, settings) -> int:
 def _cmd_instance(args, settings) -> int:
     from pathlib import Path
 
-    from foxreviews_pipeline.instance import DEFAULT_ENV_FILE, prepare_instance, write_env_block
+    from foxreviews_pipeline.instance import default_env_file, prepare_instance, write_env_block
     from foxreviews_pipeline.lib.db.server import database_name
 
-    env_file = Path(args.env_file).expanduser().resolve() if args.env_file else DEFAULT_ENV_FILE
+    env_file = Path(args.env_file).expanduser().resolve() if args.env_file else default_env_file()
     values = prepare_instance(settings)
     changed = write_env_block(env_file, values)
     print(f"Dagster instance: {values['DAGSTER_HOME']} (storage: database "

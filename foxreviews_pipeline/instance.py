@@ -19,16 +19,23 @@ Nothing here imports Dagster: the instance is configured only through `dagster.y
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 from foxreviews_pipeline.lib.db.server import dagster_storage_url
-from foxreviews_pipeline.lib.settings import PROJECT_ROOT, Settings
+from foxreviews_pipeline.lib.settings import Settings, project_folder
 
 STORAGE_URL_VARIABLE = "FOXREVIEWS_DAGSTER_DATABASE_URL"
-TEMPLATE = Path(__file__).with_name("dagster.yaml")
-DEFAULT_ENV_FILE = PROJECT_ROOT / ".env"
+# Package data, so that an installed wheel prepares its instance as a checkout does.
+TEMPLATE = files("foxreviews_pipeline") / "dagster.yaml"
 BLOCK_BEGIN = "# >>> foxreviews instance: written by `foxreviews instance`, do not edit >>>"
 BLOCK_END = "# <<< foxreviews instance <<<"
+
+
+def default_env_file() -> Path:
+    """The project's `.env`: in the source checkout, or in the folder the command starts in
+    when the package is installed from a wheel."""
+    return project_folder() / ".env"
 
 
 def dagster_home(settings: Settings) -> Path:

@@ -26,8 +26,21 @@ DEFAULT_POOL_WAIT_TIMEOUT_S = 1800
 # rolling window: partitions never disappear from the UI as the window moves.
 DEFAULT_PARTITIONS_START = date(2026, 11, 1)
 
-# The folder holding pyproject.toml, dagster.yaml and sql/ (an editable install runs from it).
+# The source checkout, the folder holding pyproject.toml (an editable install runs from it).
+# Only the tests and scripts, which run from a checkout, use it; the package's own files
+# (migrations, reference data, the instance template) are package data, read through
+# importlib.resources, and the running platform asks `project_folder()`.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_folder() -> Path:
+    """The folder of the project's `.env` and default `.foxreviews/` working folder: the
+    source checkout when the package runs from one (`scripts/setup.sh` installs it
+    editable), otherwise, installed from a wheel, the folder the command starts in (where
+    Dagster's own commands read `.env` too)."""
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "foxreviews_pipeline").is_dir():
+        return PROJECT_ROOT
+    return Path.cwd()
 
 
 class ConfigurationError(ValueError):
@@ -125,9 +138,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         value = env.get(name)
         return value.strip() if value and value.strip() else None
 
-    home = Path(get("FOXREVIEWS_HOME") or PROJECT_ROOT / ".foxreviews").expanduser()
+    project = project_folder()
+    home = Path(get("FOXREVIEWS_HOME") or project / ".foxreviews").expanduser()
     if not home.is_absolute():
-        home = (PROJECT_ROOT / home).resolve()
+        home = (project / home).resolve()
 
     database_url = get("FOXREVIEWS_DATABASE_URL")
     if database_url is not None:
@@ -163,7 +177,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     upload_raw = get("FOXREVIEWS_UPLOAD_DIR")
     upload_dir = Path(upload_raw).expanduser() if upload_raw else home / "uploads"
     if not upload_dir.is_absolute():
-        upload_dir = (PROJECT_ROOT / upload_dir).resolve()
+        upload_dir = (project / upload_dir).resolve()
 
     stock_raw = get("FOXREVIEWS_SIRENE_STOCK_PATH")
     stock_path = Path(stock_raw).expanduser() if stock_raw else None
@@ -235,7 +249,7 @@ def load_partitions_start(environ: Mapping[str, str] | None = None) -> date:
 
 
 def load_dotenv_file() -> None:
-    """Apply a `.env` beside dagster.yaml (never overriding the real environment)."""
+    """Apply the project folder's `.env` (never overriding the real environment)."""
     from dotenv import load_dotenv
 
-    load_dotenv(PROJECT_ROOT / ".env", override=False)
+    load_dotenv(project_folder() / ".env", override=False)

@@ -1,8 +1,10 @@
-"""Ordered, recorded, all-or-nothing schema migrations from the `sql/` folder.
+"""Ordered, recorded, all-or-nothing schema migrations from the package's `sql/` folder.
 
 Files are named `NNNN_description.sql` and applied in order. The pending ones are applied
 in a single transaction under an advisory lock, so that two processes starting at once do
-not race and a failing migration leaves the database exactly as it was.
+not race and a failing migration leaves the database exactly as it was. The files are package
+data (`foxreviews_pipeline/sql/`), read through `importlib.resources`, so an installed wheel
+migrates as a source checkout does.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import psycopg
 
-from foxreviews_pipeline.lib.settings import PROJECT_ROOT
-
-SQL_DIR = PROJECT_ROOT / "sql"
+SQL_DIR: Traversable = files("foxreviews_pipeline") / "sql"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Any constant shared by every migrator of this schema; hashtext('foxreviews_migrations').
 _LOCK_KEY = 0x0F0C5E1
@@ -37,9 +39,10 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+def discover(sql_dir: Traversable | Path = SQL_DIR) -> list[Migration]:
     migrations = []
-    for path in sorted(sql_dir.glob("*.sql")):
+    paths = sorted((p for p in sql_dir.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+    for path in paths:
         match = _NAME.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: migration files are named NNNN_description.sql")
@@ -50,7 +53,7 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
     return migrations
 
 
-def migrate(url_or_conn: str | psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
+def migrate(url_or_conn: str | psycopg.Connection, sql_dir: Traversable | Path = SQL_DIR) -> list[str]:
     """Apply the pending migrations; return the names applied (empty when up to date)."""
     migrations = discover(sql_dir)
     if isinstance(url_or_conn, str):
