@@ -15,7 +15,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 SOURCES = ("sample", "api", "stock")
+DEFAULT_SOURCE = "sample"
 DEFAULT_INSEE_BASE_URL = "https://api.insee.fr/api-sirene/3.11"
+# INSEE's quota per key (requests per minute).
+DEFAULT_REQUESTS_PER_MINUTE = 30
+# About the size of a real day of SIRENE changes.
+DEFAULT_SAMPLE_SIZE = 35_000
 DEFAULT_RAW_RETENTION_DAYS = 30
 # How long a run waits for a concurrency-pool slot (e.g. `insee_api`) held by another run
 # before giving up; a healthy holder keeps it for minutes.
@@ -147,7 +152,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if database_url is not None:
         database_url = _validate_database_url(database_url)
 
-    source = (get("FOXREVIEWS_SIRENE_SOURCE") or "sample").lower()
+    source = (get("FOXREVIEWS_SIRENE_SOURCE") or DEFAULT_SOURCE).lower()
     if source not in SOURCES:
         raise ConfigurationError(
             f"FOXREVIEWS_SIRENE_SOURCE must be one of {', '.join(SOURCES)}, got {source!r}"
@@ -164,7 +169,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "FOXREVIEWS_INSEE_BASE_URL", get("FOXREVIEWS_INSEE_BASE_URL") or DEFAULT_INSEE_BASE_URL
     )
 
-    rpm_raw = get("FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE") or "30"
+    rpm_raw = get("FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE") or str(DEFAULT_REQUESTS_PER_MINUTE)
     try:
         rpm = int(rpm_raw)
     except ValueError:

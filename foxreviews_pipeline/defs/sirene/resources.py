@@ -8,19 +8,26 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from foxreviews_pipeline.lib.settings import (
+    DEFAULT_INSEE_BASE_URL,
+    DEFAULT_REQUESTS_PER_MINUTE,
+    DEFAULT_SAMPLE_SIZE,
+    DEFAULT_SOURCE,
+)
 from foxreviews_pipeline.lib.sirene import sources
 
 
 class SireneSource(dg.ConfigurableResource):
     """Reads a day of SIRENE establishment records from the configured source."""
 
-    source: str = "sample"
-    insee_base_url: str = "https://api.insee.fr/api-sirene/3.11"
+    # The defaults are the settings' own (lib/settings.py): declared once.
+    source: str = DEFAULT_SOURCE
+    insee_base_url: str = DEFAULT_INSEE_BASE_URL
     # repr=False: once Dagster has resolved the EnvVar this holds the key itself.
     insee_api_key: str | None = Field(default=None, repr=False)
-    insee_requests_per_minute: int = 30
+    insee_requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
     stock_path: str | None = None
-    sample_size: int = 35_000
+    sample_size: int = DEFAULT_SAMPLE_SIZE
     # Shared by every process using the key: consecutive runs never exceed the quota.
     quota_state_path: str | None = None
 
