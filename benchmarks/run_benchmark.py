@@ -1,4 +1,4 @@
-"""The performance harness of SPEC §5, every figure measured side by side in one run.
+"""The performance harness (benchmarks/README.md), every figure measured side by side in one run.
 
     .venv/bin/python benchmarks/run_benchmark.py [--rows 35000] [--skip-fetch] [--stock-rows N]
 

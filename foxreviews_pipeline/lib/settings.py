@@ -1,6 +1,6 @@
 """The one place that reads the environment.
 
-Every setting of SPEC §4 is read and validated here, once, so that a wrong value fails at
+Every setting (README, "Configuration") is read and validated here, once, so that a wrong value fails at
 start-up with a message naming the variable instead of deep inside a run.
 """
 

@@ -1,4 +1,4 @@
-"""SIRENE record → enterprise_entreprise row (SPEC §3.2), on real INSEE payload shapes.
+"""SIRENE record → enterprise_entreprise row (docs/data-model.md), on real INSEE payload shapes.
 
 The fixtures under fixtures/ say where each payload comes from in their "source" field:
 - company_mgdis.json, company_enseigne_demo.json: etalab/data_pass spec/fixtures/insee/*.json

@@ -1,4 +1,4 @@
-"""The weekly cleanup job and its schedule (SPEC §3.8)."""
+"""The weekly cleanup job and its schedule (docs/architecture.md)."""
 
 from datetime import datetime
 from pathlib import Path

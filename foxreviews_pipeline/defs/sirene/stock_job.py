@@ -1,4 +1,4 @@
-"""The SIRENE stock backfill: a StockEtablissement file loaded into the directory (SPEC §2.2, §5)."""
+"""The SIRENE stock backfill: a StockEtablissement file loaded into the directory."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Backfill of the directory from a StockEtablissement file (SPEC §2.2, §3.2, §3.3, §5).
+"""Backfill of the directory from a StockEtablissement file.
 
 The file (tens of millions of rows) is never held whole. The stock reader streams mapped
 blocks of ~12,000 rows; each row is routed by SIRET to one of `writers` database

@@ -1,4 +1,4 @@
-"""Staff uploads (SPEC §3.7), without Dagster: checks, readers, validation, the import and
+"""Staff uploads (docs/uploads.md), without Dagster: checks, readers, validation, the import and
 the upload folder's lifecycle. The sensor and the asset in `defs/uploads` only call these."""
 
 from foxreviews_pipeline.lib.uploads.folder import FOLDERS, UploadPaths

@@ -1,4 +1,4 @@
-"""The four import types, their columns (the web app's names, SPEC §3.7), and how a file's
+"""The four import types, their columns (the web app's names, docs/uploads.md), and how a file's
 type is told from its name or its header row."""
 
 from __future__ import annotations
