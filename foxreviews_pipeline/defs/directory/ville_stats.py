@@ -1,27 +1,5 @@
-"""`ville_stats`: the directory-wide figures the web app shows, kept fresh.
-
-Two triggers refresh it:
-
-- a nightly schedule at 02:00 Europe/Paris (`ville_stats_nightly`), the floor that also
-  picks up what other writers (staff uploads, the web app) changed during the day;
-- declarative automation after every import (`REFRESH_AFTER_IMPORT`, evaluated by the
-  `ville_stats_automation` sensor).
-
-Why declarative automation rather than a run-status sensor on `sirene_daily` or a step in
-that job: it fires on the materializations themselves, so an import started any way — the
-schedule, a backfill, `dagster asset materialize`, the UI — is followed by a refresh, and
-a backfill of N days leads to one refresh after it ends, not N. The condition is not
-`eager()`: `ville_stats` is unpartitioned while `entreprises` and `pro_localisations` are
-daily-partitioned, so every partition of those assets is a parent of it, and eager's "no
-parent missing" clause would wait for every day since 2024-01-01 to exist, i.e. forever.
-What is kept from eager: refresh when any parent partition was updated since the last
-refresh was requested, but not while an import or backfill touching a parent is still
-running (the refresh waits for the whole day, `entreprises` then `pro_localisations`),
-nor while a refresh is already running.
-
-The sensor is a dedicated one created RUNNING: Dagster's implicit
-`default_automation_condition_sensor` starts stopped, so with it nothing would happen on
-a fresh `dagster dev` until someone found the toggle.
+"""`ville_stats`: the directory-wide figures the web app shows, refreshed nightly and after
+every import (docs/architecture.md, "Schedules and automation").
 """
 
 import time
@@ -60,20 +38,9 @@ def ville_stats(
     context: dg.AssetExecutionContext, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     """Directory-wide figures shown by the web app (materialized view `ville_stats`, one row):
-    number of towns, départements and régions covered, total and average population of the
-    towns, and the active establishments and active ProLocalisations (business × trade × town
-    pages) the directory lists.
-
-    Refreshed CONCURRENTLY, so the web app keeps reading the previous figures while a refresh
-    runs and is never blocked. Refreshed every night at 02:00 Paris time (schedule
-    `ville_stats_nightly`) and once after each import of establishments, ProLocalisations
-    or towns, by declarative automation (sensor `ville_stats_automation`, running by
-    default): it reacts to the materializations however the import was started (schedule,
-    backfill, CLI, UI), waits until no import touching them is still running, and turns a
-    backfill of many days into one refresh. Not `eager()`: this asset is unpartitioned and
-    its parents are daily-partitioned, so eager's "no parent missing" clause would wait for
-    every day since the first partition. The figures are this asset's metadata, plotted
-    over time in the UI.
+    towns, départements, régions, population, active establishments and ProLocalisations.
+    Refreshed CONCURRENTLY (readers are never blocked), nightly at 02:00 Paris time and
+    after each import.
     """
     started = time.perf_counter()
     stats = refresh_ville_stats(postgres.url)
@@ -109,15 +76,8 @@ ville_stats_refresh_job = dg.define_asset_job(
     description="Every night at 02:00 Europe/Paris: refresh ville_stats (running by default).",
 )
 def ville_stats_nightly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """Refreshes `ville_stats` at 02:00 Paris time, the floor under the post-import refresh
-    that also catches changes made outside the pipeline's assets during the day.
-
-    On the spring-forward night 02:00 does not exist and the tick comes at 03:00 CEST; on the
-    autumn night it comes once, at the second 02:00 (CET). The run key names the Paris date,
-    so a night is refreshed once by this schedule.
-
-    Created RUNNING: the web app reads the view every day, and the system this replaces
-    left its refresh scheduled nowhere; a refresh is cheap and never blocks readers.
+    """Refreshes `ville_stats` at 02:00 Paris time, the floor under the post-import refresh;
+    one run per Paris night (the run key is the date).
     """
     when = context.scheduled_execution_time or datetime.now(ZoneInfo(PARIS))
     night = when.astimezone(ZoneInfo(PARIS)).date().isoformat()

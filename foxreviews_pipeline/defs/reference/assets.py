@@ -58,15 +58,10 @@ def naf_nomenclature(postgres: PostgresResource) -> dg.MaterializeResult:
     group_name=GROUP, kinds={"postgres"}, deps=[naf_nomenclature], code_version="1", owners=OWNERS
 )
 def trade_taxonomy(postgres: PostgresResource) -> dg.MaterializeResult:
-    """FoxReviews' categories and trades (sous-catégories) and the NAF → trade mapping
-    (tables `category_categorie`, `subcategory_souscategorie`, `ref_naf_mapping`).
-
-    A trade is what a visitor searches for ("Plombier", "Restaurant", "Avocat…"); an
-    establishment appears under the trade its NAF code maps to. Every NAF code is either
-    mapped or excluded with a reason (holdings, public administration, wholesale…).
-    Source: the reviewed files `trade_taxonomy.yaml` and `naf_mapping.csv`. Trades are
-    keyed by slug, so renaming one keeps its pages and mapping; a trade removed from the
-    file is deactivated, never deleted.
+    """FoxReviews' categories and trades and the NAF → trade mapping (tables
+    `category_categorie`, `subcategory_souscategorie`, `ref_naf_mapping`), from the reviewed
+    files `trade_taxonomy.yaml` and `naf_mapping.csv`. Every NAF code is mapped or excluded
+    with a reason; a trade removed from the file is deactivated, never deleted.
     """
     taxonomy = load_taxonomy()
     with postgres.connection() as conn:
@@ -100,15 +95,9 @@ class VillesConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="1", owners=OWNERS)
 def villes(context: dg.AssetExecutionContext, config: VillesConfig, postgres: PostgresResource) -> dg.MaterializeResult:
-    """French communes (table `location_ville`): one row per current commune (COG 2026:
-    34,969), keyed by INSEE code, with its slug (`nom-codepostal`, stable), postal codes,
-    département (2A/2B, 971–976…), région name, population and, from geo.api.gouv.fr,
-    coordinates.
-
-    Also the lookup `location_commune_alias` that resolves the other codes SIRENE carries
-    (Paris/Lyon/Marseille arrondissements, communes déléguées and associées, former codes)
-    to their current commune. A commune that disappears (merger) is deactivated and keeps
-    its slug.
+    """French communes (table `location_ville`, one row per current commune, keyed by INSEE
+    code) and `location_commune_alias`, which resolves arrondissements, communes déléguées
+    and former codes to their current commune.
     """
     communes = load_communes()
     skipped: dict[str, int] = {}

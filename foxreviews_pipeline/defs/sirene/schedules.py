@@ -26,19 +26,8 @@ def previous_paris_day(when: datetime) -> str:
     "(partition = the previous Paris day; running by default).",
 )
 def sirene_daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    """Imports the previous Paris day's partition at 08:00 Paris time, when INSEE has
-    usually published it; if it has not, `etablissements_raw` waits and retries instead of
-    landing a partial day.
-
-    The run key is the partition key, so a tick evaluated twice (daemon restart) never
-    starts a second import of the same day. Across daylight-saving changes the tick stays at
-    08:00 wall-clock and the partition is still the calendar day before (23 or 25 hours
-    long).
-
-    Created RUNNING: the directory is only as fresh as this import, and an operator who
-    deploys the platform expects it to import every day without first finding a toggle (the
-    system it replaces had scheduled tasks that never ran). With the default `sample`
-    source it calls no outside service.
+    """Imports the previous Paris day at 08:00 Paris time; a day INSEE has not published yet
+    is waited for, never landed half-done. One run per day (the run key is the partition).
     """
     when = context.scheduled_execution_time or datetime.now(ZoneInfo(PARIS))
     partition_key = previous_paris_day(when)

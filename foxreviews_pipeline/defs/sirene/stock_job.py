@@ -73,14 +73,9 @@ def _metadata(result: StockLoadResult, path: Path) -> dict[str, dg.MetadataValue
 def load_sirene_stock(
     context: dg.OpExecutionContext, config: StockBackfillConfig, postgres: PostgresResource
 ) -> None:
-    """Upsert every establishment of a StockEtablissement file into `enterprise_entreprise`
-    and create or retire their ProLocalisations; the counts are this step's output metadata.
-
-    The file is streamed (memory stays bounded whatever its size) and committed batch by
-    batch: a failed or cancelled run leaves part of the file applied, each establishment
-    with its ProLocalisations, and re-running the same file finishes the job without
-    rewriting what is already there (identical rows are skipped, and data older than what
-    is stored — e.g. an older stock loaded after the daily imports — is never applied).
+    """Loads a StockEtablissement file into the directory, streamed and committed batch by
+    batch after each batch's audit; re-running the same file finishes an interrupted load
+    and rewrites nothing already there.
     """
     path = Path(config.path)
     if not path.is_file():

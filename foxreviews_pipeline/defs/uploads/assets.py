@@ -90,15 +90,10 @@ def errors_markdown(outcome: ImportOutcome) -> str:
 def uploaded_files(
     context: dg.AssetExecutionContext, postgres: PostgresResource, upload_folder: UploadFolder
 ) -> dg.MaterializeResult:
-    """A file staff dropped into the upload folder (entreprises, villes, categories or
-    sous-catégories, as .csv, .xlsx or .xls), imported into the directory's tables.
-
-    Valid rows are written in one transaction (entreprises through the same write path as
-    SIRENE, with their ProLocalisations); invalid rows are reported with their row number,
-    column and reason in the web app's import log. An empty cell never blanks a stored value.
-    The file ends in `archive/` (SUCCESS or PARTIAL) or in `rejected/` with a `.reason.txt`
-    (ERROR). One partition per file content. The check `file_imported` is red for ERROR,
-    `every_row_imported` is a warning for PARTIAL.
+    """A file staff dropped into the upload folder, imported into the directory's tables
+    (valid rows in one transaction, invalid ones reported in the import log). One partition
+    per file content; `file_imported` is red for ERROR, `every_row_imported` warns for
+    PARTIAL (docs/uploads.md).
     """
     outcome = import_upload(
         postgres.url,
