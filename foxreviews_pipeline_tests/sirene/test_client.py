@@ -18,8 +18,8 @@ from foxreviews_pipeline.lib.sirene.client import (
     latest_per_siret,
     make_limiter,
 )
-from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer, Fault
-from foxreviews_pipeline.lib.sirene.sample import generate_day
+from foxreviews_pipeline.sample.day import generate_day
+from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault
 
 KEY = "secret-key-6f1d2c"
 DAY = date(2025, 3, 10)
