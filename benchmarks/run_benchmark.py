@@ -43,14 +43,14 @@ from foxreviews_pipeline.lib.db.server import (  # noqa: E402
     stop_embedded_server,
     with_database,
 )
+from foxreviews_pipeline.lib.directory.checks import audit_publication, hold  # noqa: E402
 from foxreviews_pipeline.lib.directory.daily import (  # noqa: E402
     apply_entreprises,
     apply_prolocalisations,
     partition_sirets,
 )
-from foxreviews_pipeline.lib.directory.checks import audit_publication, hold  # noqa: E402
 from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises  # noqa: E402
-from foxreviews_pipeline.lib.sirene.landing import read_partition  # noqa: E402
+from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, read_partition  # noqa: E402
 from foxreviews_pipeline.lib.sirene.mapping import map_records  # noqa: E402
 
 DAY = date(2026, 11, 20)
@@ -182,14 +182,14 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         return 0
 
-    from foxreviews_pipeline.lib.sirene.sources import land_sample_day
+    from foxreviews_pipeline.sample.source import land_sample_day
 
     work = Path(tempfile.mkdtemp(prefix="fxbench-land-"))
     report: list[str] = []
     try:
         with scratch_database() as url:
             load_reference(url)
-            landing = work / "etablissements"
+            landing = work / RAW_DATASET
             land_sample_day(DAY, landing, size=args.rows, meta={"source": "sample"})
             records = read_partition(landing, DAY.isoformat()).records
             rows, _ = map_records(records)
@@ -258,8 +258,9 @@ def main() -> int:
 
 def fetch_benchmark(rows: int) -> list[str]:
     from foxreviews_pipeline.lib.sirene.client import InseeClient
-    from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer
-    from foxreviews_pipeline.lib.sirene.sources import land_day_with_client, sample_day_source
+    from foxreviews_pipeline.lib.sirene.sources import land_day_with_client
+    from foxreviews_pipeline.sample.fake_server import FakeInseeServer
+    from foxreviews_pipeline.sample.source import sample_day_source
 
     source = sample_day_source(rows)
     with FakeInseeServer(day_source=source, api_key="bench", quota=30, quota_window_s=60) as server:
@@ -297,7 +298,7 @@ def stock_benchmark(n: int, work: Path, path: Path | None = None, ul: Path | Non
     import json
     import subprocess
 
-    from foxreviews_pipeline.lib.sirene.stock import write_sample_stock
+    from foxreviews_pipeline.sample.stock_files import write_sample_stock
 
     if path is None:
         path = work / "StockEtablissement_utf8.zip"

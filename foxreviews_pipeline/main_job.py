@@ -13,10 +13,12 @@ from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from foxreviews_pipeline.defs.sirene.jobs import SIRENE_DAILY_ASSETS, sirene_daily_job
+from foxreviews_pipeline.instance import use_instance
+from foxreviews_pipeline.lib.constants import PARIS
 from foxreviews_pipeline.lib.db.database import reachable_database_url
 from foxreviews_pipeline.lib.db.errors import (
     DatabaseUnreachable,
@@ -33,11 +35,10 @@ from foxreviews_pipeline.recovery import (
     sweep_dead_runs,
     wait_for_pools,
 )
-from foxreviews_pipeline.instance import use_instance
 
 REFERENCE_ASSETS = ("naf_nomenclature", "trade_taxonomy", "villes")
-DAILY_ASSETS = ("etablissements_raw", "entreprises", "pro_localisations")
-REFERENCE_JOB, DAILY_JOB, VILLE_STATS_JOB = "reference_data", "sirene_daily", "ville_stats_refresh"
+DAILY_ASSETS = SIRENE_DAILY_ASSETS
+REFERENCE_JOB, DAILY_JOB, VILLE_STATS_JOB = "reference_data", sirene_daily_job.name, "ville_stats_refresh"
 
 
 def project_instance(settings: Settings) -> dg.DagsterInstance:
@@ -174,7 +175,7 @@ def _explain(exc: BaseException, data_url: str | None, log_path: Path) -> Except
 def run_day(day: str | None, settings: Settings) -> int:
     from foxreviews_pipeline.definitions import defs
 
-    paris_today = datetime.now(ZoneInfo("Europe/Paris")).date()
+    paris_today = datetime.now(PARIS).date()
     target = date.fromisoformat(day) if day else paris_today - timedelta(days=1)
     started = time.perf_counter()
     terminal = sys.stderr

@@ -15,7 +15,8 @@ from foxreviews_pipeline.defs.sirene.stock_job import sirene_stock_backfill_job
 from foxreviews_pipeline.lib.directory.stock import dedupe_latest, load_stock
 from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
-from foxreviews_pipeline.lib.sirene.stock import iter_mapped_stock, write_sample_stock
+from foxreviews_pipeline.lib.sirene.stock import iter_mapped_stock
+from foxreviews_pipeline.sample.stock_files import write_sample_stock
 
 # The sample's NAF codes that map to a trade (the others are excluded), and villes for some
 # of its communes: Lyon and Paris through their arrondissements, Toulouse directly.

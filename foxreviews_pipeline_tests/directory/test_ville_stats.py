@@ -145,15 +145,13 @@ def test_readers_are_not_blocked_while_a_concurrent_refresh_runs(database_url):
         assert "ExclusiveLock" in locks and "AccessExclusiveLock" not in locks
 
         with psycopg.connect(database_url, autocommit=True) as reader:
-            # Fail fast instead of hanging if the reader were blocked.
+            # A blocked reader fails with LockNotAvailable instead of hanging: the lock stays
+            # held until the end, so this read succeeding proves it was never blocked.
             reader.execute("SET lock_timeout = '5s'")
-            started = time.monotonic()
             rows = reader.execute("SELECT * FROM ville_stats").fetchall()
-            elapsed = time.monotonic() - started
             during = figures_only(read_ville_stats(reader))
 
         assert len(rows) == 1
-        assert elapsed < 2
         assert during == before  # readers see the previous figures until the refresh commits
         assert refresher.is_alive() and _still_waiting(database_url, pid)
     finally:

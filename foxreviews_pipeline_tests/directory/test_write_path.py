@@ -197,7 +197,7 @@ def test_a_missing_commune_code_falls_back_to_postal_code_and_name(pg_conn):
 
 def test_a_day_applied_again_is_not_mapped_again_unless_the_rules_changed(pg_conn, monkeypatch):
     from foxreviews_pipeline.lib.directory import daily
-    from foxreviews_pipeline.lib.sirene.sample import generate_day
+    from foxreviews_pipeline.sample.day import generate_day
 
     records = generate_day(date(2026, 11, 20), n=300)
     first = daily.apply_entreprises(pg_conn, records, partition="2026-11-20", run_id="r1")

@@ -29,10 +29,10 @@ from foxreviews_pipeline.defs.sirene.assets import RAW_DATASET, etablissements_r
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.lib.settings import load_settings
 from foxreviews_pipeline.lib.sirene import landing as landing_module
-from foxreviews_pipeline.lib.sirene.fake_server import Fault, FakeInseeServer
 from foxreviews_pipeline.lib.sirene.landing import partition_path, read_partition, write_partition
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, map_records
-from foxreviews_pipeline.lib.sirene.sources import sample_day_source
+from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault
+from foxreviews_pipeline.sample.source import sample_day_source
 
 from .conftest import load_reference
 

@@ -18,8 +18,8 @@ from dagster._core.snap import JobSnap
 from dagster._serdes import serialize_value
 
 from foxreviews_pipeline.lib.settings import PROJECT_ROOT
-from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer
-from foxreviews_pipeline.lib.sirene.sources import sample_day_source
+from foxreviews_pipeline.sample.fake_server import FakeInseeServer
+from foxreviews_pipeline.sample.source import sample_day_source
 
 MODULE = "foxreviews_pipeline.definitions"
 SECRET = "key-that-must-stay-secret-5f1c"

@@ -21,7 +21,7 @@ from foxreviews_pipeline.defs.sirene.stock_job import sirene_stock_backfill_job
 from foxreviews_pipeline.lib.directory import stock as stock_module
 from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
 from foxreviews_pipeline.lib.sirene.landing import write_partition
-from foxreviews_pipeline.lib.sirene.stock import api_record_to_stock_row, write_sample_stock
+from foxreviews_pipeline.sample.stock_files import api_record_to_stock_row, write_sample_stock
 
 from .test_daily_pipeline import CHAIN, DAY1, DAY2, materialization_metadata, pipeline, table_state
 

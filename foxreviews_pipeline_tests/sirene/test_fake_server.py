@@ -9,8 +9,8 @@ from datetime import date, datetime
 import pytest
 import requests
 
-from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer, Fault, decode_cursor
-from foxreviews_pipeline.lib.sirene.sample import generate_day
+from foxreviews_pipeline.sample.day import generate_day
+from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault, decode_cursor
 
 KEY = "k-123"
 DAY = date(2025, 6, 2)

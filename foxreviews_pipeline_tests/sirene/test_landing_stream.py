@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 
 from foxreviews_pipeline.lib.sirene.client import InseeApiError, InseeClient, latest_per_siret
-from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer, Fault
 from foxreviews_pipeline.lib.sirene.landing import (
+    LandedName,
     PartitionWriter,
+    parse_landed_name,
     partition_path,
     read_partition,
     write_partition,
 )
-from foxreviews_pipeline.lib.sirene.sample import generate_day
 from foxreviews_pipeline.lib.sirene.sources import land_day_with_client
+from foxreviews_pipeline.sample.day import generate_day
+from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault
 
 KEY = "landing-key"
 DAY = date(2025, 3, 10)
@@ -111,3 +113,12 @@ def test_a_day_not_complete_reads_and_lands_nothing(server, tmp_path):
     assert not landed.published and landed.path is None
     assert [r.path for r in server.requests] == ["/informations"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_landed_names_are_read_back_by_one_function(tmp_path):
+    path = partition_path(tmp_path, DAY)
+    assert parse_landed_name(path.name) == LandedName(DAY, is_partition=True)
+    assert parse_landed_name("2025-03-10.json.gz.meta") == LandedName(DAY, is_partition=False)
+    assert parse_landed_name("2025-03-10.tmp") == LandedName(DAY, is_partition=False)
+    for other in (".2025-03-10.json.gz.wait.json", "2025-13-40.json.gz", "2025-03-10", "notes.txt"):
+        assert parse_landed_name(other) is None, other

@@ -11,8 +11,8 @@ from foxreviews_pipeline.defs.resources import LandingZone
 from foxreviews_pipeline.defs.sirene import assets as raw_assets
 from foxreviews_pipeline.defs.sirene.assets import RAW_DATASET, etablissements_raw
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
-from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer
 from foxreviews_pipeline.lib.sirene.landing import partition_path
+from foxreviews_pipeline.sample.fake_server import FakeInseeServer
 
 DAY = "2026-08-04"
 KEY = "right-key-7c1e"

@@ -8,6 +8,13 @@ from datetime import date, timedelta
 
 import pytest
 
+from foxreviews_pipeline.lib.sirene.fields import (
+    ADRESSE,
+    ADRESSE2,
+    ETABLISSEMENT,
+    PERIODE,
+    UNITE_LEGALE,
+)
 from foxreviews_pipeline.lib.sirene.identifiers import (
     LA_POSTE_SIREN,
     la_poste_nic,
@@ -16,16 +23,11 @@ from foxreviews_pipeline.lib.sirene.identifiers import (
     siren_valid,
     siret_valid,
 )
-from foxreviews_pipeline.lib.sirene.sample import (
-    ADRESSE2_KEYS,
-    ADRESSE_KEYS,
+from foxreviews_pipeline.lib.sirene.mapping import ND
+from foxreviews_pipeline.sample.day import (
     FALLBACK_COMMUNES,
     FALLBACK_NAF_CODES,
     NAF_REV1_CODES,
-    ND,
-    PERIODE_KEYS,
-    TOP_LEVEL_KEYS,
-    UNITE_LEGALE_KEYS,
     generate_day,
 )
 
@@ -111,16 +113,16 @@ def test_identifiers_are_valid(day):
 
 def test_api_shape(day):
     for record in day[:2000]:
-        assert tuple(record)[: len(TOP_LEVEL_KEYS)] == TOP_LEVEL_KEYS
-        assert set(record) == set(TOP_LEVEL_KEYS) | {
+        assert tuple(record)[: len(ETABLISSEMENT)] == ETABLISSEMENT
+        assert set(record) == set(ETABLISSEMENT) | {
             "uniteLegale", "adresseEtablissement", "adresse2Etablissement", "periodesEtablissement"
         }
-        assert tuple(record["uniteLegale"]) == UNITE_LEGALE_KEYS
-        assert tuple(record["adresseEtablissement"]) == ADRESSE_KEYS
-        assert tuple(record["adresse2Etablissement"]) == ADRESSE2_KEYS
+        assert tuple(record["uniteLegale"]) == UNITE_LEGALE
+        assert tuple(record["adresseEtablissement"]) == ADRESSE
+        assert tuple(record["adresse2Etablissement"]) == ADRESSE2
         periods = record["periodesEtablissement"]
         assert record["nombrePeriodesEtablissement"] == len(periods) >= 1
-        assert all(tuple(p) == PERIODE_KEYS for p in periods)
+        assert all(tuple(p) == PERIODE for p in periods)
         assert periods[0]["dateFin"] is None
         assert all(p["dateFin"] is not None for p in periods[1:])
         for newer, older in zip(periods, periods[1:]):

@@ -15,6 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from foxreviews_pipeline.lib.sirene import fields
 from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
 from foxreviews_pipeline.lib.sirene.mapping import (
     ENTREPRISE_COLUMNS,
@@ -30,15 +31,14 @@ from foxreviews_pipeline.lib.sirene.stock import (
     STOCK_ETABLISSEMENT_COLUMNS_48,
     STOCK_UNITE_LEGALE_COLUMNS,
     UniteLegaleIndex,
-    api_record_to_stock_row,
     iter_mapped_stock,
     iter_stock_chunks,
     load_unites_legales,
     read_stock_day,
     sirens_of,
     stock_row_to_api_record,
-    write_sample_stock,
 )
+from foxreviews_pipeline.sample.stock_files import api_record_to_stock_row, write_sample_stock
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL_RECORDS = [
@@ -293,6 +293,11 @@ def test_a_day_out_of_the_stock_comes_back_in_the_api_shape(tmp_path):
     assert record["etablissementSiege"] is True
     assert record["periodesEtablissement"][0]["dateFin"] is None
     assert record["adresseEtablissement"]["codeCommuneEtablissement"] in ("56260", "92023")
+    # Nested as the API nests them: the whole address, the current period, the joined names.
+    assert set(fields.ETABLISSEMENT) <= set(record)
+    assert tuple(record["adresseEtablissement"]) == fields.ADRESSE
+    assert tuple(record["periodesEtablissement"][0]) == ("dateFin", *fields.CURRENT_PERIODE)
+    assert set(record["uniteLegale"]) <= set(fields.UNITE_LEGALE)
 
 
 def test_stock_row_to_api_record_inverts_the_flattening():

@@ -28,9 +28,7 @@ from foxreviews_pipeline.lib.directory.daily import (
     partition_sirets,
 )
 from foxreviews_pipeline.lib.directory.prolocalisations import ProLocalisationCounts
-from foxreviews_pipeline.lib.sirene.landing import read_partition
-
-RAW_DATASET = "etablissements"
+from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, read_partition
 
 
 def _markdown_counts(title: str, counts: dict[str, int]) -> str:

@@ -4,15 +4,13 @@ every import (docs/architecture.md, "Schedules and automation").
 
 import time
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource
+from foxreviews_pipeline.lib.constants import PARIS, PARIS_TIMEZONE
 from foxreviews_pipeline.lib.directory.ville_stats import FIGURES, refresh_ville_stats
-
-PARIS = "Europe/Paris"
 
 REFRESH_AFTER_IMPORT = (
     dg.AutomationCondition.any_deps_updated().since_last_handled()
@@ -70,7 +68,7 @@ ville_stats_refresh_job = dg.define_asset_job(
     name="ville_stats_nightly",
     job=ville_stats_refresh_job,
     cron_schedule="0 2 * * *",
-    execution_timezone=PARIS,
+    execution_timezone=PARIS_TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     owners=OWNERS,
     description="Every night at 02:00 Europe/Paris: refresh ville_stats (running by default).",
@@ -79,8 +77,8 @@ def ville_stats_nightly_schedule(context: dg.ScheduleEvaluationContext) -> dg.Ru
     """Refreshes `ville_stats` at 02:00 Paris time, the floor under the post-import refresh;
     one run per Paris night (the run key is the date).
     """
-    when = context.scheduled_execution_time or datetime.now(ZoneInfo(PARIS))
-    night = when.astimezone(ZoneInfo(PARIS)).date().isoformat()
+    when = context.scheduled_execution_time or datetime.now(PARIS)
+    night = when.astimezone(PARIS).date().isoformat()
     return dg.RunRequest(
         run_key=f"ville_stats_nightly:{night}", tags={"foxreviews/trigger": "nightly"}
     )

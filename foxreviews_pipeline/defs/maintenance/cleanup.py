@@ -2,13 +2,13 @@
 
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 from pydantic import Field
 
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import LandingZone, PostgresResource, UploadFolder
+from foxreviews_pipeline.lib.constants import PARIS, PARIS_TIMEZONE
 from foxreviews_pipeline.lib.maintenance.cleanup import (
     IMPORT_LOG_RETENTION_DAYS,
     UPLOAD_RETENTION_DAYS,
@@ -16,8 +16,6 @@ from foxreviews_pipeline.lib.maintenance.cleanup import (
     run_cleanup,
 )
 from foxreviews_pipeline.lib.settings import DEFAULT_RAW_RETENTION_DAYS
-
-PARIS = "Europe/Paris"
 
 
 class Retention(dg.ConfigurableResource):
@@ -106,7 +104,7 @@ def cleanup_job() -> None:
     name="cleanup_weekly",
     job=cleanup_job,
     cron_schedule="0 3 * * 0",
-    execution_timezone=PARIS,
+    execution_timezone=PARIS_TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     owners=OWNERS,
     description="Sunday 03:00 Europe/Paris: the weekly cleanup (running by default: "
@@ -129,5 +127,5 @@ def cleanup_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 
 def _tick(context: dg.ScheduleEvaluationContext) -> datetime:
-    when = context.scheduled_execution_time or datetime.now(ZoneInfo(PARIS))
-    return when.astimezone(ZoneInfo(PARIS))
+    when = context.scheduled_execution_time or datetime.now(PARIS)
+    return when.astimezone(PARIS)

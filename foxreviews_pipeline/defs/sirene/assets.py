@@ -4,7 +4,6 @@
 import dataclasses
 import time
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -12,15 +11,14 @@ from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import LandingZone
 from foxreviews_pipeline.defs.sirene.partitions import DAILY_FRESHNESS, daily_partitions
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
+from foxreviews_pipeline.lib.constants import PARIS
 from foxreviews_pipeline.lib.sirene.client import InseeApiError
 from foxreviews_pipeline.lib.sirene.landing import (
+    RAW_DATASET,
     clear_wait_state,
     load_wait_state,
     save_wait_state,
 )
-
-RAW_DATASET = "etablissements"
-PARIS = ZoneInfo("Europe/Paris")
 
 # INSEE publishes a day around 06:00–08:00 Paris time the next morning; until then the
 # asset checks again every 20 minutes, for at most 8 hours, rather than land a partial day.

@@ -10,13 +10,12 @@ from datetime import timedelta
 
 import dagster as dg
 
+from foxreviews_pipeline.lib.constants import PARIS_TIMEZONE
 from foxreviews_pipeline.lib.settings import load_partitions_start
-
-PARIS = "Europe/Paris"
 
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=load_partitions_start().isoformat(),
-    timezone=PARIS,
+    timezone=PARIS_TIMEZONE,
     fmt="%Y-%m-%d",
 )
 

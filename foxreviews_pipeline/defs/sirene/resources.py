@@ -36,7 +36,9 @@ class SireneSource(dg.ConfigurableResource):
         the step at once (no retry can fix it)."""
         meta = {"source": self.source}
         if self.source == "sample":
-            return sources.land_sample_day(day, folder, size=self.sample_size, meta=meta)
+            from foxreviews_pipeline.sample.source import land_sample_day
+
+            return land_sample_day(day, folder, size=self.sample_size, meta=meta)
         if self.source == "api":
             if not self.insee_api_key:
                 raise dg.Failure(

@@ -20,26 +20,22 @@ A dry run plans exactly the same deletions and reports the same counts, deleting
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import psycopg
+
+from foxreviews_pipeline.lib.constants import PARIS
+from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, parse_landed_name
 
 IMPORT_LOG_RETENTION_DAYS = 90
 UPLOAD_RETENTION_DAYS = 30
 UPLOAD_FOLDERS = ("archive", "rejected")
 REASON_SUFFIX = ".reason.txt"
-RAW_DATASETS = ("etablissements",)
-PARTITION_SUFFIX = ".json.gz"
-
-# Partition dates are Paris days (the partitions' timezone).
-PARIS = ZoneInfo("Europe/Paris")
-_DATED_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(.+)$")
+RAW_DATASETS = (RAW_DATASET,)
 
 
 @dataclass(frozen=True)
@@ -274,16 +270,10 @@ def _clean_raw(
             # Hidden names are in-flight atomic writes; not regular files are not ours.
             if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
                 continue
-            match = _DATED_NAME.match(entry.name)
-            if not match:
+            landed = parse_landed_name(entry.name)
+            if landed is None or landed.day >= oldest_kept or guard.delete(path) is None:
                 continue
-            try:
-                day = date.fromisoformat(match.group(1))
-            except ValueError:
-                continue
-            if day >= oldest_kept or guard.delete(path) is None:
-                continue
-            if match.group(2) == PARTITION_SUFFIX.lstrip("."):
+            if landed.is_partition:
                 result.raw_partitions_deleted += 1
             else:
                 result.raw_sidecars_deleted += 1

@@ -35,7 +35,6 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 import requests
 import urllib3
@@ -50,6 +49,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from foxreviews_pipeline.lib.constants import PARIS
+from foxreviews_pipeline.lib.sirene.fields import in_api_order
+from foxreviews_pipeline.lib.sirene.mapping import FLAT_FIELDS
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.insee.fr/api-sirene/3.11"
@@ -63,7 +66,6 @@ MAX_GET_PARAMS_LENGTH = 2000
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # INSEE spells it "Établissements"; compared without accents or case.
 ESTABLISHMENTS_COLLECTION = "etablissements"
-PARIS = ZoneInfo("Europe/Paris")
 # A day is about 35,000 records; a day beyond this is a mass update better read from the
 # stock file (at 30 requests a minute, a million records already take 33 minutes).
 MAX_DAY_RECORDS = 1_000_000
@@ -72,53 +74,27 @@ DUPLICATES_MARGIN = 0.01
 # How many times a cursor that comes back before `total` is reached is asked again.
 MAX_CURSOR_REPEATS = 2
 
-# Only the variables the pipeline maps (SPEC §2.1). Nested objects keep their shape; the
-# historised ones come back inside `periodesEtablissement`. Pass `champs=None` to
-# `iter_day` to get full records if INSEE ever answers 400 to one of these names.
-CHAMPS: tuple[str, ...] = (
-    "siren",
-    "nic",
-    "siret",
-    "statutDiffusionEtablissement",
-    "dateCreationEtablissement",
-    "trancheEffectifsEtablissement",
-    "dateDernierTraitementEtablissement",
-    "etablissementSiege",
-    "nombrePeriodesEtablissement",
-    "activitePrincipaleNAF25Etablissement",
-    # uniteLegale
-    "denominationUniteLegale",
-    "sigleUniteLegale",
-    "nomUniteLegale",
-    "nomUsageUniteLegale",
-    "prenom1UniteLegale",
-    "prenomUsuelUniteLegale",
-    "categorieJuridiqueUniteLegale",
-    "etatAdministratifUniteLegale",
-    "activitePrincipaleUniteLegale",
-    # adresseEtablissement
-    "complementAdresseEtablissement",
-    "numeroVoieEtablissement",
-    "indiceRepetitionEtablissement",
-    "typeVoieEtablissement",
-    "libelleVoieEtablissement",
-    "codePostalEtablissement",
-    "libelleCommuneEtablissement",
-    "codeCommuneEtablissement",
-    "codeCedexEtablissement",
-    "libelleCedexEtablissement",
-    "codePaysEtrangerEtablissement",
-    "identifiantAdresseEtablissement",
-    "coordonneeLambertAbscisseEtablissement",
-    "coordonneeLambertOrdonneeEtablissement",
-    # periodesEtablissement
-    "dateFin",
-    "dateDebut",
-    "etatAdministratifEtablissement",
-    "enseigne1Etablissement",
-    "denominationUsuelleEtablissement",
-    "activitePrincipaleEtablissement",
-    "nomenclatureActivitePrincipaleEtablissement",
+# The variables the mapping reads, plus the few the landed records keep for reading them
+# later (SPEC §2.1). Nested objects keep their shape; the historised ones come back inside
+# `periodesEtablissement`. Pass `champs=None` to `iter_day` to get full records if INSEE
+# ever answers 400 to one of these names.
+CHAMPS: tuple[str, ...] = in_api_order(
+    (
+        *FLAT_FIELDS,
+        "nic",
+        "nombrePeriodesEtablissement",
+        "sigleUniteLegale",
+        "categorieJuridiqueUniteLegale",
+        "etatAdministratifUniteLegale",
+        "activitePrincipaleUniteLegale",
+        "codeCedexEtablissement",
+        "libelleCedexEtablissement",
+        "codePaysEtrangerEtablissement",
+        "identifiantAdresseEtablissement",
+        "coordonneeLambertAbscisseEtablissement",
+        "coordonneeLambertOrdonneeEtablissement",
+        "dateFin",
+    )
 )
 
 

@@ -27,7 +27,12 @@ from typing import Any, Self
 from foxreviews_pipeline.lib.gc_pause import paused_gc
 
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.json\.gz$")
+# The landing zone's folder for SIRENE establishments (`<landing root>/etablissements/`).
+RAW_DATASET = "etablissements"
+# A partition is `<YYYY-MM-DD>.json.gz`; a file beside it named `<YYYY-MM-DD>.<anything>` is
+# one of its sidecars; hidden names are in-flight writes and wait states.
+PARTITION_SUFFIX = ".json.gz"
+_DATED_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(.+)$")
 _DATE_FIELD = "dateDernierTraitementEtablissement"
 
 
@@ -43,13 +48,25 @@ class LandedPartition:
 
 
 def partition_path(folder: Path, day: date | str) -> Path:
-    return folder / f"{day if isinstance(day, str) else day.isoformat()}.json.gz"
+    return folder / f"{day if isinstance(day, str) else day.isoformat()}{PARTITION_SUFFIX}"
 
 
-def partition_day(path: Path) -> date | None:
-    """The partition date a landed file holds, from its name (None for other files)."""
-    match = _NAME.match(path.name)
-    return date.fromisoformat(match.group(1)) if match else None
+@dataclass(frozen=True)
+class LandedName:
+    day: date
+    is_partition: bool  # the partition itself, else one of its sidecars
+
+
+def parse_landed_name(name: str) -> LandedName | None:
+    """The partition day a landed file belongs to, from its name (None for other names)."""
+    match = _DATED_NAME.match(name)
+    if not match:
+        return None
+    try:
+        day = date.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+    return LandedName(day, "." + match.group(2) == PARTITION_SUFFIX)
 
 
 def _encode(value: Any) -> bytes:

@@ -1,29 +1,20 @@
-"""Where a day of SIRENE records comes from: INSEE's API, the synthetic sample, or a stock file.
+"""Where a day of SIRENE records comes from: INSEE's API or a stock file.
 
-The sample is served by a local HTTP server speaking INSEE's API and read by the same
-client as the real API, so the demo and the tests exercise the real paging, pacing and
-retry code. Every source ends in the landing zone: `land_*` functions write the day's
-partition (one record per SIRET, the latest version) and say what they landed.
+Every source ends in the landing zone: `land_*` functions write the day's partition (one
+record per SIRET, the latest version) and say what they landed. The synthetic sample
+(`foxreviews_pipeline.sample.source`) is INSEE's API served locally, landed by
+`land_day_with_client` like the real one.
 """
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from foxreviews_pipeline.lib.sirene.client import InseeClient, Publication, make_limiter
 from foxreviews_pipeline.lib.sirene.landing import PartitionWriter, write_partition
-
-PARIS = ZoneInfo("Europe/Paris")
-SAMPLE_API_KEY = "sample-key"
-# The sample server has no quota: pace high enough to not slow the demo, through the
-# same limiter code as the real API.
-SAMPLE_REQUESTS_PER_MINUTE = 60_000
 
 
 @dataclass
@@ -103,40 +94,3 @@ def land_fetched_day(
         {**(meta or {}), "fetched": fetched.stats, "received": fetched.received},
     )
     return LandedDay(True, path, len(fetched.records), fetched.received, None, fetched.stats)
-
-
-@functools.lru_cache(maxsize=1)
-def _sample_inputs() -> tuple[list[tuple[str, str, str]], list[str]]:
-    from foxreviews_pipeline.lib.reference.sample_inputs import sample_communes, sample_naf_codes
-
-    return sample_communes(), sample_naf_codes()
-
-
-def sample_day_source(size: int) -> Callable[[date], list[dict]]:
-    from foxreviews_pipeline.lib.sirene.sample import generate_day
-
-    communes, naf_codes = _sample_inputs()
-    return lambda day: generate_day(day, communes, naf_codes, n=size)
-
-
-def sample_processed_at(day: date) -> datetime:
-    """When the sample INSEE last processed data: this morning, or the morning after `day`
-    if that is later, so that the requested day is always complete."""
-    processed = datetime.now(PARIS).replace(hour=6, minute=30, second=0, microsecond=0, tzinfo=None)
-    if processed.date() <= day:
-        processed = datetime.combine(day + timedelta(days=1), datetime.min.time()).replace(hour=6, minute=30)
-    return processed
-
-
-def land_sample_day(
-    day: date, folder: Path, *, size: int = 35_000, meta: dict | None = None
-) -> LandedDay:
-    from foxreviews_pipeline.lib.sirene.fake_server import FakeInseeServer
-
-    with FakeInseeServer(
-        day_source=sample_day_source(size), api_key=SAMPLE_API_KEY,
-        last_processed_at=sample_processed_at(day),
-    ) as server:
-        limiter = make_limiter(SAMPLE_REQUESTS_PER_MINUTE)
-        with InseeClient(server.base_url, SAMPLE_API_KEY, SAMPLE_REQUESTS_PER_MINUTE, limiter=limiter) as client:
-            return land_day_with_client(client, day, folder, meta)

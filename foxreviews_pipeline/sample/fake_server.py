@@ -28,14 +28,13 @@ from datetime import date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from zoneinfo import ZoneInfo
 
+from foxreviews_pipeline.lib.constants import PARIS
 from foxreviews_pipeline.lib.sirene.client import API_KEY_HEADER
-from foxreviews_pipeline.lib.sirene.sample import KNOWN_FIELDS, NESTED_OBJECTS
+from foxreviews_pipeline.lib.sirene.fields import KNOWN_FIELDS, NESTED_OBJECTS
 
 log = logging.getLogger(__name__)
 
-PARIS = ZoneInfo("Europe/Paris")
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 1000
 _CURSOR_PREFIX = b"\x02\x81."

@@ -25,64 +25,13 @@ from datetime import date, timedelta
 from itertools import accumulate
 from typing import Any
 
+from foxreviews_pipeline.lib.sirene import fields
 from foxreviews_pipeline.lib.sirene.identifiers import (
     LA_POSTE_SIREN,
     la_poste_nic,
     luhn_check_digit,
 )
-
-ND = "[ND]"
-
-TOP_LEVEL_KEYS = (
-    "siren", "nic", "siret", "statutDiffusionEtablissement", "dateCreationEtablissement",
-    "trancheEffectifsEtablissement", "anneeEffectifsEtablissement",
-    "activitePrincipaleRegistreMetiersEtablissement", "dateDernierTraitementEtablissement",
-    "etablissementSiege", "nombrePeriodesEtablissement", "activitePrincipaleNAF25Etablissement",
-)
-UNITE_LEGALE_KEYS = (
-    "etatAdministratifUniteLegale", "statutDiffusionUniteLegale", "unitePurgeeUniteLegale",
-    "dateCreationUniteLegale", "categorieJuridiqueUniteLegale", "denominationUniteLegale",
-    "sigleUniteLegale", "denominationUsuelle1UniteLegale", "denominationUsuelle2UniteLegale",
-    "denominationUsuelle3UniteLegale", "sexeUniteLegale", "nomUniteLegale",
-    "nomUsageUniteLegale", "prenom1UniteLegale", "prenom2UniteLegale", "prenom3UniteLegale",
-    "prenom4UniteLegale", "prenomUsuelUniteLegale", "pseudonymeUniteLegale",
-    "activitePrincipaleUniteLegale", "nomenclatureActivitePrincipaleUniteLegale",
-    "identifiantAssociationUniteLegale", "economieSocialeSolidaireUniteLegale",
-    "societeMissionUniteLegale", "caractereEmployeurUniteLegale", "trancheEffectifsUniteLegale",
-    "anneeEffectifsUniteLegale", "nicSiegeUniteLegale", "dateDernierTraitementUniteLegale",
-    "categorieEntreprise", "anneeCategorieEntreprise",
-)
-ADRESSE_KEYS = (
-    "complementAdresseEtablissement", "numeroVoieEtablissement", "indiceRepetitionEtablissement",
-    "dernierNumeroVoieEtablissement", "indiceRepetitionDernierNumeroVoieEtablissement",
-    "typeVoieEtablissement", "libelleVoieEtablissement", "codePostalEtablissement",
-    "libelleCommuneEtablissement", "libelleCommuneEtrangerEtablissement",
-    "distributionSpecialeEtablissement", "codeCommuneEtablissement", "codeCedexEtablissement",
-    "libelleCedexEtablissement", "codePaysEtrangerEtablissement",
-    "libellePaysEtrangerEtablissement", "identifiantAdresseEtablissement",
-    "coordonneeLambertAbscisseEtablissement", "coordonneeLambertOrdonneeEtablissement",
-)
-ADRESSE2_KEYS = (
-    "complementAdresse2Etablissement", "numeroVoie2Etablissement",
-    "indiceRepetition2Etablissement", "typeVoie2Etablissement", "libelleVoie2Etablissement",
-    "codePostal2Etablissement", "libelleCommune2Etablissement",
-    "libelleCommuneEtranger2Etablissement", "distributionSpeciale2Etablissement",
-    "codeCommune2Etablissement", "codeCedex2Etablissement", "libelleCedex2Etablissement",
-    "codePaysEtranger2Etablissement", "libellePaysEtranger2Etablissement",
-)
-PERIODE_KEYS = (
-    "dateFin", "dateDebut", "etatAdministratifEtablissement",
-    "changementEtatAdministratifEtablissement", "enseigne1Etablissement",
-    "enseigne2Etablissement", "enseigne3Etablissement", "changementEnseigneEtablissement",
-    "denominationUsuelleEtablissement", "changementDenominationUsuelleEtablissement",
-    "activitePrincipaleEtablissement", "nomenclatureActivitePrincipaleEtablissement",
-    "changementActivitePrincipaleEtablissement", "caractereEmployeurEtablissement",
-    "changementCaractereEmployeurEtablissement",
-)
-NESTED_OBJECTS = ("uniteLegale", "adresseEtablissement", "adresse2Etablissement")
-KNOWN_FIELDS = frozenset(
-    TOP_LEVEL_KEYS + UNITE_LEGALE_KEYS + ADRESSE_KEYS + ADRESSE2_KEYS + PERIODE_KEYS
-)
+from foxreviews_pipeline.lib.sirene.mapping import ND
 
 # Masked when statutDiffusion is "P" (INSEE's list); the commune stays.
 _MASKED_ADDRESS = (
@@ -399,7 +348,7 @@ def _address(r: random.Random, t: _Tables) -> dict[str, Any]:
     return address
 
 
-_EMPTY_ADRESSE2 = dict.fromkeys(ADRESSE2_KEYS)
+_EMPTY_ADRESSE2 = dict.fromkeys(fields.ADRESSE2)
 
 
 def _identity_record(identity: int, born: date, t: _Tables, seed: int) -> dict[str, Any]:
@@ -429,7 +378,7 @@ def _identity_record(identity: int, born: date, t: _Tables, seed: int) -> dict[s
     if is_la_poste:
         naf = "53.10Z"
     ul_created = created if siege else created - timedelta(days=r.randint(30, 6000))
-    unite = dict.fromkeys(UNITE_LEGALE_KEYS)
+    unite = dict.fromkeys(fields.UNITE_LEGALE)
     unite.update({
         "etatAdministratifUniteLegale": "A",
         "statutDiffusionUniteLegale": "P" if partial else "O",
