@@ -75,7 +75,7 @@ DUPLICATES_MARGIN = 0.01
 MAX_CURSOR_REPEATS = 2
 
 # The variables the mapping reads, plus the few the landed records keep for reading them
-# later (SPEC §2.1). Nested objects keep their shape; the historised ones come back inside
+# later. Nested objects keep their shape; the historised ones come back inside
 # `periodesEtablissement`. Pass `champs=None` to `iter_day` to get full records if INSEE
 # ever answers 400 to one of these names.
 CHAMPS: tuple[str, ...] = in_api_order(

@@ -1,4 +1,4 @@
-"""One SIRENE establishment → one `enterprise_entreprise` row (SPEC §3.2).
+"""One SIRENE establishment → one `enterprise_entreprise` row (docs/data-model.md).
 
 Two shapes come in and share every rule:
 

@@ -1,4 +1,4 @@
-"""Streaming reader of INSEE's StockEtablissement file (SPEC §2.2), for backfills.
+"""Streaming reader of INSEE's StockEtablissement file, for backfills.
 
 The file comes as CSV inside a zip (~1.2 GB zipped, ~9 GB plain), plain CSV, or Parquet.
 Columns are read by name, so the 54-column layout (2024+) and the older 48-column one both
