@@ -1,10 +1,10 @@
 """Writing validated upload rows, set-based, inside the caller's transaction.
 
 Entreprises go through the same write path as SIRENE (`upsert_entreprises`, then their
-ProLocalisations). Villes, categories and sous-catégories are staged with COPY and applied
-with one UPDATE (only rows that really change) and one INSERT (rows that are new). In every
-case an empty cell — or a column the file does not have — keeps the stored value: each new
-value is `coalesce(file value, stored value)`.
+ProLocalisations); villes, categories and sous-catégories through the reference tables'
+writes (`lib/reference/tables.py`), staged with COPY and applied with one insert-or-update
+that leaves unchanged rows alone. In every case an empty cell — or a column the file does not
+have — keeps the stored value (`keep_existing_when_null`).
 
 Some rows can only be judged against the database (a ville named without its INSEE code, a
 sous-catégorie's parent category): those are reported as row errors and left out, and the
@@ -13,7 +13,7 @@ rest is written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,6 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from foxreviews_pipeline.lib.db.copy import copy_rows, drop_temp
 from foxreviews_pipeline.lib.directory.checks import (
     PERSONAL_COLUMNS,
     ROW_CHECKS,
@@ -32,7 +31,19 @@ from foxreviews_pipeline.lib.directory.entreprises import upsert_entreprises
 from foxreviews_pipeline.lib.directory.prolocalisations import (
     sync_prolocalisations,
 )
-from foxreviews_pipeline.lib.reference.communes import normalise_name, slugify
+from foxreviews_pipeline.lib.reference.communes import slugify
+from foxreviews_pipeline.lib.reference.tables import (
+    CATEGORY_COLUMNS,
+    SOUS_CATEGORY_COLUMNS,
+    VILLE_COLUMNS,
+    resolve_categories,
+    stage_categories,
+    stage_sous_categories,
+    stage_villes,
+    upsert_categories,
+    upsert_sous_categories,
+    upsert_villes,
+)
 from foxreviews_pipeline.lib.uploads.model import RowError
 from foxreviews_pipeline.lib.uploads.specs import CATEGORIES, ENTREPRISES, SOUS_CATEGORIES, VILLES
 from foxreviews_pipeline.lib.uploads.validate import Validated, ValidRow
@@ -153,33 +164,22 @@ def _withhold_personal_fields(
 
 # --- shared staging -------------------------------------------------------------------------
 
+# Staff uploads never blank a stored value: an empty cell, or a column the file does not have,
+# keeps it.
+_UPLOADS_KEEP = True
 
-def _stage(
-    conn: psycopg.Connection,
-    name: str,
-    definition: str,
-    columns: Sequence[str],
-    rows: Sequence[ValidRow],
-    extra: dict[str, Any] | None = None,
-) -> None:
-    drop_temp(conn, name)
-    conn.execute(
-        sql.SQL("CREATE TEMP TABLE {} (row_number integer PRIMARY KEY, {}) ON COMMIT DROP").format(
-            sql.Identifier(name), sql.SQL(definition)
-        )
-    )
+
+def _values(rows: Sequence[ValidRow], columns: Sequence[str]) -> Iterator[list[Any]]:
+    """`(row_number, *columns)` of each row, lists as JSON."""
 
     def value(r: ValidRow, column: str) -> Any:
         v = r.values.get(column)
         return Jsonb(v) if isinstance(v, list) else v
 
-    copy_rows(
-        conn,
-        name,
-        ["row_number", *columns],
-        ([r.row, *(value(r, c) for c in columns)] for r in rows),
-    )
-    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
+    return ([r.row, *(value(r, c) for c in columns)] for r in rows)
+
+
+_ROW_NUMBER = {"row_number": "integer"}
 
 
 def _reject(
@@ -194,54 +194,6 @@ def _reject(
     return [RowError(row, column, reason, code) for row, reason in found]
 
 
-def _apply(
-    conn: psycopg.Connection,
-    *,
-    table: str,
-    stage: str,
-    target_id: str,
-    update_columns: Sequence[str],
-    insert_columns: Sequence[str],
-    insert_defaults: dict[str, str] | None = None,
-) -> tuple[int, int]:
-    """UPDATE the matched rows that really change, INSERT the new ones: (updated, inserted)."""
-    insert_defaults = insert_defaults or {}
-    new = [sql.SQL("coalesce(s.{c}, t.{c})").format(c=sql.Identifier(c)) for c in update_columns]
-    old = [sql.SQL("t.{}").format(sql.Identifier(c)) for c in update_columns]
-    updated = conn.execute(
-        sql.SQL(
-            "UPDATE {table} t SET ({cols}) = ROW({new}), updated_at = now() FROM {stage} s "
-            "WHERE t.id = s.{target} AND ({old}) IS DISTINCT FROM ({new})"
-        ).format(
-            table=sql.Identifier(table),
-            cols=sql.SQL(", ").join(sql.Identifier(c) for c in update_columns),
-            new=sql.SQL(", ").join(new),
-            old=sql.SQL(", ").join(old),
-            stage=sql.Identifier(stage),
-            target=sql.Identifier(target_id),
-        )
-    ).rowcount
-    values = [
-        sql.SQL("coalesce(s.{}, {})").format(sql.Identifier(c), sql.SQL(insert_defaults[c]))
-        if c in insert_defaults
-        else sql.SQL("s.{}").format(sql.Identifier(c))
-        for c in insert_columns
-    ]
-    inserted = conn.execute(
-        sql.SQL(
-            "INSERT INTO {table} ({cols}) SELECT {values} FROM {stage} s WHERE s.{target} IS NULL "
-            "ORDER BY s.row_number"
-        ).format(
-            table=sql.Identifier(table),
-            cols=sql.SQL(", ").join(sql.Identifier(c) for c in insert_columns),
-            values=sql.SQL(", ").join(values),
-            stage=sql.Identifier(stage),
-            target=sql.Identifier(target_id),
-        )
-    ).rowcount
-    return updated, inserted
-
-
 def _remaining(conn: psycopg.Connection, stage: str) -> list[int]:
     return [
         r
@@ -252,21 +204,6 @@ def _remaining(conn: psycopg.Connection, stage: str) -> list[int]:
 
 
 # --- villes ---------------------------------------------------------------------------------
-
-_VILLE_COLUMNS = (
-    "code_insee",
-    "nom",
-    "nom_normalise",
-    "slug",
-    "code_postal_principal",
-    "codes_postaux",
-    "departement",
-    "region",
-    "lat",
-    "lng",
-    "population",
-)
-
 
 def _unique_slugs(
     conn: psycopg.Connection, table: str, wanted: dict[int, list[str]]
@@ -294,14 +231,15 @@ def write_villes(
     conn: psycopg.Connection, validated: Validated, *, partition: str, run_id: str | None
 ) -> WriteResult:
     stage = "stage_upload_ville"
-    _stage(
+    stage_villes(
         conn,
         stage,
-        "code_insee text, nom text, nom_normalise text, slug text, code_postal_principal text, "
-        "codes_postaux jsonb, departement text, region text, lat double precision, "
-        "lng double precision, population integer, ville_id bigint, matches integer",
-        _VILLE_COLUMNS,
-        validated.rows,
+        _values(validated.rows, VILLE_COLUMNS),
+        extra=("row_number",),
+        types=_ROW_NUMBER,
+        computed={"ville_id": "bigint", "matches": "integer"},
+        primary_key=("row_number",),
+        analyze=True,
     )
     conn.execute(
         f"UPDATE {stage} s SET ville_id = v.id FROM location_ville v WHERE v.code_insee = s.code_insee"
@@ -385,65 +323,42 @@ def write_villes(
                 f"UPDATE {stage} SET slug = %s WHERE row_number = %s",
                 [(slug, row) for row, slug in slugs.items()],
             )
-    updated, inserted = _apply(
-        conn,
-        table="location_ville",
-        stage=stage,
-        target_id="ville_id",
-        update_columns=[c for c in _VILLE_COLUMNS if c not in ("code_insee", "slug")],
-        insert_columns=_VILLE_COLUMNS,
-        insert_defaults={
-            "codes_postaux": "CASE WHEN s.code_postal_principal IS NULL THEN '[]'::jsonb "
-            "ELSE jsonb_build_array(s.code_postal_principal) END"
-        },
+    # Found by name, a ville is written under its INSEE code.
+    conn.execute(
+        f"UPDATE {stage} s SET code_insee = v.code_insee FROM location_ville v "
+        "WHERE s.code_insee IS NULL AND v.id = s.ville_id"
+    )
+    counts = upsert_villes(
+        conn, stage, keep_existing_when_null=_UPLOADS_KEEP, activate=False, order_by="row_number"
     )
     return WriteResult(
         written_rows=_remaining(conn, stage),
         errors=errors,
-        counts={"inserted": inserted, "updated": updated},
+        counts={"inserted": counts.inserted, "updated": counts.updated},
     )
 
 
 # --- categories and sous-catégories ---------------------------------------------------------
 
-_CATEGORY_COLUMNS = ("slug", "nom", "description", "meta_description", "ordre")
-_SOUS_CATEGORY_COLUMNS = (
-    "slug",
-    "nom",
-    "categorie_id",
-    "description",
-    "meta_description",
-    "mots_cles",
-    "ordre",
-)
-_TEXT_DEFAULTS = {"description": "''", "meta_description": "''", "mots_cles": "''", "ordre": "0"}
-
-
 def write_categories(
     conn: psycopg.Connection, validated: Validated, *, partition: str, run_id: str | None
 ) -> WriteResult:
     stage = "stage_upload_categorie"
-    _stage(
+    stage_categories(
         conn,
         stage,
-        "slug text, nom text, description text, meta_description text, ordre integer, target_id bigint",
-        _CATEGORY_COLUMNS,
-        validated.rows,
+        _values(validated.rows, CATEGORY_COLUMNS),
+        extra=("row_number",),
+        types=_ROW_NUMBER,
+        primary_key=("row_number",),
+        analyze=True,
     )
-    conn.execute(
-        f"UPDATE {stage} s SET target_id = c.id FROM category_categorie c WHERE c.slug = s.slug"
-    )
-    updated, inserted = _apply(
-        conn,
-        table="category_categorie",
-        stage=stage,
-        target_id="target_id",
-        update_columns=[c for c in _CATEGORY_COLUMNS if c != "slug"],
-        insert_columns=_CATEGORY_COLUMNS,
-        insert_defaults=_TEXT_DEFAULTS,
+    counts = upsert_categories(
+        conn, stage, keep_existing_when_null=_UPLOADS_KEEP, from_taxonomy=False, order_by="row_number"
     )
     return WriteResult(
-        written_rows=_remaining(conn, stage), counts={"inserted": inserted, "updated": updated}
+        written_rows=_remaining(conn, stage),
+        counts={"inserted": counts.inserted, "updated": counts.updated},
     )
 
 
@@ -454,39 +369,32 @@ def write_sous_categories(
         # The parent is named by its slug or its name, as staff know it.
         r.values["categorie_slug"] = slugify(r.values["categorie"])
     stage = "stage_upload_souscategorie"
-    _stage(
+    # Staged under the shared columns, `categorie` being the slug; the name as given stays for
+    # the error message.
+    staged = ["categorie_slug" if c == "categorie" else c for c in SOUS_CATEGORY_COLUMNS]
+    stage_sous_categories(
         conn,
         stage,
-        "slug text, nom text, categorie text, categorie_slug text, description text, "
-        "meta_description text, mots_cles text, ordre integer, categorie_id bigint, target_id bigint",
-        (*_SOUS_CATEGORY_COLUMNS[:2], "categorie", "categorie_slug", *_SOUS_CATEGORY_COLUMNS[3:]),
-        validated.rows,
+        _values(validated.rows, ["categorie", *staged]),
+        extra=("row_number", "categorie_named"),
+        types={**_ROW_NUMBER, "categorie_named": "text"},
+        primary_key=("row_number",),
+        analyze=True,
     )
-    conn.execute(
-        f"UPDATE {stage} s SET categorie_id = c.id FROM category_categorie c WHERE c.slug = s.categorie_slug"
-    )
+    resolve_categories(conn, stage)
     errors = _reject(
         conn,
         stage,
         "s.categorie_id IS NULL",
         "categorie",
-        "'unknown categorie ' || s.categorie || ' (no category with slug ' || s.categorie_slug || ')'",
+        "'unknown categorie ' || s.categorie_named || ' (no category with slug ' || s.categorie || ')'",
         "unknown_categorie",
     )
-    conn.execute(
-        f"UPDATE {stage} s SET target_id = c.id FROM subcategory_souscategorie c WHERE c.slug = s.slug"
-    )
-    updated, inserted = _apply(
-        conn,
-        table="subcategory_souscategorie",
-        stage=stage,
-        target_id="target_id",
-        update_columns=[c for c in _SOUS_CATEGORY_COLUMNS if c != "slug"],
-        insert_columns=_SOUS_CATEGORY_COLUMNS,
-        insert_defaults=_TEXT_DEFAULTS,
+    counts = upsert_sous_categories(
+        conn, stage, keep_existing_when_null=_UPLOADS_KEEP, from_taxonomy=False, order_by="row_number"
     )
     return WriteResult(
         written_rows=_remaining(conn, stage),
         errors=errors,
-        counts={"inserted": inserted, "updated": updated},
+        counts={"inserted": counts.inserted, "updated": counts.updated},
     )
