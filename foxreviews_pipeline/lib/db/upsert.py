@@ -2,8 +2,8 @@
 
 Rows are COPYed into a temporary staging table (`stage`), the caller may resolve or reject
 staged rows with plain SQL, and one `INSERT … ON CONFLICT (key) DO UPDATE … WHERE (…) IS
-DISTINCT FROM (…)` applies them (`upsert_staged`), so that a row that would not change is
-not written at all. `upsert` does both for rows that need no step in between.
+DISTINCT FROM (…)` applies them (`upsert`, which can also stage the rows itself), so that a
+row that would not change is not written at all.
 
 The NULL rule is explicit at every call: `keep_existing_when_null` names the columns (or
 all, with True) where an empty staged value keeps the stored one; in every other column the
@@ -21,9 +21,6 @@ import psycopg
 from psycopg import sql
 
 from foxreviews_pipeline.lib.db.copy import copy_rows, drop_temp
-
-# Alias of the target table in the statement `upsert_statement` builds (for `returning`).
-TARGET = "t"
 
 
 @dataclass
@@ -50,7 +47,7 @@ def stage(
     columns: Sequence[str],
     rows: Iterable[Sequence],
     types: Mapping[str, str] | None = None,
-    computed: Mapping[str, str] | None = None,
+    computed: Mapping[str, str | None] | None = None,
     primary_key: Sequence[str] = (),
     analyze: bool | Sequence[str] = False,
 ) -> int:
@@ -58,19 +55,22 @@ def stage(
     transaction) holding `rows`; how many.
 
     Each of `columns` is typed as in table `like`, unless `types` gives its SQL type (a
-    column `like` does not have); `computed` columns (name → SQL type) start empty, for the
-    caller to fill. `primary_key` rejects a duplicated key at COPY time; `analyze` gathers
-    statistics (on the given columns only, or all with True)."""
+    column `like` does not have); `computed` columns (name → SQL type, or None: as in
+    `like`) start empty, for the caller to fill. `primary_key` rejects a duplicated key at
+    COPY time; `analyze` gathers statistics (on the given columns only, or all with True)."""
     types = dict(types or {})
     computed = dict(computed or {})
-    typed = [c for c in columns if c not in types]
+    typed = [c for c in columns if c not in types] + [c for c, t in computed.items() if t is None]
     drop_temp(conn, name)
     conn.execute(
         sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
             sql.Identifier(name), _names(typed), sql.Identifier(like)
         )
     )
-    added = {**{c: types[c] for c in columns if c in types}, **computed}
+    added = {
+        **{c: types[c] for c in columns if c in types},
+        **{c: t for c, t in computed.items() if t is not None},
+    }
     if added or primary_key:
         conn.execute(
             sql.SQL("ALTER TABLE {} {}").format(
@@ -205,19 +205,28 @@ def upsert_statement(
     )
 
 
-def upsert_staged(
+def upsert(
     conn: psycopg.Connection,
     table: str,
-    stage_name: str,
     *,
     key: Sequence[str],
     columns: Sequence[str],
+    rows: Iterable[Sequence] | None = None,
+    stage_name: str | None = None,
     keep_existing_when_null: bool | Collection[str] = False,
     fixed: Mapping[str, sql.Composable] | None = None,
     insert_defaults: Mapping[str, str] | None = None,
     order_by: str | None = None,
 ) -> UpsertCounts:
-    """Apply the staged rows to `table` (see `upsert_statement`); the counts."""
+    """Insert or update into `table`, keyed by `key`; the counts (see `upsert_statement`).
+
+    With `rows` (values for `columns`, the key among them), they are staged first (a key
+    given twice is an error); without, `stage_name` is a stage the caller filled."""
+    if rows is not None:
+        stage_name = stage_name or f"stage_{table}"
+        stage(conn, stage_name, like=table, columns=columns, rows=rows, primary_key=key)
+    elif stage_name is None:
+        raise ValueError("upsert needs rows, or the name of a staged table")
     statement = upsert_statement(
         table,
         stage_name,
@@ -236,34 +245,6 @@ def upsert_staged(
         ).format(statement=statement, stage=sql.Identifier(stage_name))
     ).fetchone()
     return UpsertCounts(staged=staged, inserted=inserted, updated=updated)
-
-
-def upsert(
-    conn: psycopg.Connection,
-    table: str,
-    *,
-    key: Sequence[str],
-    columns: Sequence[str],
-    rows: Iterable[Sequence],
-    keep_existing_when_null: bool | Collection[str] = False,
-    fixed: Mapping[str, sql.Composable] | None = None,
-    insert_defaults: Mapping[str, str] | None = None,
-    stage_name: str | None = None,
-) -> UpsertCounts:
-    """Insert or update `rows` (values for `columns`, the key among them) into `table`,
-    keyed by `key`; the counts. A key given twice is an error."""
-    name = stage_name or f"stage_{table}"
-    stage(conn, name, like=table, columns=columns, rows=rows, primary_key=key)
-    return upsert_staged(
-        conn,
-        table,
-        name,
-        key=key,
-        columns=columns,
-        keep_existing_when_null=keep_existing_when_null,
-        fixed=fixed,
-        insert_defaults=insert_defaults,
-    )
 
 
 def _names(columns: Iterable[str]) -> sql.Composable:

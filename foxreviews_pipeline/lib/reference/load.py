@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import psycopg
 
-from foxreviews_pipeline.lib.db.upsert import UpsertCounts, stage, upsert, upsert_staged
+from foxreviews_pipeline.lib.db.upsert import UpsertCounts, stage, upsert
 from foxreviews_pipeline.lib.reference.communes import (
     Commune,
     CommuneAlias,
@@ -25,13 +25,12 @@ from foxreviews_pipeline.lib.reference.communes import (
 )
 from foxreviews_pipeline.lib.reference.naf import NAF_REV2, NafCode
 from foxreviews_pipeline.lib.reference.tables import (
+    CATEGORIES,
+    SOUS_CATEGORIES,
+    VILLES,
     resolve_categories,
-    stage_categories,
-    stage_sous_categories,
-    stage_villes,
-    upsert_categories,
-    upsert_sous_categories,
-    upsert_villes,
+    stage_rows,
+    upsert_rows,
 )
 from foxreviews_pipeline.lib.reference.taxonomy import Taxonomy, TaxonomyError
 
@@ -120,13 +119,13 @@ def load_trade_taxonomy(conn: psycopg.Connection, taxonomy: Taxonomy) -> Taxonom
     if problems:
         raise TaxonomyError("; ".join(problems))
 
-    stage_categories(
-        conn, "stage_categorie",
+    stage_rows(
+        conn, CATEGORIES, "stage_categorie",
         ((c.slug, c.nom, c.description, _blank(c.meta_description), c.ordre) for c in taxonomy.categories),
         primary_key=("slug",),
     )
-    upserted = upsert_categories(
-        conn, "stage_categorie", keep_existing_when_null=_TAXONOMY_KEEPS, from_taxonomy=True
+    upserted = upsert_rows(
+        conn, CATEGORIES, "stage_categorie", keep_existing_when_null=_TAXONOMY_KEEPS, from_reference=True
     )
     deactivated = _count(conn, """
         UPDATE category_categorie SET is_active = false, updated_at = now()
@@ -135,8 +134,8 @@ def load_trade_taxonomy(conn: psycopg.Connection, taxonomy: Taxonomy) -> Taxonom
     """)
     categories = _counts(upserted, deactivated)
 
-    stage_sous_categories(
-        conn, "stage_souscategorie",
+    stage_rows(
+        conn, SOUS_CATEGORIES, "stage_souscategorie",
         ((s.slug, s.nom, s.categorie, s.description, _blank(s.meta_description), _blank(s.mots_cles), s.ordre)
          for s in taxonomy.sous_categories),
         primary_key=("slug",),
@@ -144,8 +143,9 @@ def load_trade_taxonomy(conn: psycopg.Connection, taxonomy: Taxonomy) -> Taxonom
     resolve_categories(conn, "stage_souscategorie")
     # The taxonomy is checked above: every trade's category is in it.
     conn.execute("DELETE FROM stage_souscategorie WHERE categorie_id IS NULL")
-    upserted = upsert_sous_categories(
-        conn, "stage_souscategorie", keep_existing_when_null=_TAXONOMY_KEEPS, from_taxonomy=True
+    upserted = upsert_rows(
+        conn, SOUS_CATEGORIES, "stage_souscategorie", keep_existing_when_null=_TAXONOMY_KEEPS,
+        from_reference=True,
     )
     deactivated = _count(conn, """
         UPDATE subcategory_souscategorie SET is_active = false, updated_at = now()
@@ -167,8 +167,8 @@ def load_trade_taxonomy(conn: psycopg.Connection, taxonomy: Taxonomy) -> Taxonom
         UPDATE stage_naf_mapping m SET sous_categorie_id = s.id
         FROM subcategory_souscategorie s WHERE s.slug = m.sous_categorie
     """)
-    upserted = upsert_staged(
-        conn, "ref_naf_mapping", "stage_naf_mapping",
+    upserted = upsert(
+        conn, "ref_naf_mapping", stage_name="stage_naf_mapping",
         key=("nomenclature", "naf_code"),
         columns=("nomenclature", "naf_code", "sous_categorie_id", "excluded_reason"),
     )
@@ -203,8 +203,8 @@ def load_villes(
     geo.api.gouv.fr run stored. A commune absent from the source is deactivated and keeps
     its slug, so that its URL never points at another town."""
     slugs = ville_slugs(communes)
-    stage_villes(
-        conn, "stage_ville",
+    stage_rows(
+        conn, VILLES, "stage_ville",
         ((c.code_insee, c.nom, normalise_name(c.nom), slugs[c.code_insee], c.code_postal_principal,
           json.dumps(sorted(c.codes_postaux)), c.departement, c.region, c.lat, c.lng, c.population)
          for c in communes),
@@ -225,9 +225,7 @@ def load_villes(
         FROM stage_ville s
         WHERE s.code_insee = v.code_insee AND s.slug <> v.slug
     """)
-    upserted = upsert_villes(
-        conn, "stage_ville", keep_existing_when_null=_COORDINATES, activate=True
-    )
+    upserted = upsert_rows(conn, VILLES, "stage_ville", keep_existing_when_null=_COORDINATES, from_reference=True)
     deactivated = _count(conn, """
         UPDATE location_ville v SET is_active = false, updated_at = now()
         WHERE v.is_active AND NOT EXISTS (SELECT 1 FROM stage_ville s WHERE s.code_insee = v.code_insee)

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from foxreviews_pipeline.lib.db.upsert import UpsertCounts
 from foxreviews_pipeline.lib.directory.checks import (
     PERSONAL_COLUMNS,
     ROW_CHECKS,
@@ -31,18 +32,13 @@ from foxreviews_pipeline.lib.directory.entreprises import upsert_entreprises
 from foxreviews_pipeline.lib.directory.prolocalisations import (
     sync_prolocalisations,
 )
+from foxreviews_pipeline.lib.reference import tables
 from foxreviews_pipeline.lib.reference.communes import slugify
 from foxreviews_pipeline.lib.reference.tables import (
-    CATEGORY_COLUMNS,
-    SOUS_CATEGORY_COLUMNS,
-    VILLE_COLUMNS,
+    Table,
     resolve_categories,
-    stage_categories,
-    stage_sous_categories,
-    stage_villes,
-    upsert_categories,
-    upsert_sous_categories,
-    upsert_villes,
+    stage_rows,
+    upsert_rows,
 )
 from foxreviews_pipeline.lib.uploads.model import RowError
 from foxreviews_pipeline.lib.uploads.specs import CATEGORIES, ENTREPRISES, SOUS_CATEGORIES, VILLES
@@ -164,9 +160,12 @@ def _withhold_personal_fields(
 
 # --- shared staging -------------------------------------------------------------------------
 
-# Staff uploads never blank a stored value: an empty cell, or a column the file does not have,
-# keeps it.
-_UPLOADS_KEEP = True
+def _upsert(conn: psycopg.Connection, table: Table, stage: str) -> UpsertCounts:
+    # Staff uploads never blank a stored value: an empty cell, or a column the file does not
+    # have, keeps it. New rows take their ids in the file's order.
+    return upsert_rows(
+        conn, table, stage, keep_existing_when_null=True, from_reference=False, order_by="row_number"
+    )
 
 
 def _values(rows: Sequence[ValidRow], columns: Sequence[str]) -> Iterator[list[Any]]:
@@ -231,12 +230,12 @@ def write_villes(
     conn: psycopg.Connection, validated: Validated, *, partition: str, run_id: str | None
 ) -> WriteResult:
     stage = "stage_upload_ville"
-    stage_villes(
+    stage_rows(
         conn,
+        tables.VILLES,
         stage,
-        _values(validated.rows, VILLE_COLUMNS),
-        extra=("row_number",),
-        types=_ROW_NUMBER,
+        _values(validated.rows, tables.VILLES.staged),
+        extra=_ROW_NUMBER,
         computed={"ville_id": "bigint", "matches": "integer"},
         primary_key=("row_number",),
         analyze=True,
@@ -328,9 +327,7 @@ def write_villes(
         f"UPDATE {stage} s SET code_insee = v.code_insee FROM location_ville v "
         "WHERE s.code_insee IS NULL AND v.id = s.ville_id"
     )
-    counts = upsert_villes(
-        conn, stage, keep_existing_when_null=_UPLOADS_KEEP, activate=False, order_by="row_number"
-    )
+    counts = _upsert(conn, tables.VILLES, stage)
     return WriteResult(
         written_rows=_remaining(conn, stage),
         errors=errors,
@@ -344,18 +341,16 @@ def write_categories(
     conn: psycopg.Connection, validated: Validated, *, partition: str, run_id: str | None
 ) -> WriteResult:
     stage = "stage_upload_categorie"
-    stage_categories(
+    stage_rows(
         conn,
+        tables.CATEGORIES,
         stage,
-        _values(validated.rows, CATEGORY_COLUMNS),
-        extra=("row_number",),
-        types=_ROW_NUMBER,
+        _values(validated.rows, tables.CATEGORIES.staged),
+        extra=_ROW_NUMBER,
         primary_key=("row_number",),
         analyze=True,
     )
-    counts = upsert_categories(
-        conn, stage, keep_existing_when_null=_UPLOADS_KEEP, from_taxonomy=False, order_by="row_number"
-    )
+    counts = _upsert(conn, tables.CATEGORIES, stage)
     return WriteResult(
         written_rows=_remaining(conn, stage),
         counts={"inserted": counts.inserted, "updated": counts.updated},
@@ -371,13 +366,13 @@ def write_sous_categories(
     stage = "stage_upload_souscategorie"
     # Staged under the shared columns, `categorie` being the slug; the name as given stays for
     # the error message.
-    staged = ["categorie_slug" if c == "categorie" else c for c in SOUS_CATEGORY_COLUMNS]
-    stage_sous_categories(
+    staged = ["categorie_slug" if c == "categorie" else c for c in tables.SOUS_CATEGORIES.staged]
+    stage_rows(
         conn,
+        tables.SOUS_CATEGORIES,
         stage,
         _values(validated.rows, ["categorie", *staged]),
-        extra=("row_number", "categorie_named"),
-        types={**_ROW_NUMBER, "categorie_named": "text"},
+        extra={**_ROW_NUMBER, "categorie_named": "text"},
         primary_key=("row_number",),
         analyze=True,
     )
@@ -390,9 +385,7 @@ def write_sous_categories(
         "'unknown categorie ' || s.categorie_named || ' (no category with slug ' || s.categorie || ')'",
         "unknown_categorie",
     )
-    counts = upsert_sous_categories(
-        conn, stage, keep_existing_when_null=_UPLOADS_KEEP, from_taxonomy=False, order_by="row_number"
-    )
+    counts = _upsert(conn, tables.SOUS_CATEGORIES, stage)
     return WriteResult(
         written_rows=_remaining(conn, stage),
         errors=errors,
