@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import psycopg
+from psycopg import sql
 
 from foxreviews_pipeline.lib.db.upsert import UpsertCounts, stage, upsert
 from foxreviews_pipeline.lib.reference.communes import (
@@ -28,6 +29,7 @@ from foxreviews_pipeline.lib.reference.tables import (
     CATEGORIES,
     SOUS_CATEGORIES,
     VILLES,
+    Table,
     resolve_categories,
     stage_rows,
     upsert_rows,
@@ -68,6 +70,23 @@ def _counts(counts: UpsertCounts, removed: int = 0, *, deleted: bool = False) ->
     if deleted:
         return LoadCounts(counts.staged, counts.inserted, counts.updated, deleted=removed)
     return LoadCounts(counts.staged, counts.inserted, counts.updated, removed)
+
+
+def _deactivate_missing(conn: psycopg.Connection, table: Table, stage_name: str) -> int:
+    """Deactivate the active rows the source no longer has (among those the taxonomy owns,
+    where the table records it); how many."""
+    owned = sql.SQL(" AND t.from_taxonomy" if "from_taxonomy" in table.from_reference else "")
+    return conn.execute(
+        sql.SQL(
+            "UPDATE {table} t SET is_active = false, updated_at = now() WHERE t.is_active{owned} "
+            "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.{key} = t.{key})"
+        ).format(
+            table=sql.Identifier(table.name),
+            owned=owned,
+            stage=sql.Identifier(stage_name),
+            key=sql.Identifier(table.key),
+        )
+    ).rowcount
 
 
 def _blank(value: str | None) -> str | None:
@@ -127,11 +146,7 @@ def load_trade_taxonomy(conn: psycopg.Connection, taxonomy: Taxonomy) -> Taxonom
     upserted = upsert_rows(
         conn, CATEGORIES, "stage_categorie", keep_existing_when_null=_TAXONOMY_KEEPS, from_reference=True
     )
-    deactivated = _count(conn, """
-        UPDATE category_categorie SET is_active = false, updated_at = now()
-        WHERE is_active AND from_taxonomy AND slug NOT IN (SELECT slug FROM stage_categorie)
-        RETURNING 1
-    """)
+    deactivated = _deactivate_missing(conn, CATEGORIES, "stage_categorie")
     categories = _counts(upserted, deactivated)
 
     stage_rows(
@@ -147,11 +162,7 @@ def load_trade_taxonomy(conn: psycopg.Connection, taxonomy: Taxonomy) -> Taxonom
         conn, SOUS_CATEGORIES, "stage_souscategorie", keep_existing_when_null=_TAXONOMY_KEEPS,
         from_reference=True,
     )
-    deactivated = _count(conn, """
-        UPDATE subcategory_souscategorie SET is_active = false, updated_at = now()
-        WHERE is_active AND from_taxonomy AND slug NOT IN (SELECT slug FROM stage_souscategorie)
-        RETURNING 1
-    """)
+    deactivated = _deactivate_missing(conn, SOUS_CATEGORIES, "stage_souscategorie")
     sous_categories = _counts(upserted, deactivated)
 
     stage(
@@ -226,11 +237,7 @@ def load_villes(
         WHERE s.code_insee = v.code_insee AND s.slug <> v.slug
     """)
     upserted = upsert_rows(conn, VILLES, "stage_ville", keep_existing_when_null=_COORDINATES, from_reference=True)
-    deactivated = _count(conn, """
-        UPDATE location_ville v SET is_active = false, updated_at = now()
-        WHERE v.is_active AND NOT EXISTS (SELECT 1 FROM stage_ville s WHERE s.code_insee = v.code_insee)
-        RETURNING 1
-    """)
+    deactivated = _deactivate_missing(conn, VILLES, "stage_ville")
     villes = _counts(upserted, deactivated)
 
     current = {c.code_insee for c in communes}

@@ -13,7 +13,7 @@ rest is written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,17 +168,35 @@ def _upsert(conn: psycopg.Connection, table: Table, stage: str) -> UpsertCounts:
     )
 
 
-def _values(rows: Sequence[ValidRow], columns: Sequence[str]) -> Iterator[list[Any]]:
-    """`(row_number, *columns)` of each row, lists as JSON."""
+def _stage_upload(
+    conn: psycopg.Connection,
+    table: Table,
+    stage: str,
+    rows: Sequence[ValidRow],
+    *,
+    named: dict[str, str] | None = None,
+    computed: dict[str, str] | None = None,
+) -> None:
+    """Stage the rows, numbered, under the table's columns; `named` stages a value under
+    another name (staged column → the value's name)."""
+    named = named or {}
+    extra = {"row_number": "integer", **{c: "text" for c in named if c not in table.staged}}
+    sources = [named.get(c, c) for c in [*extra, *table.staged][1:]]
 
-    def value(r: ValidRow, column: str) -> Any:
-        v = r.values.get(column)
+    def value(r: ValidRow, name: str) -> Any:
+        v = r.values.get(name)
         return Jsonb(v) if isinstance(v, list) else v
 
-    return ([r.row, *(value(r, c) for c in columns)] for r in rows)
-
-
-_ROW_NUMBER = {"row_number": "integer"}
+    stage_rows(
+        conn,
+        table,
+        stage,
+        ([r.row, *(value(r, c) for c in sources)] for r in rows),
+        extra=extra,
+        computed=computed,
+        primary_key=("row_number",),
+        analyze=True,
+    )
 
 
 def _reject(
@@ -230,15 +248,8 @@ def write_villes(
     conn: psycopg.Connection, validated: Validated, *, partition: str, run_id: str | None
 ) -> WriteResult:
     stage = "stage_upload_ville"
-    stage_rows(
-        conn,
-        tables.VILLES,
-        stage,
-        _values(validated.rows, tables.VILLES.staged),
-        extra=_ROW_NUMBER,
-        computed={"ville_id": "bigint", "matches": "integer"},
-        primary_key=("row_number",),
-        analyze=True,
+    _stage_upload(
+        conn, tables.VILLES, stage, validated.rows, computed={"ville_id": "bigint", "matches": "integer"}
     )
     conn.execute(
         f"UPDATE {stage} s SET ville_id = v.id FROM location_ville v WHERE v.code_insee = s.code_insee"
@@ -341,15 +352,7 @@ def write_categories(
     conn: psycopg.Connection, validated: Validated, *, partition: str, run_id: str | None
 ) -> WriteResult:
     stage = "stage_upload_categorie"
-    stage_rows(
-        conn,
-        tables.CATEGORIES,
-        stage,
-        _values(validated.rows, tables.CATEGORIES.staged),
-        extra=_ROW_NUMBER,
-        primary_key=("row_number",),
-        analyze=True,
-    )
+    _stage_upload(conn, tables.CATEGORIES, stage, validated.rows)
     counts = _upsert(conn, tables.CATEGORIES, stage)
     return WriteResult(
         written_rows=_remaining(conn, stage),
@@ -366,15 +369,12 @@ def write_sous_categories(
     stage = "stage_upload_souscategorie"
     # Staged under the shared columns, `categorie` being the slug; the name as given stays for
     # the error message.
-    staged = ["categorie_slug" if c == "categorie" else c for c in tables.SOUS_CATEGORIES.staged]
-    stage_rows(
+    _stage_upload(
         conn,
         tables.SOUS_CATEGORIES,
         stage,
-        _values(validated.rows, ["categorie", *staged]),
-        extra={**_ROW_NUMBER, "categorie_named": "text"},
-        primary_key=("row_number",),
-        analyze=True,
+        validated.rows,
+        named={"categorie_named": "categorie", "categorie": "categorie_slug"},
     )
     resolve_categories(conn, stage)
     errors = _reject(
