@@ -8,19 +8,6 @@ import psycopg
 from psycopg import sql
 
 
-def create_stage(conn: psycopg.Connection, name: str, like: str, columns: Sequence[str]) -> None:
-    """A temporary table with `columns` typed as in table `like`, dropped at commit (or
-    replaced when the same transaction stages again)."""
-    drop_temp(conn, name)
-    conn.execute(
-        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-            sql.Identifier(name),
-            sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-            sql.Identifier(like),
-        )
-    )
-
-
 def copy_rows(
     conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
 ) -> int:

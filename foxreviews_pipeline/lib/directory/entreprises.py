@@ -1,7 +1,8 @@
 """The set-based write path of `enterprise_entreprise` (one row per SIRET).
 
 Rows are COPYed into a temporary staging table, rows identical to what is stored are
-dropped from it, and the rest goes in with one `INSERT … ON CONFLICT (siret) DO UPDATE`.
+dropped from it, and the rest goes in with one `INSERT … ON CONFLICT (siret) DO UPDATE`
+(both from `lib/db/upsert.py`).
 The caller owns the transaction: a partition is written whole or not at all. Re-running
 the same rows touches no row (not even a row lock), which is also why a re-run is fast.
 """
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from foxreviews_pipeline.lib.db.copy import copy_rows, create_stage, drop_temp
+from foxreviews_pipeline.lib.db.copy import drop_temp
+from foxreviews_pipeline.lib.db.upsert import new_value, stage, upsert_statement
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 
 # What SIRENE ingestion writes, in the mapping's order; `naf_libelle` is looked up from
@@ -64,7 +66,6 @@ def upsert_entreprises(
     if "siret" not in columns:
         raise ValueError("rows must carry a siret")
     extra = [c for c in ("siren", "naf_libelle") if c not in columns]
-    create_stage(conn, _STAGE, "enterprise_entreprise", [*columns, *extra])
     siret_at = columns.index("siret")
     sirets: list[str] = []
 
@@ -73,7 +74,16 @@ def upsert_entreprises(
             sirets.append(row[siret_at])
             yield row
 
-    counts = UpsertCounts(staged=copy_rows(conn, _STAGE, columns, noting_sirets(rows)))
+    counts = UpsertCounts(
+        staged=stage(
+            conn,
+            _STAGE,
+            like="enterprise_entreprise",
+            columns=columns,
+            rows=noting_sirets(rows),
+            computed=dict.fromkeys(extra),
+        )
+    )
     if not counts.staged:
         return counts
     if "siren" not in columns:
@@ -97,12 +107,6 @@ def upsert_entreprises(
         conn.execute(f"ALTER TABLE {_STAGE} ADD COLUMN mapping_version smallint DEFAULT {int(mapping_version)}")
         data_columns.append("mapping_version")
 
-    def new_value(column: str, prefix: str) -> sql.Composable:
-        ident = sql.Identifier(column)
-        if keep_existing_when_null:
-            return sql.SQL("coalesce({p}.{c}, e.{c})").format(p=sql.SQL(prefix), c=ident)
-        return sql.SQL("{p}.{c}").format(p=sql.SQL(prefix), c=ident)
-
     # The stored versions of the staged SIRETs, read once through the unique index with an
     # array: every comparison below then joins two small tables, whatever the size of
     # enterprise_entreprise or the freshness of its statistics.
@@ -124,7 +128,7 @@ def upsert_entreprises(
     conn.execute(f"ANALYZE {_EXISTING} (siret)")
 
     old_cols = sql.SQL(", ").join(sql.SQL("e.{}").format(sql.Identifier(c)) for c in data_columns)
-    new_cols = sql.SQL(", ").join(new_value(c, "s") for c in data_columns)
+    new_cols = sql.SQL(", ").join(new_value(c, keep_existing_when_null, "s", "e") for c in data_columns)
     newer_guard = sql.SQL("true")
     if "date_dernier_traitement" in columns:
         newer_guard = sql.SQL(
@@ -147,33 +151,25 @@ def upsert_entreprises(
     ).rowcount
     counts.stale, counts.unchanged = stale, unchanged
 
-    insert_cols = ["siret", *data_columns, "source", "last_partition", "last_run_id"]
-    select_cols = [
-        *(sql.SQL("s.{}").format(sql.Identifier(c)) for c in ["siret", *data_columns]),
-        sql.Literal(source),
-        sql.Literal(partition),
-        sql.Literal(run_id),
-    ]
-    set_clause = sql.SQL(", ").join(
-        [
-            *(
-                sql.SQL("{c} = {v}").format(c=sql.Identifier(c), v=new_value(c, "excluded"))
-                for c in data_columns
-            ),
-            sql.SQL("source = excluded.source"),
-            sql.SQL("last_partition = excluded.last_partition"),
-            sql.SQL("last_run_id = excluded.last_run_id"),
-            sql.SQL("updated_at = now()"),
-        ]
+    # The stage now holds only rows that change: no comparison left for the statement.
+    upserted = upsert_statement(
+        "enterprise_entreprise",
+        _STAGE,
+        key=("siret",),
+        columns=data_columns,
+        keep_existing_when_null=keep_existing_when_null,
+        stored=_EXISTING,
+        fixed={
+            "source": sql.Literal(source),
+            "last_partition": sql.Literal(partition),
+            "last_run_id": sql.Literal(run_id),
+        },
+        only_changed=False,
+        returning=sql.SQL("t.siret, (t.xmax = 0) AS inserted, t.is_active"),
     )
     statement = sql.SQL(
         """
-        WITH upserted AS (
-            INSERT INTO enterprise_entreprise AS e ({insert_cols})
-            SELECT {select_cols} FROM {stage} s
-            ON CONFLICT (siret) DO UPDATE SET {set_clause}
-            RETURNING e.siret, (e.xmax = 0) AS inserted, e.is_active
-        )
+        WITH upserted AS ({upserted})
         SELECT
             count(*) FILTER (WHERE u.inserted),
             count(*) FILTER (WHERE NOT u.inserted),
@@ -181,12 +177,6 @@ def upsert_entreprises(
             count(*) FILTER (WHERE NOT u.inserted AND NOT p.is_active AND u.is_active)
         FROM upserted u LEFT JOIN {existing} p ON p.siret = u.siret
         """
-    ).format(
-        existing=sql.Identifier(_EXISTING),
-        insert_cols=sql.SQL(", ").join(sql.Identifier(c) for c in insert_cols),
-        select_cols=sql.SQL(", ").join(select_cols),
-        stage=sql.Identifier(_STAGE),
-        set_clause=set_clause,
-    )
+    ).format(existing=sql.Identifier(_EXISTING), upserted=upserted)
     counts.inserted, counts.updated, counts.closed, counts.reopened = conn.execute(statement).fetchone()
     return counts

@@ -11,12 +11,13 @@ points at them — or deleted when they are pure lookups (aliases, mapping rows)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import psycopg
+from psycopg import sql
 
-from foxreviews_pipeline.lib.db.copy import copy_rows, drop_temp
+from foxreviews_pipeline.lib.db.upsert import UpsertCounts, stage, upsert
 from foxreviews_pipeline.lib.reference.communes import (
     Commune,
     CommuneAlias,
@@ -24,7 +25,22 @@ from foxreviews_pipeline.lib.reference.communes import (
     ville_slugs,
 )
 from foxreviews_pipeline.lib.reference.naf import NAF_REV2, NafCode
+from foxreviews_pipeline.lib.reference.tables import (
+    CATEGORIES,
+    SOUS_CATEGORIES,
+    VILLES,
+    Table,
+    resolve_categories,
+    stage_rows,
+    upsert_rows,
+)
 from foxreviews_pipeline.lib.reference.taxonomy import Taxonomy, TaxonomyError
+
+# The NULL rules of the reference load: the source is authoritative, except for what it
+# leaves empty and others may fill — a trade's SEO texts (the web app and staff uploads) and
+# a ville's coordinates (the offline snapshot has none; geo.api.gouv.fr runs store them).
+_TAXONOMY_KEEPS = frozenset({"meta_description", "mots_cles"})
+_COORDINATES = frozenset({"lat", "lng"})
 
 
 @dataclass
@@ -46,21 +62,36 @@ class LoadCounts:
         return self.inserted + self.updated + self.deactivated + self.deleted
 
 
-def _stage(conn: psycopg.Connection, name: str, ddl: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
-    drop_temp(conn, name)
-    conn.execute(f"CREATE TEMP TABLE {name} ({ddl}) ON COMMIT DROP")
-    return copy_rows(conn, name, columns, rows)
-
-
-def _upsert(conn: psycopg.Connection, query: str, params: dict | None = None) -> tuple[int, int]:
-    """(inserted, updated) from an upsert that RETURNS `(xmax = 0)`: true for a new row."""
-    flags = [row[0] for row in conn.execute(query, params or {}).fetchall()]
-    inserted = sum(1 for f in flags if f)
-    return inserted, len(flags) - inserted
-
-
 def _count(conn: psycopg.Connection, query: str, params: dict | None = None) -> int:
     return len(conn.execute(query, params or {}).fetchall())
+
+
+def _counts(counts: UpsertCounts, removed: int = 0, *, deleted: bool = False) -> LoadCounts:
+    if deleted:
+        return LoadCounts(counts.staged, counts.inserted, counts.updated, deleted=removed)
+    return LoadCounts(counts.staged, counts.inserted, counts.updated, removed)
+
+
+def _deactivate_missing(conn: psycopg.Connection, table: Table, stage_name: str) -> int:
+    """Deactivate the active rows the source no longer has (among those the taxonomy owns,
+    where the table records it); how many."""
+    owned = sql.SQL(" AND t.from_taxonomy" if "from_taxonomy" in table.from_reference else "")
+    return conn.execute(
+        sql.SQL(
+            "UPDATE {table} t SET is_active = false, updated_at = now() WHERE t.is_active{owned} "
+            "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.{key} = t.{key})"
+        ).format(
+            table=sql.Identifier(table.name),
+            owned=owned,
+            stage=sql.Identifier(stage_name),
+            key=sql.Identifier(table.key),
+        )
+    ).rowcount
+
+
+def _blank(value: str | None) -> str | None:
+    """An empty text in the taxonomy file: no value (the stored one stays)."""
+    return value or None
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,23 +102,15 @@ def load_naf_nomenclature(
     conn: psycopg.Connection, codes: Sequence[NafCode], nomenclature: str = NAF_REV2
 ) -> LoadCounts:
     """Upsert the nomenclature's codes. Codes are never removed: SIRENE keeps old ones."""
-    rows = _stage(
-        conn, "stage_naf",
-        "code text PRIMARY KEY, libelle text, section text, division text, groupe text, classe text",
-        ("code", "libelle", "section", "division", "groupe", "classe"),
-        ((c.code, c.libelle, c.section, c.division, c.groupe, c.classe) for c in codes),
+    counts = upsert(
+        conn,
+        "ref_naf_nomenclature",
+        key=("nomenclature", "code"),
+        columns=("nomenclature", "code", "libelle", "section", "division", "groupe", "classe"),
+        rows=((nomenclature, c.code, c.libelle, c.section, c.division, c.groupe, c.classe) for c in codes),
+        stage_name="stage_naf",
     )
-    inserted, updated = _upsert(conn, """
-        INSERT INTO ref_naf_nomenclature AS t (nomenclature, code, libelle, section, division, groupe, classe)
-        SELECT %(nomenclature)s, code, libelle, section, division, groupe, classe FROM stage_naf
-        ON CONFLICT (nomenclature, code) DO UPDATE SET
-            libelle = excluded.libelle, section = excluded.section, division = excluded.division,
-            groupe = excluded.groupe, classe = excluded.classe, updated_at = now()
-        WHERE (t.libelle, t.section, t.division, t.groupe, t.classe)
-              IS DISTINCT FROM (excluded.libelle, excluded.section, excluded.division, excluded.groupe, excluded.classe)
-        RETURNING (xmax = 0)
-    """, {"nomenclature": nomenclature})
-    return LoadCounts(rows=rows, inserted=inserted, updated=updated)
+    return _counts(counts)
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,83 +138,51 @@ def load_trade_taxonomy(conn: psycopg.Connection, taxonomy: Taxonomy) -> Taxonom
     if problems:
         raise TaxonomyError("; ".join(problems))
 
-    rows = _stage(
-        conn, "stage_categorie",
-        "slug text PRIMARY KEY, nom text, description text, meta_description text, ordre integer",
-        ("slug", "nom", "description", "meta_description", "ordre"),
-        ((c.slug, c.nom, c.description, c.meta_description, c.ordre) for c in taxonomy.categories),
+    stage_rows(
+        conn, CATEGORIES, "stage_categorie",
+        ((c.slug, c.nom, c.description, _blank(c.meta_description), c.ordre) for c in taxonomy.categories),
+        primary_key=("slug",),
     )
-    inserted, updated = _upsert(conn, """
-        INSERT INTO category_categorie AS t (slug, nom, description, meta_description, ordre, is_active, from_taxonomy)
-        SELECT slug, nom, description, meta_description, ordre, true, true FROM stage_categorie
-        ON CONFLICT (slug) DO UPDATE SET
-            nom = excluded.nom, description = excluded.description,
-            meta_description = coalesce(nullif(excluded.meta_description, ''), t.meta_description),
-            ordre = excluded.ordre, is_active = true, from_taxonomy = true, updated_at = now()
-        WHERE (t.nom, t.description, t.meta_description, t.ordre, t.is_active, t.from_taxonomy)
-              IS DISTINCT FROM (excluded.nom, excluded.description,
-                                coalesce(nullif(excluded.meta_description, ''), t.meta_description),
-                                excluded.ordre, true, true)
-        RETURNING (xmax = 0)
-    """)
-    deactivated = _count(conn, """
-        UPDATE category_categorie SET is_active = false, updated_at = now()
-        WHERE is_active AND from_taxonomy AND slug NOT IN (SELECT slug FROM stage_categorie)
-        RETURNING 1
-    """)
-    categories = LoadCounts(rows, inserted, updated, deactivated)
+    upserted = upsert_rows(
+        conn, CATEGORIES, "stage_categorie", keep_existing_when_null=_TAXONOMY_KEEPS, from_reference=True
+    )
+    deactivated = _deactivate_missing(conn, CATEGORIES, "stage_categorie")
+    categories = _counts(upserted, deactivated)
 
-    rows = _stage(
-        conn, "stage_souscategorie",
-        "slug text PRIMARY KEY, categorie text, nom text, description text, meta_description text, "
-        "mots_cles text, ordre integer",
-        ("slug", "categorie", "nom", "description", "meta_description", "mots_cles", "ordre"),
-        ((s.slug, s.categorie, s.nom, s.description, s.meta_description, s.mots_cles, s.ordre)
+    stage_rows(
+        conn, SOUS_CATEGORIES, "stage_souscategorie",
+        ((s.slug, s.nom, s.categorie, s.description, _blank(s.meta_description), _blank(s.mots_cles), s.ordre)
          for s in taxonomy.sous_categories),
+        primary_key=("slug",),
     )
-    inserted, updated = _upsert(conn, """
-        INSERT INTO subcategory_souscategorie AS t
-            (categorie_id, slug, nom, description, meta_description, mots_cles, ordre, is_active, from_taxonomy)
-        SELECT c.id, s.slug, s.nom, s.description, s.meta_description, s.mots_cles, s.ordre, true, true
-        FROM stage_souscategorie s JOIN category_categorie c ON c.slug = s.categorie
-        ON CONFLICT (slug) DO UPDATE SET
-            categorie_id = excluded.categorie_id, nom = excluded.nom, description = excluded.description,
-            meta_description = coalesce(nullif(excluded.meta_description, ''), t.meta_description),
-            mots_cles = coalesce(nullif(excluded.mots_cles, ''), t.mots_cles),
-            ordre = excluded.ordre, is_active = true, from_taxonomy = true, updated_at = now()
-        WHERE (t.categorie_id, t.nom, t.description, t.meta_description, t.mots_cles, t.ordre,
-               t.is_active, t.from_taxonomy)
-              IS DISTINCT FROM (excluded.categorie_id, excluded.nom, excluded.description,
-                                coalesce(nullif(excluded.meta_description, ''), t.meta_description),
-                                coalesce(nullif(excluded.mots_cles, ''), t.mots_cles),
-                                excluded.ordre, true, true)
-        RETURNING (xmax = 0)
-    """)
-    deactivated = _count(conn, """
-        UPDATE subcategory_souscategorie SET is_active = false, updated_at = now()
-        WHERE is_active AND from_taxonomy AND slug NOT IN (SELECT slug FROM stage_souscategorie)
-        RETURNING 1
-    """)
-    sous_categories = LoadCounts(rows, inserted, updated, deactivated)
+    resolve_categories(conn, "stage_souscategorie")
+    # The taxonomy is checked above: every trade's category is in it.
+    conn.execute("DELETE FROM stage_souscategorie WHERE categorie_id IS NULL")
+    upserted = upsert_rows(
+        conn, SOUS_CATEGORIES, "stage_souscategorie", keep_existing_when_null=_TAXONOMY_KEEPS,
+        from_reference=True,
+    )
+    deactivated = _deactivate_missing(conn, SOUS_CATEGORIES, "stage_souscategorie")
+    sous_categories = _counts(upserted, deactivated)
 
-    rows = _stage(
+    stage(
         conn, "stage_naf_mapping",
-        "nomenclature text, naf_code text, sous_categorie text, excluded_reason text, "
-        "PRIMARY KEY (nomenclature, naf_code)",
-        ("nomenclature", "naf_code", "sous_categorie", "excluded_reason"),
-        ((m.nomenclature, m.naf_code, m.sous_categorie, m.excluded_reason) for m in taxonomy.mappings),
+        like="ref_naf_mapping",
+        columns=("nomenclature", "naf_code", "sous_categorie", "excluded_reason"),
+        rows=((m.nomenclature, m.naf_code, m.sous_categorie, m.excluded_reason) for m in taxonomy.mappings),
+        types={"sous_categorie": "text"},
+        computed={"sous_categorie_id": "bigint"},
+        primary_key=("nomenclature", "naf_code"),
     )
-    inserted, updated = _upsert(conn, """
-        INSERT INTO ref_naf_mapping AS t (nomenclature, naf_code, sous_categorie_id, excluded_reason)
-        SELECT m.nomenclature, m.naf_code, s.id, m.excluded_reason
-        FROM stage_naf_mapping m LEFT JOIN subcategory_souscategorie s ON s.slug = m.sous_categorie
-        ON CONFLICT (nomenclature, naf_code) DO UPDATE SET
-            sous_categorie_id = excluded.sous_categorie_id, excluded_reason = excluded.excluded_reason,
-            updated_at = now()
-        WHERE (t.sous_categorie_id, t.excluded_reason)
-              IS DISTINCT FROM (excluded.sous_categorie_id, excluded.excluded_reason)
-        RETURNING (xmax = 0)
+    conn.execute("""
+        UPDATE stage_naf_mapping m SET sous_categorie_id = s.id
+        FROM subcategory_souscategorie s WHERE s.slug = m.sous_categorie
     """)
+    upserted = upsert(
+        conn, "ref_naf_mapping", stage_name="stage_naf_mapping",
+        key=("nomenclature", "naf_code"),
+        columns=("nomenclature", "naf_code", "sous_categorie_id", "excluded_reason"),
+    )
     # Only the nomenclatures the file carries: a NAF 2025 mapping loaded from elsewhere stays.
     deleted = _count(conn, """
         DELETE FROM ref_naf_mapping t
@@ -200,7 +191,7 @@ def load_trade_taxonomy(conn: psycopg.Connection, taxonomy: Taxonomy) -> Taxonom
                           WHERE m.nomenclature = t.nomenclature AND m.naf_code = t.naf_code)
         RETURNING 1
     """)
-    mapping = LoadCounts(rows, inserted, updated, deleted=deleted)
+    mapping = _counts(upserted, deleted, deleted=True)
     return TaxonomyCounts(categories, sous_categories, mapping)
 
 
@@ -223,16 +214,12 @@ def load_villes(
     geo.api.gouv.fr run stored. A commune absent from the source is deactivated and keeps
     its slug, so that its URL never points at another town."""
     slugs = ville_slugs(communes)
-    rows = _stage(
-        conn, "stage_ville",
-        "code_insee text PRIMARY KEY, nom text, slug text, nom_normalise text, code_postal_principal text, "
-        "codes_postaux jsonb, departement text, region text, lat double precision, lng double precision, "
-        "population integer",
-        ("code_insee", "nom", "slug", "nom_normalise", "code_postal_principal", "codes_postaux",
-         "departement", "region", "lat", "lng", "population"),
-        ((c.code_insee, c.nom, slugs[c.code_insee], normalise_name(c.nom), c.code_postal_principal,
+    stage_rows(
+        conn, VILLES, "stage_ville",
+        ((c.code_insee, c.nom, normalise_name(c.nom), slugs[c.code_insee], c.code_postal_principal,
           json.dumps(sorted(c.codes_postaux)), c.departement, c.region, c.lat, c.lng, c.population)
          for c in communes),
+        primary_key=("code_insee",),
     )
     # A slug still held by a ville that left the source stays with it; the newcomer is
     # disambiguated with its INSEE code, as homonyms are.
@@ -249,53 +236,23 @@ def load_villes(
         FROM stage_ville s
         WHERE s.code_insee = v.code_insee AND s.slug <> v.slug
     """)
-    inserted, updated = _upsert(conn, """
-        INSERT INTO location_ville AS t (code_insee, nom, slug, nom_normalise, code_postal_principal,
-                                         codes_postaux, departement, region, lat, lng, population, is_active)
-        SELECT code_insee, nom, slug, nom_normalise, code_postal_principal, codes_postaux,
-               departement, region, lat, lng, population, true
-        FROM stage_ville
-        ON CONFLICT (code_insee) DO UPDATE SET
-            nom = excluded.nom, slug = excluded.slug, nom_normalise = excluded.nom_normalise,
-            code_postal_principal = excluded.code_postal_principal, codes_postaux = excluded.codes_postaux,
-            departement = excluded.departement, region = excluded.region,
-            lat = coalesce(excluded.lat, t.lat), lng = coalesce(excluded.lng, t.lng),
-            population = excluded.population, is_active = true, updated_at = now()
-        WHERE (t.nom, t.slug, t.nom_normalise, t.code_postal_principal, t.codes_postaux, t.departement,
-               t.region, t.lat, t.lng, t.population, t.is_active)
-              IS DISTINCT FROM (excluded.nom, excluded.slug, excluded.nom_normalise,
-                                excluded.code_postal_principal, excluded.codes_postaux, excluded.departement,
-                                excluded.region, coalesce(excluded.lat, t.lat), coalesce(excluded.lng, t.lng),
-                                excluded.population, true)
-        RETURNING (xmax = 0)
-    """)
-    deactivated = _count(conn, """
-        UPDATE location_ville v SET is_active = false, updated_at = now()
-        WHERE v.is_active AND NOT EXISTS (SELECT 1 FROM stage_ville s WHERE s.code_insee = v.code_insee)
-        RETURNING 1
-    """)
-    villes = LoadCounts(rows, inserted, updated, deactivated)
+    upserted = upsert_rows(conn, VILLES, "stage_ville", keep_existing_when_null=_COORDINATES, from_reference=True)
+    deactivated = _deactivate_missing(conn, VILLES, "stage_ville")
+    villes = _counts(upserted, deactivated)
 
     current = {c.code_insee for c in communes}
-    rows = _stage(
-        conn, "stage_commune_alias",
-        "code_insee text PRIMARY KEY, ville_code_insee text, kind text, nom text",
-        ("code_insee", "ville_code_insee", "kind", "nom"),
-        ((a.code_insee, a.ville_code_insee, a.kind, a.nom) for a in aliases
-         if a.code_insee not in current),
+    upserted = upsert(
+        conn,
+        "location_commune_alias",
+        key=("code_insee",),
+        columns=("code_insee", "ville_code_insee", "kind", "nom"),
+        rows=((a.code_insee, a.ville_code_insee, a.kind, a.nom) for a in aliases
+              if a.code_insee not in current),
+        stage_name="stage_commune_alias",
     )
-    inserted, updated = _upsert(conn, """
-        INSERT INTO location_commune_alias AS t (code_insee, ville_code_insee, kind, nom)
-        SELECT code_insee, ville_code_insee, kind, nom FROM stage_commune_alias
-        ON CONFLICT (code_insee) DO UPDATE SET
-            ville_code_insee = excluded.ville_code_insee, kind = excluded.kind, nom = excluded.nom,
-            updated_at = now()
-        WHERE (t.ville_code_insee, t.kind, t.nom) IS DISTINCT FROM (excluded.ville_code_insee, excluded.kind, excluded.nom)
-        RETURNING (xmax = 0)
-    """)
     deleted = _count(conn, """
         DELETE FROM location_commune_alias t
         WHERE NOT EXISTS (SELECT 1 FROM stage_commune_alias s WHERE s.code_insee = t.code_insee)
         RETURNING 1
     """)
-    return VillesCounts(villes, LoadCounts(rows, inserted, updated, deleted=deleted))
+    return VillesCounts(villes, _counts(upserted, deleted, deleted=True))

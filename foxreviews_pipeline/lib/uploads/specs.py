@@ -7,6 +7,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from foxreviews_pipeline.lib.reference.tables import VILLE_COLUMNS
 from foxreviews_pipeline.lib.uploads.model import FileRejected
 
 ENTREPRISES = "entreprises"
@@ -51,16 +52,8 @@ SPECS: dict[str, ImportSpec] = {
     VILLES: ImportSpec(
         VILLES,
         required=("nom",),
-        optional=(
-            "code_insee",
-            "code_postal_principal",
-            "codes_postaux",
-            "departement",
-            "region",
-            "lat",
-            "lng",
-            "population",
-        ),
+        # Every stored column but those derived from the name.
+        optional=tuple(c for c in VILLE_COLUMNS if c not in ("nom", "nom_normalise", "slug")),
     ),
     CATEGORIES: ImportSpec(
         CATEGORIES,

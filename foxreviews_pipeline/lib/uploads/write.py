@@ -1,10 +1,10 @@
 """Writing validated upload rows, set-based, inside the caller's transaction.
 
 Entreprises go through the same write path as SIRENE (`upsert_entreprises`, then their
-ProLocalisations). Villes, categories and sous-catégories are staged with COPY and applied
-with one UPDATE (only rows that really change) and one INSERT (rows that are new). In every
-case an empty cell — or a column the file does not have — keeps the stored value: each new
-value is `coalesce(file value, stored value)`.
+ProLocalisations); villes, categories and sous-catégories through the reference tables'
+writes (`lib/reference/tables.py`), staged with COPY and applied with one insert-or-update
+that leaves unchanged rows alone. In every case an empty cell — or a column the file does not
+have — keeps the stored value (`keep_existing_when_null`).
 
 Some rows can only be judged against the database (a ville named without its INSEE code, a
 sous-catégorie's parent category): those are reported as row errors and left out, and the
@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from foxreviews_pipeline.lib.db.copy import copy_rows, drop_temp
+from foxreviews_pipeline.lib.db.upsert import UpsertCounts
 from foxreviews_pipeline.lib.directory.checks import (
     PERSONAL_COLUMNS,
     ROW_CHECKS,
@@ -32,7 +32,14 @@ from foxreviews_pipeline.lib.directory.entreprises import upsert_entreprises
 from foxreviews_pipeline.lib.directory.prolocalisations import (
     sync_prolocalisations,
 )
-from foxreviews_pipeline.lib.reference.communes import normalise_name, slugify
+from foxreviews_pipeline.lib.reference import tables
+from foxreviews_pipeline.lib.reference.communes import slugify
+from foxreviews_pipeline.lib.reference.tables import (
+    Table,
+    resolve_categories,
+    stage_rows,
+    upsert_rows,
+)
 from foxreviews_pipeline.lib.uploads.model import RowError
 from foxreviews_pipeline.lib.uploads.specs import CATEGORIES, ENTREPRISES, SOUS_CATEGORIES, VILLES
 from foxreviews_pipeline.lib.uploads.validate import Validated, ValidRow
@@ -153,33 +160,43 @@ def _withhold_personal_fields(
 
 # --- shared staging -------------------------------------------------------------------------
 
-
-def _stage(
-    conn: psycopg.Connection,
-    name: str,
-    definition: str,
-    columns: Sequence[str],
-    rows: Sequence[ValidRow],
-    extra: dict[str, Any] | None = None,
-) -> None:
-    drop_temp(conn, name)
-    conn.execute(
-        sql.SQL("CREATE TEMP TABLE {} (row_number integer PRIMARY KEY, {}) ON COMMIT DROP").format(
-            sql.Identifier(name), sql.SQL(definition)
-        )
+def _upsert(conn: psycopg.Connection, table: Table, stage: str) -> UpsertCounts:
+    # Staff uploads never blank a stored value: an empty cell, or a column the file does not
+    # have, keeps it. New rows take their ids in the file's order.
+    return upsert_rows(
+        conn, table, stage, keep_existing_when_null=True, from_reference=False, order_by="row_number"
     )
 
-    def value(r: ValidRow, column: str) -> Any:
-        v = r.values.get(column)
+
+def _stage_upload(
+    conn: psycopg.Connection,
+    table: Table,
+    stage: str,
+    rows: Sequence[ValidRow],
+    *,
+    named: dict[str, str] | None = None,
+    computed: dict[str, str] | None = None,
+) -> None:
+    """Stage the rows, numbered, under the table's columns; `named` stages a value under
+    another name (staged column → the value's name)."""
+    named = named or {}
+    extra = {"row_number": "integer", **{c: "text" for c in named if c not in table.staged}}
+    sources = [named.get(c, c) for c in [*extra, *table.staged][1:]]
+
+    def value(r: ValidRow, name: str) -> Any:
+        v = r.values.get(name)
         return Jsonb(v) if isinstance(v, list) else v
 
-    copy_rows(
+    stage_rows(
         conn,
-        name,
-        ["row_number", *columns],
-        ([r.row, *(value(r, c) for c in columns)] for r in rows),
+        table,
+        stage,
+        ([r.row, *(value(r, c) for c in sources)] for r in rows),
+        extra=extra,
+        computed=computed,
+        primary_key=("row_number",),
+        analyze=True,
     )
-    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
 
 
 def _reject(
@@ -194,54 +211,6 @@ def _reject(
     return [RowError(row, column, reason, code) for row, reason in found]
 
 
-def _apply(
-    conn: psycopg.Connection,
-    *,
-    table: str,
-    stage: str,
-    target_id: str,
-    update_columns: Sequence[str],
-    insert_columns: Sequence[str],
-    insert_defaults: dict[str, str] | None = None,
-) -> tuple[int, int]:
-    """UPDATE the matched rows that really change, INSERT the new ones: (updated, inserted)."""
-    insert_defaults = insert_defaults or {}
-    new = [sql.SQL("coalesce(s.{c}, t.{c})").format(c=sql.Identifier(c)) for c in update_columns]
-    old = [sql.SQL("t.{}").format(sql.Identifier(c)) for c in update_columns]
-    updated = conn.execute(
-        sql.SQL(
-            "UPDATE {table} t SET ({cols}) = ROW({new}), updated_at = now() FROM {stage} s "
-            "WHERE t.id = s.{target} AND ({old}) IS DISTINCT FROM ({new})"
-        ).format(
-            table=sql.Identifier(table),
-            cols=sql.SQL(", ").join(sql.Identifier(c) for c in update_columns),
-            new=sql.SQL(", ").join(new),
-            old=sql.SQL(", ").join(old),
-            stage=sql.Identifier(stage),
-            target=sql.Identifier(target_id),
-        )
-    ).rowcount
-    values = [
-        sql.SQL("coalesce(s.{}, {})").format(sql.Identifier(c), sql.SQL(insert_defaults[c]))
-        if c in insert_defaults
-        else sql.SQL("s.{}").format(sql.Identifier(c))
-        for c in insert_columns
-    ]
-    inserted = conn.execute(
-        sql.SQL(
-            "INSERT INTO {table} ({cols}) SELECT {values} FROM {stage} s WHERE s.{target} IS NULL "
-            "ORDER BY s.row_number"
-        ).format(
-            table=sql.Identifier(table),
-            cols=sql.SQL(", ").join(sql.Identifier(c) for c in insert_columns),
-            values=sql.SQL(", ").join(values),
-            stage=sql.Identifier(stage),
-            target=sql.Identifier(target_id),
-        )
-    ).rowcount
-    return updated, inserted
-
-
 def _remaining(conn: psycopg.Connection, stage: str) -> list[int]:
     return [
         r
@@ -252,21 +221,6 @@ def _remaining(conn: psycopg.Connection, stage: str) -> list[int]:
 
 
 # --- villes ---------------------------------------------------------------------------------
-
-_VILLE_COLUMNS = (
-    "code_insee",
-    "nom",
-    "nom_normalise",
-    "slug",
-    "code_postal_principal",
-    "codes_postaux",
-    "departement",
-    "region",
-    "lat",
-    "lng",
-    "population",
-)
-
 
 def _unique_slugs(
     conn: psycopg.Connection, table: str, wanted: dict[int, list[str]]
@@ -294,14 +248,8 @@ def write_villes(
     conn: psycopg.Connection, validated: Validated, *, partition: str, run_id: str | None
 ) -> WriteResult:
     stage = "stage_upload_ville"
-    _stage(
-        conn,
-        stage,
-        "code_insee text, nom text, nom_normalise text, slug text, code_postal_principal text, "
-        "codes_postaux jsonb, departement text, region text, lat double precision, "
-        "lng double precision, population integer, ville_id bigint, matches integer",
-        _VILLE_COLUMNS,
-        validated.rows,
+    _stage_upload(
+        conn, tables.VILLES, stage, validated.rows, computed={"ville_id": "bigint", "matches": "integer"}
     )
     conn.execute(
         f"UPDATE {stage} s SET ville_id = v.id FROM location_ville v WHERE v.code_insee = s.code_insee"
@@ -385,65 +333,30 @@ def write_villes(
                 f"UPDATE {stage} SET slug = %s WHERE row_number = %s",
                 [(slug, row) for row, slug in slugs.items()],
             )
-    updated, inserted = _apply(
-        conn,
-        table="location_ville",
-        stage=stage,
-        target_id="ville_id",
-        update_columns=[c for c in _VILLE_COLUMNS if c not in ("code_insee", "slug")],
-        insert_columns=_VILLE_COLUMNS,
-        insert_defaults={
-            "codes_postaux": "CASE WHEN s.code_postal_principal IS NULL THEN '[]'::jsonb "
-            "ELSE jsonb_build_array(s.code_postal_principal) END"
-        },
+    # Found by name, a ville is written under its INSEE code.
+    conn.execute(
+        f"UPDATE {stage} s SET code_insee = v.code_insee FROM location_ville v "
+        "WHERE s.code_insee IS NULL AND v.id = s.ville_id"
     )
+    counts = _upsert(conn, tables.VILLES, stage)
     return WriteResult(
         written_rows=_remaining(conn, stage),
         errors=errors,
-        counts={"inserted": inserted, "updated": updated},
+        counts={"inserted": counts.inserted, "updated": counts.updated},
     )
 
 
 # --- categories and sous-catégories ---------------------------------------------------------
 
-_CATEGORY_COLUMNS = ("slug", "nom", "description", "meta_description", "ordre")
-_SOUS_CATEGORY_COLUMNS = (
-    "slug",
-    "nom",
-    "categorie_id",
-    "description",
-    "meta_description",
-    "mots_cles",
-    "ordre",
-)
-_TEXT_DEFAULTS = {"description": "''", "meta_description": "''", "mots_cles": "''", "ordre": "0"}
-
-
 def write_categories(
     conn: psycopg.Connection, validated: Validated, *, partition: str, run_id: str | None
 ) -> WriteResult:
     stage = "stage_upload_categorie"
-    _stage(
-        conn,
-        stage,
-        "slug text, nom text, description text, meta_description text, ordre integer, target_id bigint",
-        _CATEGORY_COLUMNS,
-        validated.rows,
-    )
-    conn.execute(
-        f"UPDATE {stage} s SET target_id = c.id FROM category_categorie c WHERE c.slug = s.slug"
-    )
-    updated, inserted = _apply(
-        conn,
-        table="category_categorie",
-        stage=stage,
-        target_id="target_id",
-        update_columns=[c for c in _CATEGORY_COLUMNS if c != "slug"],
-        insert_columns=_CATEGORY_COLUMNS,
-        insert_defaults=_TEXT_DEFAULTS,
-    )
+    _stage_upload(conn, tables.CATEGORIES, stage, validated.rows)
+    counts = _upsert(conn, tables.CATEGORIES, stage)
     return WriteResult(
-        written_rows=_remaining(conn, stage), counts={"inserted": inserted, "updated": updated}
+        written_rows=_remaining(conn, stage),
+        counts={"inserted": counts.inserted, "updated": counts.updated},
     )
 
 
@@ -454,39 +367,27 @@ def write_sous_categories(
         # The parent is named by its slug or its name, as staff know it.
         r.values["categorie_slug"] = slugify(r.values["categorie"])
     stage = "stage_upload_souscategorie"
-    _stage(
+    # Staged under the shared columns, `categorie` being the slug; the name as given stays for
+    # the error message.
+    _stage_upload(
         conn,
+        tables.SOUS_CATEGORIES,
         stage,
-        "slug text, nom text, categorie text, categorie_slug text, description text, "
-        "meta_description text, mots_cles text, ordre integer, categorie_id bigint, target_id bigint",
-        (*_SOUS_CATEGORY_COLUMNS[:2], "categorie", "categorie_slug", *_SOUS_CATEGORY_COLUMNS[3:]),
         validated.rows,
+        named={"categorie_named": "categorie", "categorie": "categorie_slug"},
     )
-    conn.execute(
-        f"UPDATE {stage} s SET categorie_id = c.id FROM category_categorie c WHERE c.slug = s.categorie_slug"
-    )
+    resolve_categories(conn, stage)
     errors = _reject(
         conn,
         stage,
         "s.categorie_id IS NULL",
         "categorie",
-        "'unknown categorie ' || s.categorie || ' (no category with slug ' || s.categorie_slug || ')'",
+        "'unknown categorie ' || s.categorie_named || ' (no category with slug ' || s.categorie || ')'",
         "unknown_categorie",
     )
-    conn.execute(
-        f"UPDATE {stage} s SET target_id = c.id FROM subcategory_souscategorie c WHERE c.slug = s.slug"
-    )
-    updated, inserted = _apply(
-        conn,
-        table="subcategory_souscategorie",
-        stage=stage,
-        target_id="target_id",
-        update_columns=[c for c in _SOUS_CATEGORY_COLUMNS if c != "slug"],
-        insert_columns=_SOUS_CATEGORY_COLUMNS,
-        insert_defaults=_TEXT_DEFAULTS,
-    )
+    counts = _upsert(conn, tables.SOUS_CATEGORIES, stage)
     return WriteResult(
         written_rows=_remaining(conn, stage),
         errors=errors,
-        counts={"inserted": inserted, "updated": updated},
+        counts={"inserted": counts.inserted, "updated": counts.updated},
     )
