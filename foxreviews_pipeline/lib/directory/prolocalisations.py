@@ -78,9 +78,26 @@ def sync_prolocalisations(
     counts = ProLocalisationCounts(establishments=len(scope))
     if not scope:
         return counts
+    _stage_resolved(conn, scope)
+    _count_resolution(conn, counts)
+    counts.desired = _stage_desired(conn)
+    _stage_existing(conn)
+    counts.created = _create_new(conn, partition)
+    counts.reactivated = _reactivate_wanted(conn, partition)
+    counts.deactivated_by_reason = _retire_unwanted(conn, partition)
+    counts.deactivated = sum(counts.deactivated_by_reason.values())
+    return counts
+
+
+def _stage_resolved(conn: psycopg.Connection, scope: list[str]) -> None:
+    """`stage_proloc_resolved`: each establishment of the scope with its ville and trade."""
     conn.execute(f"CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}", (scope,))
     conn.execute("ANALYZE stage_proloc_resolved")
     _resolve_by_postal_code(conn)
+
+
+def _count_resolution(conn: psycopg.Connection, counts: ProLocalisationCounts) -> None:
+    """How many active establishments found their ville and trade, and why the others did not."""
     counts.active, counts.ville_resolved, counts.trade_resolved, counts.not_published = conn.execute(
         """
         SELECT count(*), count(*) FILTER (WHERE ville_id IS NOT NULL),
@@ -97,7 +114,11 @@ def sync_prolocalisations(
         "(sous_categorie_id IS NULL OR NOT trade_active)",
         "siret, naf_code, naf_nomenclature, excluded_reason",
     )
-    counts.unmatched_by_reason = {
+    counts.unmatched_by_reason = _unmatched_by_reason(conn)
+
+
+def _unmatched_by_reason(conn: psycopg.Connection) -> dict[str, int]:
+    return {
         reason: n
         for reason, n in conn.execute(
             """
@@ -116,6 +137,10 @@ def sync_prolocalisations(
             """
         )
     }
+
+
+def _stage_desired(conn: psycopg.Connection) -> int:
+    """`stage_proloc_desired`: the ProLocalisations the scope should have; returns their count."""
     conn.execute(
         """
         CREATE TEMP TABLE stage_proloc_desired ON COMMIT DROP AS
@@ -124,11 +149,14 @@ def sync_prolocalisations(
           AND ville_id IS NOT NULL AND sous_categorie_id IS NOT NULL AND trade_active
         """
     )
-    counts.desired = conn.execute("SELECT count(*) FROM stage_proloc_desired").fetchone()[0]
+    return conn.execute("SELECT count(*) FROM stage_proloc_desired").fetchone()[0]
 
-    # The scope's existing ProLocalisations, read once through the (entreprise, …) unique
-    # index with an array of ids: a plan that stays right whatever the table's statistics
-    # say (a join against a freshly filled table is planned as if it were empty).
+
+def _stage_existing(conn: psycopg.Connection) -> None:
+    """`stage_proloc_existing`: the ProLocalisations the scope has now, active or not."""
+    # Read once through the (entreprise, …) unique index with an array of ids: a plan that
+    # stays right whatever the table's statistics say (a join against a freshly filled table
+    # is planned as if it were empty).
     ids = [r[0] for r in conn.execute("SELECT entreprise_id FROM stage_proloc_resolved")]
     conn.execute(
         """
@@ -141,7 +169,10 @@ def sync_prolocalisations(
     conn.execute("ANALYZE stage_proloc_desired")
     conn.execute("ANALYZE stage_proloc_existing")
 
-    counts.created = conn.execute(
+
+def _create_new(conn: psycopg.Connection, partition: str | None) -> int:
+    """Insert the desired ProLocalisations that do not exist yet; returns how many."""
+    return conn.execute(
         """
         INSERT INTO enterprise_prolocalisation
             (entreprise_id, sous_categorie_id, ville_id, is_active, last_partition)
@@ -154,7 +185,11 @@ def sync_prolocalisations(
         """,
         {"partition": partition},
     ).rowcount
-    counts.reactivated = conn.execute(
+
+
+def _reactivate_wanted(conn: psycopg.Connection, partition: str | None) -> int:
+    """Reactivate the inactive ProLocalisations that are desired again; returns how many."""
+    return conn.execute(
         """
         UPDATE enterprise_prolocalisation p
         SET is_active = true, deactivated_at = NULL, deactivation_reason = NULL,
@@ -165,7 +200,12 @@ def sync_prolocalisations(
         """,
         {"partition": partition},
     ).rowcount
-    counts.deactivated_by_reason = {
+
+
+def _retire_unwanted(conn: psycopg.Connection, partition: str | None) -> dict[str, int]:
+    """Set inactive, with their reason, the active ProLocalisations no longer desired;
+    returns how many per reason."""
+    return {
         reason: n
         for reason, n in conn.execute(
             """
@@ -196,8 +236,6 @@ def sync_prolocalisations(
             {"partition": partition},
         )
     }
-    counts.deactivated = sum(counts.deactivated_by_reason.values())
-    return counts
 
 
 SAMPLE_SIZE = 20

@@ -30,22 +30,30 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import pyarrow as pa
 
-from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises
+from foxreviews_pipeline.lib.directory.entreprises import (
+    SIRENE_COLUMNS,
+    UpsertCounts,
+    upsert_entreprises,
+)
 from foxreviews_pipeline.lib.directory.checks import (
     ROW_CHECKS,
     PublicationHeld,
     audit_publication,
     hold,
 )
-from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
-from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, MAPPING_VERSION
+from foxreviews_pipeline.lib.directory.prolocalisations import (
+    ProLocalisationCounts,
+    sync_prolocalisations,
+)
+from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, MAPPING_VERSION, Rejection
 from foxreviews_pipeline.lib.sirene.stock import (
     DEFAULT_BLOCK_SIZE,
     UniteLegaleIndex,
@@ -241,30 +249,96 @@ def load_stock(
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     writers = max(1, writers) if commit_every_chunk else 1
-    result = StockLoadResult(writers=writers)
-    rejected: Counter[str] = Counter()
-    unmatched: Counter[str] = Counter()
-    deactivated: Counter[str] = Counter()
-    lock = threading.Lock()
+    totals = _Totals(StockLoadResult(writers=writers), started, on_chunk)
 
     def write(connection: psycopg.Connection, rows: list[tuple]) -> None:
-        counts = upsert_entreprises(
-            connection, SIRENE_COLUMNS, rows, source=STOCK_SOURCE, partition=partition,
-            run_id=run_id, mapping_version=MAPPING_VERSION,
+        counts, pl = _write_batch(
+            connection, rows, partition=partition, run_id=run_id, commit=commit_every_chunk
         )
-        sirets = [r[_SIRET] for r in rows]
-        pl = sync_prolocalisations(connection, sirets, partition=partition)
-        # Write–audit–publish per batch: a batch that fails a blocking check is rolled back
-        # and stops the load; the batches committed before it passed the same checks.
+        totals.add_batch(counts, pl)
+
+    index = _index_of(path, unites_legales, block_size)
+    pool: _Writers | None = None
+    failed = True
+    with _cyclic_gc_paused(), _writer_connections(conn, writers) as connections:
         try:
-            hold(audit_publication(connection, sirets, records=len(rows), checks=ROW_CHECKS))
-        except PublicationHeld:
-            if commit_every_chunk:
-                connection.rollback()
-            raise
-        if commit_every_chunk:
-            connection.commit()
-        with lock:
+            pool = _Writers(connections, write)
+            batches = _Batches(pool, writers, chunk_rows, totals.result)
+            mapped = iter_mapped_stock(path, unites_legales=index, block_size=block_size)
+            for rows, rejections in mapped:
+                totals.add_read(rows, rejections)
+                batches.add(rows)
+            batches.flush_all()
+            failed = False
+        finally:
+            if pool is not None:
+                pool.close(failed=failed)
+    return totals.finish()
+
+
+def _write_batch(
+    connection: psycopg.Connection,
+    rows: list[tuple],
+    *,
+    partition: str,
+    run_id: str | None,
+    commit: bool,
+) -> tuple[UpsertCounts, ProLocalisationCounts]:
+    """Upsert one batch, sync its ProLocalisations, audit them and (if `commit`) commit."""
+    counts = upsert_entreprises(
+        connection, SIRENE_COLUMNS, rows, source=STOCK_SOURCE, partition=partition,
+        run_id=run_id, mapping_version=MAPPING_VERSION,
+    )
+    sirets = [r[_SIRET] for r in rows]
+    pl = sync_prolocalisations(connection, sirets, partition=partition)
+    # Write–audit–publish per batch: a batch that fails a blocking check is rolled back
+    # and stops the load; the batches committed before it passed the same checks.
+    try:
+        hold(audit_publication(connection, sirets, records=len(rows), checks=ROW_CHECKS))
+    except PublicationHeld:
+        if commit:
+            connection.rollback()
+        raise
+    if commit:
+        connection.commit()
+    return counts, pl
+
+
+class _Totals:
+    """The running totals of a load: rows read (producer thread), batches written (writer
+    threads, under a lock)."""
+
+    def __init__(
+        self,
+        result: StockLoadResult,
+        started: float,
+        on_chunk: Callable[[StockLoadResult], None] | None,
+    ) -> None:
+        self.result = result
+        self._started = started
+        self._on_chunk = on_chunk
+        self._rejected: Counter[str] = Counter()
+        self._unmatched: Counter[str] = Counter()
+        self._deactivated: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add_read(self, rows: list[tuple], rejections: list[Rejection]) -> None:
+        result = self.result
+        result.rows_read += len(rows) + len(rejections)
+        for rejection in rejections:
+            self._rejected[rejection.reason] += 1
+            if len(result.rejected_sample) < _REJECTED_SAMPLE_SIZE:
+                result.rejected_sample.append(
+                    {
+                        "siret": rejection.siret,
+                        "reason": rejection.reason,
+                        "message": rejection.message,
+                    }
+                )
+
+    def add_batch(self, counts: UpsertCounts, pl: ProLocalisationCounts) -> None:
+        result = self.result
+        with self._lock:
             result.chunks += 1
             result.inserted += counts.inserted
             result.updated += counts.updated
@@ -276,65 +350,83 @@ def load_stock(
             result.prolocalisations_created += pl.created
             result.prolocalisations_reactivated += pl.reactivated
             result.prolocalisations_deactivated += pl.deactivated
-            unmatched.update(pl.unmatched_by_reason)
-            deactivated.update(pl.deactivated_by_reason)
-            result.duration_s = round(time.perf_counter() - started, 3)
-            if on_chunk is not None:
-                on_chunk(result)
+            self._unmatched.update(pl.unmatched_by_reason)
+            self._deactivated.update(pl.deactivated_by_reason)
+            result.duration_s = round(time.perf_counter() - self._started, 3)
+            if self._on_chunk is not None:
+                self._on_chunk(result)
 
-    index = _index_of(path, unites_legales, block_size)
-    connections = [conn]
-    pool: _Writers | None = None
-    gc_was_enabled = gc.isenabled()
+    def finish(self) -> StockLoadResult:
+        result = self.result
+        result.rows_written = result.inserted + result.updated
+        result.rejected_by_reason = dict(sorted(self._rejected.items()))
+        result.prolocalisations_unmatched_by_reason = dict(sorted(self._unmatched.items()))
+        result.prolocalisations_deactivated_by_reason = dict(sorted(self._deactivated.items()))
+        result.duration_s = round(time.perf_counter() - self._started, 3)
+        return result
+
+
+class _Batches:
+    """Mapped rows gathered per writer (a SIRET always goes to the same one) and handed
+    over, de-duplicated, every `chunk_rows` rows."""
+
+    def __init__(self, pool: _Writers, writers: int, chunk_rows: int, result: StockLoadResult):
+        self._pool = pool
+        self._writers = writers
+        self._chunk_rows = chunk_rows
+        self._result = result
+        self._pending: list[list[tuple]] = [[] for _ in range(writers)]
+        self._flushes = 0
+
+    def add(self, rows: list[tuple]) -> None:
+        writers, chunk_rows, pending = self._writers, self._chunk_rows, self._pending
+        for row in rows:
+            i = hash(row[_SIRET]) % writers if writers > 1 else 0
+            batch = pending[i]
+            batch.append(row)
+            if len(batch) >= chunk_rows:
+                self._flush(i)
+
+    def flush_all(self) -> None:
+        for i in range(self._writers):
+            if self._pending[i]:
+                self._flush(i)
+
+    def _flush(self, i: int) -> None:
+        unique = dedupe_latest(self._pending[i])
+        self._result.duplicates += len(self._pending[i]) - len(unique)
+        self._pending[i] = []
+        self._flushes += 1
+        gc.collect(1 if self._flushes % 16 else 2)
+        self._pool.put(i, unique)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
     # Mapping creates millions of acyclic tuples; the cyclic collector would walk the
-    # growing heap over and over for nothing. It runs on the young objects once per batch.
+    # growing heap over and over for nothing. It runs on the young objects once per batch
+    # (`_Batches._flush`).
+    was_enabled = gc.isenabled()
     gc.disable()
-    failed = True
     try:
-        connections += [_connect_like(conn) for _ in range(writers - 1)]
-        for connection in connections:
-            _tune_session(connection)
-        pool = _Writers(connections, write)
-        pending: list[list[tuple]] = [[] for _ in range(writers)]
-        flushes = [0]
-
-        def flush(i: int) -> None:
-            unique = dedupe_latest(pending[i])
-            result.duplicates += len(pending[i]) - len(unique)
-            pending[i] = []
-            flushes[0] += 1
-            gc.collect(1 if flushes[0] % 16 else 2)
-            pool.put(i, unique)
-
-        for rows, rejections in iter_mapped_stock(path, unites_legales=index, block_size=block_size):
-            result.rows_read += len(rows) + len(rejections)
-            for rejection in rejections:
-                rejected[rejection.reason] += 1
-                if len(result.rejected_sample) < _REJECTED_SAMPLE_SIZE:
-                    result.rejected_sample.append(
-                        {"siret": rejection.siret, "reason": rejection.reason, "message": rejection.message}
-                    )
-            for row in rows:
-                i = hash(row[_SIRET]) % writers if writers > 1 else 0
-                batch = pending[i]
-                batch.append(row)
-                if len(batch) >= chunk_rows:
-                    flush(i)
-        for i in range(writers):
-            if pending[i]:
-                flush(i)
-        failed = False
+        yield
     finally:
-        if pool is not None:
-            pool.close(failed=failed)
-        for extra in connections[1:]:
-            extra.close()
-        if gc_was_enabled:
+        if was_enabled:
             gc.enable()
 
-    result.rows_written = result.inserted + result.updated
-    result.rejected_by_reason = dict(sorted(rejected.items()))
-    result.prolocalisations_unmatched_by_reason = dict(sorted(unmatched.items()))
-    result.prolocalisations_deactivated_by_reason = dict(sorted(deactivated.items()))
-    result.duration_s = round(time.perf_counter() - started, 3)
-    return result
+
+@contextmanager
+def _writer_connections(
+    conn: psycopg.Connection, writers: int
+) -> Iterator[list[psycopg.Connection]]:
+    """`conn` and `writers - 1` more to the same database, tuned; the extra ones closed after."""
+    connections = [conn]
+    try:
+        for _ in range(writers - 1):
+            connections.append(_connect_like(conn))
+        for connection in connections:
+            _tune_session(connection)
+        yield connections
+    finally:
+        for extra in connections[1:]:
+            extra.close()

@@ -322,6 +322,67 @@ def _first_name(value: str) -> str:
 _UNKNOWN_CREATION = date(1900, 1, 1)
 
 
+# The helpers below are called once per record from `_map_values` (the hot path), so the
+# empty/[ND] tests are written inline rather than through `_text`.
+
+
+def _name(
+    denomination: Any, nom: Any, nom_usage: Any, prenom1: Any, prenom_usuel: Any
+) -> str | None:
+    """The company name as registered, or `Prénom NOM` for a natural person; None if masked
+    or absent."""
+    if denomination and denomination != ND:
+        if denomination.__class__ is not str or denomination[0] == " " or denomination[-1] == " ":
+            return _text(denomination)
+        return denomination
+    surname = nom_usage if nom_usage and nom_usage != ND else None
+    if surname is None:
+        surname = nom if nom and nom != ND else None
+        if surname is None:
+            return None
+    first = prenom_usuel if prenom_usuel and prenom_usuel != ND else None
+    if first is None:
+        first = prenom1 if prenom1 and prenom1 != ND else None
+    return f"{_first_name(first)} {surname}" if first else surname
+
+
+def _address(
+    complement: Any, numero: Any, indice: Any, type_voie: Any, libelle_voie: Any
+) -> str | None:
+    """The postal street line (`12 BIS AVENUE DES LILAS, BÂTIMENT B`); a street with any
+    masked part is dropped as a whole."""
+    street = None
+    if numero != ND and indice != ND and type_voie != ND and libelle_voie != ND:
+        words = []
+        if numero:
+            words.append(numero)
+            if indice:
+                up = indice.upper()
+                words.append(INDICE_REPETITION.get(up, up))
+        if type_voie:
+            label = _TYPE_VOIE.get(type_voie)
+            words.append(label if label is not None else type_voie_label(type_voie))
+        if libelle_voie:
+            words.append(libelle_voie)
+        if words:
+            street = " ".join(words)
+    if complement == ND:
+        complement = None
+    if street and complement:
+        return f"{street}, {complement}"
+    return street or complement or None
+
+
+def _activity_code(activite: Any, nomenclature: str | None) -> str | None:
+    """The establishment's activity code; a compact NAF rév. 2 code is dotted (`6201Z` →
+    `62.01Z`)."""
+    if not activite or activite == ND:
+        return None
+    if len(activite) == 6 and activite[2] == ".":
+        return activite
+    return _naf(activite, nomenclature)
+
+
 def _map_values(
     siret: Any,
     siren: Any,
@@ -363,18 +424,7 @@ def _map_values(
             siret, REJECT_INVALID_SIRET, f"SIREN {siren!r} does not match SIRET {siret!r}"
         )
 
-    name = denomination if denomination and denomination != ND else None
-    if name is None:
-        surname = nom_usage if nom_usage and nom_usage != ND else None
-        if surname is None:
-            surname = nom if nom and nom != ND else None
-        if surname is not None:
-            first = prenom_usuel if prenom_usuel and prenom_usuel != ND else None
-            if first is None:
-                first = prenom1 if prenom1 and prenom1 != ND else None
-            name = f"{_first_name(first)} {surname}" if first else surname
-    elif name.__class__ is not str or name[0] == " " or name[-1] == " ":
-        name = _text(name)
+    name = _name(denomination, nom, nom_usage, prenom1, prenom_usuel)
     diffusible = statut_diffusion == "O"
     if name is None and (
         diffusible
@@ -388,28 +438,7 @@ def _map_values(
         # can show.
         return Rejection(siret, REJECT_NO_NAME, f"no usable name for SIRET {siret}")
 
-    street = None
-    if numero != ND and indice != ND and type_voie != ND and libelle_voie != ND:
-        words = []
-        if numero:
-            words.append(numero)
-            if indice:
-                up = indice.upper()
-                words.append(INDICE_REPETITION.get(up, up))
-        if type_voie:
-            label = _TYPE_VOIE.get(type_voie)
-            words.append(label if label is not None else type_voie_label(type_voie))
-        if libelle_voie:
-            words.append(libelle_voie)
-        if words:
-            street = " ".join(words)
-    if complement == ND:
-        complement = None
-    if street and complement:
-        adresse = f"{street}, {complement}"
-    else:
-        adresse = street or complement or None
-
+    adresse = _address(complement, numero, indice, type_voie, libelle_voie)
     if code_postal and not (
         code_postal.__class__ is str and len(code_postal) == 5 and code_postal.isdigit()
     ):
@@ -445,9 +474,7 @@ def _map_values(
         code_postal or None,
         libelle_commune if libelle_commune and libelle_commune != ND else None,
         code_commune if code_commune and code_commune != ND else None,
-        (activite if len(activite) == 6 and activite[2] == "." else _naf(activite, nomenclature))
-        if activite and activite != ND
-        else None,
+        _activity_code(activite, nomenclature),
         nomenclature,
         _naf(activite_naf25, "NAF2025") if activite_naf25 else None,
         is_active,
