@@ -108,8 +108,8 @@ class TcpProxy:
     """127.0.0.1:<port> → the PostgreSQL server; `cut()` closes the port and every connection,
     as a server lost mid-run would."""
 
-    def __init__(self, target_host: str, target_port: int):
-        self._target = (target_host, target_port)
+    def __init__(self, target: tuple[str, int] | str):
+        self._target = target  # (host, port), or a Unix socket's path
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -127,7 +127,11 @@ class TcpProxy:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(self._target)
+                if isinstance(self._target, str):
+                    upstream = socket.socket(socket.AF_UNIX)
+                    upstream.connect(self._target)
+                else:
+                    upstream = socket.create_connection(self._target)
             except OSError:
                 client.close()
                 continue

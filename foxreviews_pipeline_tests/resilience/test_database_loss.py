@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dagster as dg
 import pytest
@@ -23,10 +23,22 @@ PASSWORD = "s3cret-pw"
 
 
 def _via(url: str, port: int) -> str:
-    """`url` through 127.0.0.1:port, with a password (ignored by a trust server) to redact."""
+    """`url` through 127.0.0.1:port, with a password (ignored by a trust server) to redact.
+    A Unix-socket folder (`?host=…`, the embedded server) gives way to the TCP port."""
     parts = urlsplit(url)
     user = parts.username or "postgres"
-    return urlunsplit(parts._replace(netloc=f"{user}:{PASSWORD}@127.0.0.1:{port}"))
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "host"])
+    return urlunsplit(parts._replace(netloc=f"{user}:{PASSWORD}@127.0.0.1:{port}", query=query))
+
+
+def _server_address(url: str) -> tuple[str, int] | str:
+    """Where the test's server listens: (host, port), or the Unix socket's path."""
+    parts = urlsplit(url)
+    port = parts.port or 5432
+    socket_dir = dict(parse_qsl(parts.query)).get("host", "")
+    if socket_dir.startswith("/"):
+        return f"{socket_dir}/.s.PGSQL.{port}"
+    return (parts.hostname or "127.0.0.1", port)
 
 
 def _closed_port() -> int:
@@ -41,8 +53,7 @@ def _lines(text: str) -> list[str]:
 
 @pytest.mark.slow
 def test_database_lost_mid_run_ends_in_one_line_and_the_next_run_recovers(instance, database_url):
-    server = urlsplit(database_url)
-    proxy = TcpProxy(server.hostname or "127.0.0.1", server.port or 5432)
+    proxy = TcpProxy(_server_address(database_url))
     env = subprocess_env(FOXREVIEWS_DATABASE_URL=_via(database_url, proxy.port))
     known = {run.run_id for run in instance.get_runs()}
     proc = start_run_day(env)

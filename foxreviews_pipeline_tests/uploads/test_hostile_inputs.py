@@ -200,7 +200,6 @@ def _read_in_child(path: Path) -> tuple[int, str]:
     """Peak RSS (bytes) of a fresh interpreter that reads `path`, and what it read."""
     script = textwrap.dedent(
         f"""
-        import resource
         from pathlib import Path
         from foxreviews_pipeline.lib.uploads.model import FileRejected
         from foxreviews_pipeline.lib.uploads.readers import read_table
@@ -211,7 +210,10 @@ def _read_in_child(path: Path) -> tuple[int, str]:
             outcome = f"{{len(table.rows)}} rows, header {{table.header}}, longest cell {{max(lengths)}}"
         except FileRejected as rejected:
             outcome = f"rejected {{rejected.code}}: {{rejected.reason}}"
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        # VmHWM: this process's own peak. (ru_maxrss would carry the parent's peak over
+        # the fork, i.e. that of the test session.)
+        status = Path("/proc/self/status").read_text()
+        print(int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmHWM:"))) * 1024)
         print(outcome)
         """
     )
