@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import json
 import logging
@@ -184,10 +185,8 @@ class _Store:
                 return cached
         rows = list(self._static.get(day, ()))
         if self._day_source is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 rows.extend(self._day_source(date.fromisoformat(day)))
-            except ValueError:
-                pass
         rows.sort(key=lambda r: r["siret"])
         with self._lock:
             self._cache[day] = rows
