@@ -287,8 +287,7 @@ class FakeInseeServer:
     def base_url(self) -> str:
         if self._httpd is None:
             raise RuntimeError("the server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self._host}:{self._httpd.server_port}"
 
     def __repr__(self) -> str:
         where = self.base_url if self._httpd is not None else "stopped"
