@@ -263,11 +263,14 @@ def fetch_benchmark(rows: int) -> list[str]:
     from foxreviews_pipeline.sample.source import sample_day_source
 
     source = sample_day_source(rows)
-    with FakeInseeServer(day_source=source, api_key="bench", quota=30, quota_window_s=60) as server:
-        with InseeClient(server.base_url, "bench", 30) as client, tempfile.TemporaryDirectory() as tmp:
-            started = time.perf_counter()
-            fetched = land_day_with_client(client, DAY, Path(tmp))
-            elapsed = time.perf_counter() - started
+    with (
+        FakeInseeServer(day_source=source, api_key="bench", quota=30, quota_window_s=60) as server,
+        InseeClient(server.base_url, "bench", 30) as client,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        started = time.perf_counter()
+        fetched = land_day_with_client(client, DAY, Path(tmp))
+        elapsed = time.perf_counter() - started
     pages = fetched.stats["pages"]
     ideal = (fetched.stats["api_calls"] - 1) * 2.0  # 30/min: one call every 2 s after the first
     return [

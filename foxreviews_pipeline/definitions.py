@@ -12,9 +12,9 @@ import dagster as dg
 from foxreviews_pipeline.defs.directory import definitions as directory
 from foxreviews_pipeline.defs.maintenance import definitions as maintenance
 from foxreviews_pipeline.defs.reference import definitions as reference
+from foxreviews_pipeline.defs.resources import build_resources
 from foxreviews_pipeline.defs.sirene import definitions as sirene
 from foxreviews_pipeline.defs.uploads import definitions as uploads
-from foxreviews_pipeline.defs.resources import build_resources
 from foxreviews_pipeline.lib.settings import load_settings
 
 settings = load_settings()

@@ -51,9 +51,13 @@ def project_instance(settings: Settings) -> dg.DagsterInstance:
 def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     found: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization
+        mat = event.materialization
         found[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
-    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    checks = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
     found["__checks__"] = {
         "passed": sum(1 for c in checks if c.passed),
         "failed": [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed],
@@ -104,14 +108,17 @@ def _run(
 
 def _run_failure(result: dg.ExecuteInProcessResult) -> Exception:
     for event in result.all_events:
-        if not (event.is_step_failure and event.event_specific_data and event.event_specific_data.error):
+        if not (event.is_step_failure and event.step_failure_data.error):
             continue
-        error = event.event_specific_data.error
+        error = event.step_failure_data.error
         link = error
-        while link is not None:
+        while True:
             if looks_like_connection_error(link.cls_name or "", link.message):
                 return _LostDatabase(one_line_cause(link.message))
-            link = link.cause or link.context
+            following = link.cause or link.context
+            if following is None:
+                break
+            link = following
         return RunFailed(
             f"run {result.run_id} failed at step {event.step_key}: {one_line_cause(error.message)}"
         )

@@ -186,14 +186,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     stock_raw = get("FOXREVIEWS_SIRENE_STOCK_PATH")
     stock_path = Path(stock_raw).expanduser() if stock_raw else None
-    if source == "stock" and stock_path is None:
-        raise ConfigurationError(
-            "FOXREVIEWS_SIRENE_STOCK_PATH is required when FOXREVIEWS_SIRENE_SOURCE=stock "
-            "(a StockEtablissement .zip, .csv or .parquet file)"
-        )
-    if source == "stock" and not stock_path.is_file():
-        state = "is not a file" if stock_path.exists() else "does not exist"
-        raise ConfigurationError(f"FOXREVIEWS_SIRENE_STOCK_PATH {state}: {stock_path}")
+    if source == "stock":
+        if stock_path is None:
+            raise ConfigurationError(
+                "FOXREVIEWS_SIRENE_STOCK_PATH is required when FOXREVIEWS_SIRENE_SOURCE=stock "
+                "(a StockEtablissement .zip, .csv or .parquet file)"
+            )
+        if not stock_path.is_file():
+            state = "is not a file" if stock_path.exists() else "does not exist"
+            raise ConfigurationError(f"FOXREVIEWS_SIRENE_STOCK_PATH {state}: {stock_path}")
 
     _usable_folder("FOXREVIEWS_HOME", home)
     _usable_folder("FOXREVIEWS_UPLOAD_DIR", upload_dir)

@@ -90,7 +90,8 @@ COMMON_NAF_CODES: tuple[str, ...] = (
     "71.11Z", "90.01Z", "73.11Z", "86.23Z", "47.11D", "53.20Z", "55.10Z", "43.99C",
     "49.41A", "47.19B", "82.99Z", "01.11Z", "68.10Z", "64.20Z", "88.91A", "94.99Z",
 )
-FALLBACK_NAF_CODES: tuple[str, ...] = COMMON_NAF_CODES + (
+FALLBACK_NAF_CODES: tuple[str, ...] = (
+    *COMMON_NAF_CODES,
     "84.11Z", "85.20Z", "86.10Z", "47.73Z", "47.76Z", "95.11Z", "45.11Z", "10.71D",
     "56.30Z", "86.22C",
 )

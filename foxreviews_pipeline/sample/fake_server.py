@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import json
 import logging
@@ -184,10 +185,8 @@ class _Store:
                 return cached
         rows = list(self._static.get(day, ()))
         if self._day_source is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 rows.extend(self._day_source(date.fromisoformat(day)))
-            except ValueError:
-                pass
         rows.sort(key=lambda r: r["siret"])
         with self._lock:
             self._cache[day] = rows
@@ -288,8 +287,7 @@ class FakeInseeServer:
     def base_url(self) -> str:
         if self._httpd is None:
             raise RuntimeError("the server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self._host}:{self._httpd.server_port}"
 
     def __repr__(self) -> str:
         where = self.base_url if self._httpd is not None else "stopped"

@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from foxreviews_pipeline.lib.constants import PARIS
 from foxreviews_pipeline.lib.sirene.client import InseeClient, make_limiter
@@ -26,7 +27,7 @@ def _sample_inputs() -> tuple[list[tuple[str, str, str]], list[str]]:
     return sample_communes(), sample_naf_codes()
 
 
-def sample_day_source(size: int) -> Callable[[date], list[dict]]:
+def sample_day_source(size: int) -> Callable[[date], list[dict[str, Any]]]:
     communes, naf_codes = _sample_inputs()
     return lambda day: generate_day(day, communes, naf_codes, n=size)
 
@@ -41,7 +42,7 @@ def sample_processed_at(day: date) -> datetime:
 
 
 def land_sample_day(
-    day: date, folder: Path, *, size: int = 35_000, meta: dict | None = None
+    day: date, folder: Path, *, size: int = 35_000, meta: dict[str, Any] | None = None
 ) -> LandedDay:
     with FakeInseeServer(
         day_source=sample_day_source(size), api_key=SAMPLE_API_KEY,

@@ -134,7 +134,7 @@ def test_readers_are_not_blocked_while_a_concurrent_refresh_runs(database_url):
     def refresh() -> None:
         try:
             outcome["stats"] = refresh_ville_stats(database_url)
-        except BaseException as exc:  # reported by the assertions below
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
             outcome["error"] = exc
 
     refresher = threading.Thread(target=refresh, daemon=True)

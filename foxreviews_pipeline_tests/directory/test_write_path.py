@@ -9,7 +9,6 @@ import sys
 import time
 from datetime import date, datetime
 
-import psycopg
 import pytest
 
 from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises

@@ -1,5 +1,4 @@
 import threading
-import time
 
 import psycopg
 import pytest
@@ -44,7 +43,7 @@ def test_a_broken_migration_leaves_the_schema_untouched(new_database, tmp_path):
         "ALTER TABLE enterprise_entreprise ADD COLUMN doomed text;\n"
         "SELECT * FROM no_such_table;\n"
     )
-    with pytest.raises(MigrationError, match="9001_add_a_table.sql failed, nothing was applied"):
+    with pytest.raises(MigrationError, match=r"9001_add_a_table\.sql failed, nothing was applied"):
         migrate(url, tmp_path)
     assert _schema_snapshot(url) == before
 
@@ -65,7 +64,7 @@ def test_concurrent_migrators_apply_each_migration_once(new_database):
     def run():
         try:
             results.append(migrate(url))
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(3)]
@@ -89,14 +88,12 @@ def test_schema_keeps_one_row_per_siret_and_rejects_nd(database_url):
         conn.execute(
             "INSERT INTO enterprise_entreprise (siret, siren, nom) VALUES ('73282932000074', '732829320', 'X')"
         )
-        with pytest.raises(psycopg.errors.UniqueViolation):
-            with conn.transaction():
-                conn.execute(
-                    "INSERT INTO enterprise_entreprise (siret, siren, nom) VALUES ('73282932000074', '732829320', 'Y')"
-                )
-        with pytest.raises(psycopg.errors.CheckViolation):
-            with conn.transaction():
-                conn.execute(
-                    "INSERT INTO enterprise_entreprise (siret, siren, nom, adresse) "
-                    "VALUES ('55203253400646', '552032534', 'Z', '[ND]')"
-                )
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+            conn.execute(
+                "INSERT INTO enterprise_entreprise (siret, siren, nom) VALUES ('73282932000074', '732829320', 'Y')"
+            )
+        with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+            conn.execute(
+                "INSERT INTO enterprise_entreprise (siret, siren, nom, adresse) "
+                "VALUES ('55203253400646', '552032534', 'Z', '[ND]')"
+            )

@@ -8,6 +8,7 @@ and every process stops on SIGINT, leaving no child behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -65,10 +66,8 @@ class Service:
         log.close()
 
     def note_children(self) -> None:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             self.seen += psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -93,10 +92,8 @@ class Service:
         """Kill whatever child is left; return those that were still alive."""
         alive = [p for p in self.seen if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         for p in alive:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(alive, timeout=10)
         return alive
 

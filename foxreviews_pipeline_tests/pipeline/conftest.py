@@ -2,7 +2,11 @@ import psycopg
 import pytest
 
 from foxreviews_pipeline.lib.reference.communes import load_aliases, load_communes
-from foxreviews_pipeline.lib.reference.load import load_naf_nomenclature, load_trade_taxonomy, load_villes
+from foxreviews_pipeline.lib.reference.load import (
+    load_naf_nomenclature,
+    load_trade_taxonomy,
+    load_villes,
+)
 from foxreviews_pipeline.lib.reference.naf import NAF_REV2, load_naf
 from foxreviews_pipeline.lib.reference.taxonomy import load_taxonomy
 

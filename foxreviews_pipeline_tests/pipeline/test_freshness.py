@@ -8,7 +8,7 @@ Dagster's test utilities.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -69,7 +69,7 @@ def test_an_import_stale_for_36_hours_is_reported_failing(platform_env, database
             records = instance.get_freshness_state_records([dg.AssetKey(k) for k in DAILY])
             return {k.to_user_string(): r.freshness_state for k, r in records.items()}
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         assert set(states().values()) == {FreshnessState.PASS}
         with time_machine.travel(now + timedelta(hours=31), tick=False):
             assert set(states().values()) == {FreshnessState.WARN}

@@ -23,7 +23,7 @@ from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
 from foxreviews_pipeline.lib.sirene.landing import write_partition
 from foxreviews_pipeline.sample.stock_files import api_record_to_stock_row, write_sample_stock
 
-from .test_daily_pipeline import CHAIN, DAY1, DAY2, materialization_metadata, pipeline, table_state
+from .test_daily_pipeline import CHAIN, DAY1, DAY2, pipeline, table_state
 
 __all__ = ["pipeline"]  # the fixture, re-used
 
@@ -129,7 +129,7 @@ def _variants(template: dict) -> dict[str, dict]:
         record["nic"] = record["siret"][9:]
         record["statutDiffusionEtablissement"] = status
         record["dateDernierTraitementEtablissement"] = f"{DAY2}T04:00:00.000"
-        ul = {k: None for k in record["uniteLegale"]}
+        ul = dict.fromkeys(record["uniteLegale"])
         ul.update(unite_legale)
         record["uniteLegale"] = ul
         address = record["adresseEtablissement"]

@@ -20,7 +20,7 @@ def test_fetch_communes_parses_the_api_format():
     assert by_code["97502"].region == "Saint-Pierre-et-Miquelon"
     assert by_code["75056"].population == 2103778
     assert result.skipped == {}
-    paths = {path: query for path, query in server.requests}
+    paths = dict(server.requests)
     assert paths["/communes"]["fields"] == [COMMUNE_FIELDS]
     assert paths["/communes"]["zone"] == ["metro,drom,com"]
 

@@ -3,6 +3,7 @@ Dagster instance, and a digest of the directory tables that ignores timestamps a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -153,10 +154,8 @@ class TcpProxy:
             pass
         finally:
             for s in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         with self._lock:

@@ -12,9 +12,8 @@ from dagster._utils.schedules import schedule_execution_time_iterator
 
 from foxreviews_pipeline.defs.directory.ville_stats import ville_stats_nightly_schedule
 from foxreviews_pipeline.defs.maintenance.cleanup import cleanup_schedule
-from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
-
 from foxreviews_pipeline.defs.sirene.jobs import sirene_daily_job
+from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
 from foxreviews_pipeline.defs.sirene.schedules import sirene_daily_schedule
 
 PARIS = ZoneInfo("Europe/Paris")

@@ -40,13 +40,13 @@ def server(day_records):
 
 
 def make_client(server: FakeInseeServer, **kwargs) -> InseeClient:
-    options = dict(
-        requests_per_minute=6000,
-        timeout=(1.0, 0.5),
-        max_attempts=6,
-        backoff_initial_s=0.01,
-        backoff_max_s=0.05,
-    )
+    options = {
+        "requests_per_minute": 6000,
+        "timeout": (1.0, 0.5),
+        "max_attempts": 6,
+        "backoff_initial_s": 0.01,
+        "backoff_max_s": 0.05,
+    }
     options.update(kwargs)
     return InseeClient(server.base_url, KEY, **options)
 
@@ -71,7 +71,7 @@ def test_reads_every_page_until_the_cursor_repeats(server, day_records):
     assert client.stats.records == len(day_records)
     assert client.stats.api_calls == pages + 1  # the last call returns nombre 0
     log = server.requests
-    assert [r.params["curseur"] for r in log][0] == "*"
+    assert log[0].params["curseur"] == "*"
     assert all(r.params["q"] == day_query(DAY) for r in log)
     assert all(r.params["nombre"] == str(PAGE) for r in log)
     assert all("tri" not in r.params and "debut" not in r.params for r in log)

@@ -189,7 +189,7 @@ def test_paging_past_what_total_allows_fails_after_a_bound(server):
 
 def test_a_day_larger_than_our_cap_fails_at_once(server):
     client = make_client(server, max_day_records=500)
-    with pytest.raises(InseeApiError, match="1050 records.*more than the 500") as caught:
+    with pytest.raises(InseeApiError, match=r"1050 records.*more than the 500") as caught:
         fetch(client)
     assert caught.value.permanent
     assert len(server.requests) == 1

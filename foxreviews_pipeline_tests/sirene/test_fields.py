@@ -31,5 +31,5 @@ def test_the_stock_layouts_hold_the_api_variables():
 
 
 def test_in_api_order_refuses_a_name_the_api_does_not_have():
-    with pytest.raises(ValueError, match="denominationUniteLegal$"):
+    with pytest.raises(ValueError, match=r"denominationUniteLegal$"):
         fields.in_api_order(["siret", "denominationUniteLegal"])

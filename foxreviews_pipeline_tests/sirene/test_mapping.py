@@ -351,7 +351,7 @@ def test_map_records_splits_rows_and_rejections():
 
 
 def test_flat_entry_points_share_the_rules():
-    values = {f: None for f in FLAT_FIELDS}
+    values = dict.fromkeys(FLAT_FIELDS)
     siren = "12345678"
     siren += luhn_check_digit(siren)
     siret = siren + "0001"

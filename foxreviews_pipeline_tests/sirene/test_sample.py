@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from datetime import date, timedelta
@@ -125,7 +126,7 @@ def test_api_shape(day):
         assert all(tuple(p) == PERIODE for p in periods)
         assert periods[0]["dateFin"] is None
         assert all(p["dateFin"] is not None for p in periods[1:])
-        for newer, older in zip(periods, periods[1:]):
+        for newer, older in itertools.pairwise(periods):
             assert older["dateFin"] == (
                 date.fromisoformat(newer["dateDebut"]) - timedelta(days=1)
             ).isoformat()

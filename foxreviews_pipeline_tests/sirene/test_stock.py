@@ -84,7 +84,7 @@ def test_stock_rows_map_exactly_like_the_api_records(tmp_path):
     nameless = copy.deepcopy(REAL_RECORDS[0])
     nameless["siren"], nameless["siret"] = _siret("98765432", "0001")
     nameless["statutDiffusionEtablissement"] = "O"
-    nameless["uniteLegale"] = {k: None for k in nameless["uniteLegale"]}
+    nameless["uniteLegale"] = dict.fromkeys(nameless["uniteLegale"])
     records = [*REAL_RECORDS, nameless]
     write_sample_stock(
         etab, [api_record_to_stock_row(r) for r in records], unites_legales_path=ul

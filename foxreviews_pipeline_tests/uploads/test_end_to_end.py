@@ -3,6 +3,7 @@ sensor, imported by a run, and archived, with its rows in PostgreSQL and a SUCCE
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,10 +95,8 @@ def test_file_dropped_while_the_daemon_runs_ends_archived(
                 os.killpg(daemon.pid, signal.SIGKILL)
                 daemon.wait()
         for child in descendants:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(descendants, timeout=10)
         log_file.close()
         drop_database(pg_server_url, database_name(env.url) + "_dagster")

@@ -3,7 +3,6 @@ every import (docs/architecture.md, "Schedules and automation").
 """
 
 import time
-from datetime import datetime
 
 import dagster as dg
 
@@ -77,7 +76,7 @@ def ville_stats_nightly_schedule(context: dg.ScheduleEvaluationContext) -> dg.Ru
     """Refreshes `ville_stats` at 02:00 Paris time, the floor under the post-import refresh;
     one run per Paris night (the run key is the date).
     """
-    when = context.scheduled_execution_time or datetime.now(PARIS)
+    when = context.scheduled_execution_time
     night = when.astimezone(PARIS).date().isoformat()
     return dg.RunRequest(
         run_key=f"ville_stats_nightly:{night}", tags={"foxreviews/trigger": "nightly"}

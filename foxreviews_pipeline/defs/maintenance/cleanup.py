@@ -127,5 +127,5 @@ def cleanup_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 
 def _tick(context: dg.ScheduleEvaluationContext) -> datetime:
-    when = context.scheduled_execution_time or datetime.now(PARIS)
+    when = context.scheduled_execution_time
     return when.astimezone(PARIS)

@@ -3,7 +3,11 @@ on a nomenclature, taxonomy or commune table they could not join correctly."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
+import psycopg
 
 from foxreviews_pipeline.defs.reference.assets import naf_nomenclature, trade_taxonomy, villes
 from foxreviews_pipeline.defs.resources import PostgresResource
@@ -16,12 +20,26 @@ TRADES_RANGE = (80, 200)
 _SAMPLE = 20
 
 
-def _scalar(postgres: PostgresResource, query: str, params: dict | None = None):
+def _row(
+    conn: psycopg.Connection, query: str, params: Mapping[str, object] | None = None
+) -> tuple[Any, ...]:
+    """The one row of an aggregate query."""
+    row = conn.execute(query, params or {}).fetchone()
+    if row is None:
+        raise RuntimeError(f"an aggregate query returned no row: {query.strip()}")
+    return row
+
+
+def _scalar(
+    postgres: PostgresResource, query: str, params: Mapping[str, object] | None = None
+) -> Any:
     with postgres.connection() as conn:
-        return conn.execute(query, params or {}).fetchone()[0]
+        return _row(conn, query, params)[0]
 
 
-def _column(postgres: PostgresResource, query: str, params: dict | None = None) -> list:
+def _column(
+    postgres: PostgresResource, query: str, params: Mapping[str, object] | None = None
+) -> list[Any]:
     with postgres.connection() as conn:
         return [row[0] for row in conn.execute(query, params or {}).fetchall()]
 
@@ -57,9 +75,9 @@ def every_naf_code_covered(postgres: PostgresResource) -> dg.AssetCheckResult:
     """Every NAF rév. 2 code of the nomenclature is mapped to a trade or excluded with a
     reason; an uncovered code would silently drop its establishments from the directory."""
     with postgres.connection() as conn:
-        total = conn.execute(
-            "SELECT count(*) FROM ref_naf_nomenclature WHERE nomenclature = %(n)s", {"n": NAF_REV2}
-        ).fetchone()[0]
+        (total,) = _row(
+            conn, "SELECT count(*) FROM ref_naf_nomenclature WHERE nomenclature = %(n)s", {"n": NAF_REV2}
+        )
         uncovered = [r[0] for r in conn.execute("""
             SELECT n.code FROM ref_naf_nomenclature n
             LEFT JOIN ref_naf_mapping m ON m.nomenclature = n.nomenclature AND m.naf_code = n.code
@@ -98,10 +116,10 @@ def mapped_trades_reachable(postgres: PostgresResource) -> dg.AssetCheckResult:
 def taxonomy_size(postgres: PostgresResource) -> dg.AssetCheckResult:
     """About 20 categories and 100–150 trades: far outside that, the file was probably cut or duplicated."""
     with postgres.connection() as conn:
-        categories, trades = conn.execute("""
+        categories, trades = _row(conn, """
             SELECT (SELECT count(*) FROM category_categorie WHERE is_active),
                    (SELECT count(*) FROM subcategory_souscategorie WHERE is_active)
-        """).fetchone()
+        """)
     return dg.AssetCheckResult(
         passed=CATEGORIES_RANGE[0] <= categories <= CATEGORIES_RANGE[1] and TRADES_RANGE[0] <= trades <= TRADES_RANGE[1],
         severity=dg.AssetCheckSeverity.WARN,
@@ -125,13 +143,13 @@ def villes_unique_keys(postgres: PostgresResource) -> dg.AssetCheckResult:
     """INSEE codes and slugs identify one ville each, and no alias shadows a current
     commune (a code would then resolve two ways)."""
     with postgres.connection() as conn:
-        dup_codes, dup_slugs, shadowing = conn.execute("""
+        dup_codes, dup_slugs, shadowing = _row(conn, """
             SELECT
               (SELECT count(*) FROM (SELECT code_insee FROM location_ville GROUP BY 1 HAVING count(*) > 1) d),
               (SELECT count(*) FROM (SELECT slug FROM location_ville GROUP BY 1 HAVING count(*) > 1) d),
               (SELECT count(*) FROM location_commune_alias a
                JOIN location_ville v ON v.code_insee = a.code_insee AND v.is_active)
-        """).fetchone()
+        """)
     return dg.AssetCheckResult(
         passed=dup_codes == dup_slugs == shadowing == 0,
         metadata={

@@ -29,7 +29,7 @@ def sirene_daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReques
     """Imports the previous Paris day at 08:00 Paris time; a day INSEE has not published yet
     is waited for, never landed half-done. One run per day (the run key is the partition).
     """
-    when = context.scheduled_execution_time or datetime.now(PARIS)
+    when = context.scheduled_execution_time
     partition_key = previous_paris_day(when)
     if partition_key < daily_partitions.start.date().isoformat():
         return dg.SkipReason(f"{partition_key} is before the first SIRENE partition")

@@ -1,5 +1,7 @@
 """Imports of the files staff drop into the upload folder."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
@@ -97,7 +99,7 @@ def uploaded_files(
     """
     outcome = import_upload(
         postgres.url,
-        UploadPaths(upload_folder.root),
+        UploadPaths(Path(upload_folder.root)),
         context.partition_key,
         run_id=context.run.run_id,
     )

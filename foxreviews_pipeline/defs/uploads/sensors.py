@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -81,7 +82,7 @@ def upload_sensor(
     becomes a partition, observed with its reason and its `file_imported` check failed, so
     that it shows red in the UI without reading tick logs."""
     state = json.loads(context.cursor) if context.cursor else {}
-    paths = UploadPaths(upload_folder.root)
+    paths = UploadPaths(Path(upload_folder.root))
     paths.ensure()
     scan = scan_incoming(paths, state.get("files", {}), time.time(), DEFAULT_SETTLE_SECONDS)
 
@@ -96,8 +97,9 @@ def upload_sensor(
         key: sha for key, sha in state.get("requested", {}).items() if key in waiting_in_processing
     }
     run_requests = []
-    new_keys = []
+    new_keys: list[str] = []
     for r in queued:
+        assert r.partition_key is not None and r.content_sha256 is not None  # set when queued
         requested[r.partition_key] = r.content_sha256
         new_keys.append(r.partition_key)
     # A file in processing/ that no tick of this cursor has requested: its tick died after
@@ -119,7 +121,7 @@ def upload_sensor(
     )
     shown_rejected = [r for r in rejected if r.partition_key]
     asset_events = [event for r in shown_rejected for event in rejection_events(r)]
-    partition_keys = new_keys + [r.partition_key for r in shown_rejected]
+    partition_keys = new_keys + [r.partition_key for r in shown_rejected if r.partition_key]
     partitions = [upload_partitions.build_add_request(partition_keys)] if partition_keys else []
     if run_requests:
         return dg.SensorResult(

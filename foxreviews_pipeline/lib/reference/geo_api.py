@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -44,7 +45,9 @@ def _session() -> requests.Session:
     return session
 
 
-def _get(session: requests.Session, url: str, params: Mapping[str, str], timeout: float) -> list:
+def _get(
+    session: requests.Session, url: str, params: Mapping[str, str], timeout: float
+) -> list[Any]:
     response = session.get(url, params=params, timeout=timeout)
     if response.status_code != 200:
         raise GeoApiError(f"GET {response.url} answered {response.status_code}")
@@ -54,7 +57,7 @@ def _get(session: requests.Session, url: str, params: Mapping[str, str], timeout
     return payload
 
 
-def parse_commune(item: Mapping, region_names: Mapping[str, str],
+def parse_commune(item: Mapping[str, Any], region_names: Mapping[str, str],
                   fallback_regions: Mapping[str, str]) -> Commune | str:
     """A Commune, or the reason the item cannot be one."""
     code, nom, departement = item.get("code"), item.get("nom"), item.get("codeDepartement")

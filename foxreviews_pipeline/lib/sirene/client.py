@@ -181,14 +181,13 @@ def make_limiter(requests_per_minute: int, *, state_path: str | Path | None = No
     spacing_ms = math.ceil(Duration.MINUTE.value / requests_per_minute)
     if state_path is None:
         rate = Rate(requests_per_minute, Duration.MINUTE, burst=1)
-        bucket = StateBucket([rate], algorithm=GCRA())
-        return Limiter(bucket)
+        return Limiter(StateBucket([rate], algorithm=GCRA()))
     rates = [Rate(1, spacing_ms), Rate(requests_per_minute, Duration.MINUTE)]
     Path(state_path).parent.mkdir(parents=True, exist_ok=True)
-    bucket = SQLiteBucket.init_from_file(
+    shared = SQLiteBucket.init_from_file(
         rates, table="insee_quota", db_path=str(state_path), use_file_lock=True
     )
-    return Limiter(bucket)
+    return Limiter(shared)
 
 
 def _normalise(text: str) -> str:
@@ -221,7 +220,7 @@ def latest_per_siret(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per SIRET: the one with the greatest `dateDernierTraitementEtablissement`
     (ISO strings compare chronologically; on a tie, the last one seen wins). Keeps the order
     in which SIRETs first appeared."""
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[str | None, dict[str, Any]] = {}
     for record in records:
         siret = record.get("siret")
         current = best.get(siret)
@@ -329,6 +328,8 @@ def parse_publication(info: Any, day: date) -> Publication:
     if not isinstance(collection_state, str) or not collection_state.strip():
         raise _informations_error("etatCollection of the establishments collection is missing")
     up = _is_up(service_state) and _is_up(collection_state)
+    available: datetime | None
+    processed: datetime | None
     try:
         dates = _entry_for_collection(info, "datesDernieresMisesAJourDesDonnees", "collection")
         name = str(dates.get("collection"))
@@ -601,9 +602,8 @@ class InseeClient:
 
     def _wait(self, retry_state: RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_after_s)
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_retry_after_s)
         return self._backoff(retry_state)
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:

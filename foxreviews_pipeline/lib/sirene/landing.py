@@ -43,8 +43,8 @@ class LandingError(RuntimeError):
 @dataclass(frozen=True)
 class LandedPartition:
     path: Path
-    meta: dict
-    records: list[dict]
+    meta: dict[str, Any]
+    records: list[dict[str, Any]]
 
 
 def partition_path(folder: Path, day: date | str) -> Path:
@@ -73,7 +73,9 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _write_document(folder: Path, day: date, meta: dict, records: Iterable[bytes]) -> Path:
+def _write_document(
+    folder: Path, day: date, meta: dict[str, Any], records: Iterable[bytes]
+) -> Path:
     """Stream the partition document (records given already encoded) to a temporary file,
     flush it to disk and rename it over the partition."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,7 +114,9 @@ def _write_document(folder: Path, day: date, meta: dict, records: Iterable[bytes
     return target
 
 
-def write_partition(folder: Path, day: date, records: Sequence[dict], meta: dict) -> Path:
+def write_partition(
+    folder: Path, day: date, records: Sequence[dict[str, Any]], meta: dict[str, Any]
+) -> Path:
     """Land `records` as they are (no deduplication) as the partition of `day`."""
     return _write_document(folder, day, meta, (_encode(record) for record in records))
 
@@ -148,10 +152,12 @@ class PartitionWriter:
         """Distinct SIRETs so far: the rows the partition will hold."""
         return len(self._latest)
 
-    def add(self, records: Iterable[dict]) -> None:
+    def add(self, records: Iterable[object]) -> None:
+        """Spool a page of records as INSEE sent them; one that is not an object with a
+        siret is refused."""
         for record in records:
             siret = record.get("siret") if isinstance(record, dict) else None
-            if not isinstance(siret, str) or not siret:
+            if not isinstance(record, dict) or not isinstance(siret, str) or not siret:
                 raise LandingError(f"a record of {self.day} has no siret; nothing was landed")
             line = _encode(record)
             self._spool.write(line)
@@ -171,7 +177,7 @@ class PartitionWriter:
             spool.seek(offset)
             yield spool.read(length)
 
-    def commit(self, meta: dict) -> Path:
+    def commit(self, meta: dict[str, Any]) -> Path:
         """Write the partition (latest version per SIRET) and rename it into place."""
         self._spool.flush()
         try:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from foxreviews_pipeline.lib.sirene.client import InseeClient, Publication, make_limiter
 from foxreviews_pipeline.lib.sirene.landing import PartitionWriter, write_partition
@@ -21,10 +22,10 @@ from foxreviews_pipeline.lib.sirene.landing import PartitionWriter, write_partit
 class FetchedDay:
     """A day read into memory (the stock source), before it is landed with `land_fetched_day`."""
 
-    records: list[dict]
+    records: list[dict[str, Any]]
     received: int
     published: bool = True
-    stats: dict = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,12 +41,12 @@ class LandedDay:
     rows: int = 0  # distinct SIRETs landed
     received: int = 0  # records the source sent, duplicates included
     total: int | None = None  # INSEE's header.total (None for the stock source)
-    stats: dict = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
     publication: Publication | None = None
 
 
 def land_day_with_client(
-    client: InseeClient, day: date, folder: Path, meta: dict | None = None
+    client: InseeClient, day: date, folder: Path, meta: dict[str, Any] | None = None
 ) -> LandedDay:
     """Land `day` from INSEE once it is complete there (else `published=False`, nothing read).
 
@@ -78,7 +79,7 @@ def land_api_day(
     api_key: str,
     requests_per_minute: int,
     quota_state: Path | None,
-    meta: dict | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> LandedDay:
     limiter = make_limiter(requests_per_minute, state_path=quota_state)
     with InseeClient(base_url, api_key, requests_per_minute, limiter=limiter) as client:
@@ -86,7 +87,7 @@ def land_api_day(
 
 
 def land_fetched_day(
-    fetched: FetchedDay, day: date, folder: Path, meta: dict | None = None
+    fetched: FetchedDay, day: date, folder: Path, meta: dict[str, Any] | None = None
 ) -> LandedDay:
     """Land a day already in memory (one record per SIRET), as it is."""
     path = write_partition(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +37,9 @@ from foxreviews_pipeline.lib.sirene.mapping import (
     Rejection,
     map_flat_rows,
 )
+
+if TYPE_CHECKING:
+    from foxreviews_pipeline.lib.sirene.sources import FetchedDay
 
 # The file's header (2024+): the top-level fields with NAF25 moved to the end, both
 # addresses, then the current period.
@@ -93,7 +96,9 @@ def _csv_member(zf: zipfile.ZipFile) -> str:
     return names[0]
 
 
-def _open_text_source(path: Path):
+def _open_text_source(
+    path: Path,
+) -> tuple[zipfile.ZipFile | None, IO[bytes] | pa.NativeFile]:
     if path.suffix.lower() == ".zip":
         zf = zipfile.ZipFile(path)
         return zf, zf.open(_csv_member(zf))
@@ -169,7 +174,7 @@ def _siren_keys(sirens: pa.Array | pa.ChunkedArray) -> np.ndarray:
     valid = pc.and_(pc.equal(pc.utf8_length(sirens), 9), pc.utf8_is_digit(sirens))
     valid = pc.fill_null(valid, False)
     cleaned = pc.if_else(valid, sirens, pa.scalar("-1", pa.string()))
-    return pc.cast(cleaned, pa.int64()).to_numpy(zero_copy_only=False)
+    return np.asarray(pc.cast(cleaned, pa.int64()).to_numpy(zero_copy_only=False))
 
 
 @dataclass
@@ -182,7 +187,7 @@ class UniteLegaleIndex:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def lookup(self, sirens: pa.Array | pa.ChunkedArray, fields: Sequence[str]) -> list[list]:
+    def lookup(self, sirens: pa.Array | pa.ChunkedArray, fields: Sequence[str]) -> list[list[Any]]:
         """For each siren, the values of `fields` (None when the siren is unknown)."""
         n = len(sirens)
         if not len(self.keys):
@@ -275,7 +280,7 @@ def iter_stock_chunks(
     *,
     unites_legales: UnitesLegales = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
-) -> Iterator[list[tuple]]:
+) -> Iterator[list[tuple[Any, ...]]]:
     """Stream a StockEtablissement file as lists of tuples in `mapping.FLAT_FIELDS` order.
 
     `unites_legales` (a StockUniteLegale path, a prepared `UniteLegaleIndex`, or a mapping
@@ -307,7 +312,7 @@ def iter_mapped_stock(
     *,
     unites_legales: UnitesLegales = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
-) -> Iterator[tuple[list[tuple], list[Rejection]]]:
+) -> Iterator[tuple[list[tuple[Any, ...]], list[Rejection]]]:
     """Stream a StockEtablissement file as (rows, rejections) per block.
 
     Rows are in `mapping.ENTREPRISE_COLUMNS` order, ready for COPY.
@@ -356,7 +361,7 @@ def read_stock_day(
     *,
     unites_legales: UnitesLegales = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
-):
+) -> FetchedDay:
     """The establishments of a stock file last processed on `day`, as API-shaped records.
 
     Legal-unit names come from `unites_legales`, else from a StockUniteLegale file found

@@ -192,7 +192,7 @@ def _import(
         outcome.import_type = getattr(rejected, "import_type", outcome.import_type)
         outcome.total_rows = getattr(rejected, "total_rows", 0)
         outcome.errors = [rejected.as_error()]
-        return _reject(url, paths, path, file_name, outcome)
+        return _reject(url, paths, path, file_name, log_id, outcome)
 
     validated = parsed.validated
     outcome.import_type, outcome.total_rows = parsed.import_type, parsed.total_rows
@@ -217,12 +217,12 @@ def _import(
             importlog.finish(conn, log_id, outcome)
     except _NothingToWrite:
         outcome.status, outcome.success_rows, outcome.written = ERROR, 0, {}
-        return _reject(url, paths, path, file_name, outcome)
+        return _reject(url, paths, path, file_name, log_id, outcome)
     except PublicationHeld as held:
         # The blocking checks refused what the file would publish: nothing was written.
         outcome.status, outcome.success_rows, outcome.written = ERROR, 0, {}
         outcome.errors = [RowError(None, None, str(held), HELD_BACK_CODE)]
-        return _reject(url, paths, path, file_name, outcome)
+        return _reject(url, paths, path, file_name, log_id, outcome)
     except BaseException:
         if moved is not None and moved != path and moved.exists():
             # The transaction did not commit: the file goes back to where a re-run finds it.
@@ -247,7 +247,7 @@ def _file_into(paths: UploadPaths, path: Path, folder: str) -> Path:
 
 
 def _reject(
-    url: str, paths: UploadPaths, path: Path, file_name: str, outcome: ImportOutcome
+    url: str, paths: UploadPaths, path: Path, file_name: str, log_id: int, outcome: ImportOutcome
 ) -> ImportOutcome:
     outcome.status = ERROR
     outcome.success_rows = 0
@@ -255,12 +255,12 @@ def _reject(
     with transaction(url) as conn:
         dest = _file_into(paths, path, REJECTED)
         outcome.folder, outcome.stored_path = REJECTED, paths.relative(dest)
-        importlog.finish(conn, outcome.log_id, outcome)
+        importlog.finish(conn, log_id, outcome)
     write_reason(
         dest,
         original_name=file_name,
         errors=outcome.errors,
-        log_id=outcome.log_id,
+        log_id=log_id,
         summary=f"Status: ERROR — {outcome.note}",
     )
     return outcome

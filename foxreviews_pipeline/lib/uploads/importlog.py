@@ -8,6 +8,8 @@ SUCCESS / PARTIAL / ERROR.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -36,7 +38,7 @@ class LogRow:
     status: str
     content_sha256: str | None
     stored_path: str | None
-    created_at: object
+    created_at: datetime
 
 
 _FIELDS = "id, file_name, file_type, status, content_sha256, stored_path, created_at"
@@ -68,7 +70,7 @@ def create(
     note: str = "",
 ) -> int:
     finished = status not in (PENDING, PROCESSING)
-    (log_id,) = conn.execute(
+    row = conn.execute(
         """
         INSERT INTO core_importlog (file_name, file_type, status, content_sha256, stored_path,
                                     errors, note, completed_at)
@@ -86,7 +88,8 @@ def create(
             finished,
         ),
     ).fetchone()
-    return log_id
+    assert row is not None  # INSERT … RETURNING returns the row it inserted
+    return int(row[0])
 
 
 def original_import(conn: psycopg.Connection, content_sha256: str) -> LogRow | None:
@@ -171,7 +174,9 @@ def fail(
     )
 
 
-def get(conn: psycopg.Connection, log_id: int) -> dict:
+def get(conn: psycopg.Connection, log_id: int) -> dict[str, Any]:
     cur = conn.execute("SELECT * FROM core_importlog WHERE id = %s", (log_id,))
-    names = [d.name for d in cur.description]
-    return dict(zip(names, cur.fetchone(), strict=True))
+    row = cur.fetchone()
+    if row is None or cur.description is None:
+        raise KeyError(f"no import log row {log_id}")
+    return dict(zip([d.name for d in cur.description], row, strict=True))

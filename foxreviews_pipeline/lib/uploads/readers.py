@@ -24,11 +24,11 @@ import unicodedata
 import zipfile
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from xml.parsers import expat
 
 from foxreviews_pipeline.lib.uploads.model import (
@@ -141,7 +141,7 @@ def _collect(rows: Iterator[tuple[int, Cells]], max_rows: int, known_columns: se
     return Table(header=header, header_row=header_row, rows=data, extra_columns=extra[:50])
 
 
-def _cells(values: Iterator[object]) -> Cells:
+def _cells(values: Iterable[object]) -> Cells:
     cells: Cells = {}
     for i, value in enumerate(values):
         text = _text(value)
@@ -342,7 +342,7 @@ def _read_shared_strings(archive: zipfile.ZipFile, part: str | None) -> _SharedS
     state = {"si": False, "rph": 0, "capture": False}
     current: list[_Capped] = []
 
-    def start(name: str, _attrs: dict) -> None:
+    def start(name: str, _attrs: dict[str, str]) -> None:
         stream.mark()
         local = _local(name)
         if local == "si":
@@ -406,10 +406,10 @@ def _sheet_rows(
 ) -> Iterator[tuple[int, Cells]]:
     stream = _Stream(part)
     ready: list[tuple[int, Cells]] = []
-    state: dict = {"row": 0, "cells": None, "col": -1, "kind": "n", "is": False, "rph": 0}
+    state: dict[str, Any] = {"row": 0, "cells": None, "col": -1, "kind": "n", "is": False, "rph": 0}
     value: list[_Capped | None] = [None]
 
-    def start(name: str, attrs: dict) -> None:
+    def start(name: str, attrs: dict[str, str]) -> None:
         stream.mark()
         local = _local(name)
         if local == "row":
@@ -417,10 +417,10 @@ def _sheet_rows(
             state["row"] = int(ref) if ref.isdigit() and len(ref) < 9 else state["row"] + 1
             state["cells"], state["col"] = {}, -1
         elif local == "c":
-            ref = attrs.get("r")
-            col = _column_index(ref) if ref else state["col"] + 1
+            cell_ref = attrs.get("r")
+            col = _column_index(cell_ref) if cell_ref else state["col"] + 1
             if col is None or col >= _MAX_COLUMN_INDEX:
-                raise _unreadable(f"row {state['row']} has a cell outside the sheet ({ref!r})")
+                raise _unreadable(f"row {state['row']} has a cell outside the sheet ({cell_ref!r})")
             state["col"], state["kind"] = col, attrs.get("t", "n")
             value[0] = None
         elif local == "v" or (local == "t" and state["is"] and not state["rph"]):
@@ -465,10 +465,12 @@ def _sheet_rows(
             ready.clear()
 
 
-def _small_xml(archive: zipfile.ZipFile, part: str, on_start) -> None:
+def _small_xml(
+    archive: zipfile.ZipFile, part: str, on_start: Callable[[str, dict[str, str]], None]
+) -> None:
     stream = _Stream(part)
 
-    def start(name: str, attrs: dict) -> None:
+    def start(name: str, attrs: dict[str, str]) -> None:
         stream.mark()
         on_start(_local(name), attrs)
 
@@ -484,7 +486,7 @@ def _workbook_parts(archive: zipfile.ZipFile) -> tuple[str, str, str | None]:
     """(first sheet's part, its name, the shared-string part or None)."""
     sheets: list[tuple[str, str]] = []
 
-    def on_sheet(local: str, attrs: dict) -> None:
+    def on_sheet(local: str, attrs: dict[str, str]) -> None:
         if local == "sheet":
             rel = next((v for k, v in attrs.items() if _local(k) == "id"), None)
             sheets.append((attrs.get("name", ""), rel or ""))
@@ -495,7 +497,7 @@ def _workbook_parts(archive: zipfile.ZipFile) -> tuple[str, str, str | None]:
     targets: dict[str, str] = {}
     shared: list[str] = []
 
-    def on_rel(local: str, attrs: dict) -> None:
+    def on_rel(local: str, attrs: dict[str, str]) -> None:
         if local == "Relationship":
             target = attrs.get("Target", "")
             path = target.lstrip("/") if target.startswith("/") else posixpath.join("xl", target)
@@ -538,7 +540,7 @@ def read_xls(path: Path, known_columns: set[str], max_rows: int = MAX_ROWS) -> T
 
     try:
         # ragged_rows: a row is as long as its last cell, not padded to the sheet's width.
-        book = xlrd.open_workbook(path, on_demand=True, ragged_rows=True)
+        book = xlrd.open_workbook(str(path), on_demand=True, ragged_rows=True)
     except Exception as exc:  # noqa: BLE001 - xlrd raises XLRDError, struct.error, …
         raise FileRejected(
             "unreadable_workbook", f"the .xls workbook cannot be read ({type(exc).__name__}: {exc})"
@@ -548,8 +550,9 @@ def read_xls(path: Path, known_columns: set[str], max_rows: int = MAX_ROWS) -> T
             raise FileRejected("no_header", "the workbook has no worksheet")
         sheet = book.sheet_by_index(0)
 
-        def cell(c) -> object:
-            if c.ctype == xlrd.XL_CELL_DATE:
+        def cell(c: xlrd.sheet.Cell) -> object:
+            # A date cell holds its serial number, a float.
+            if c.ctype == xlrd.XL_CELL_DATE and isinstance(c.value, float):
                 try:
                     return xlrd.xldate.xldate_as_datetime(c.value, book.datemode)
                 except (ValueError, OverflowError):

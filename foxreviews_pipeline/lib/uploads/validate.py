@@ -390,11 +390,7 @@ def _cross_checks(import_type: str, values: dict[str, Any]) -> list[tuple[str, s
         code, dep = values.get("code_insee"), values.get("departement")
         if code and dep and not code.startswith(dep):
             problems.append(("departement", f"département {dep} does not match code_insee {code}"))
-        if (
-            values.get("lat") is None
-            and values.get("lng") is not None
-            or (values.get("lat") is not None and values.get("lng") is None)
-        ):
+        if (values.get("lat") is None) != (values.get("lng") is None):
             problems.append(
                 ("lat" if values.get("lat") is None else "lng", "lat and lng go together")
             )
