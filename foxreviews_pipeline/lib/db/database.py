@@ -37,9 +37,8 @@ def prepare(url: str) -> None:
 @contextmanager
 def transaction(url: str) -> Iterator[psycopg.Connection]:
     """A connection inside one transaction: committed on success, rolled back on error."""
-    with psycopg.connect(url, application_name="foxreviews") as conn:
-        with conn.transaction():
-            yield conn
+    with psycopg.connect(url, application_name="foxreviews") as conn, conn.transaction():
+        yield conn
 
 
 def reachable_database_url(settings: Settings) -> str:

@@ -13,14 +13,21 @@ from datetime import datetime
 
 import psycopg
 
-from foxreviews_pipeline.lib.gc_pause import paused_gc
-
-from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, UpsertCounts, upsert_entreprises
+from foxreviews_pipeline.lib.directory.entreprises import (
+    SIRENE_COLUMNS,
+    UpsertCounts,
+    upsert_entreprises,
+)
 from foxreviews_pipeline.lib.directory.prolocalisations import (
     ProLocalisationCounts,
     sync_prolocalisations,
 )
-from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION, REJECT_INVALID_SIRET, map_records
+from foxreviews_pipeline.lib.gc_pause import paused_gc
+from foxreviews_pipeline.lib.sirene.mapping import (
+    MAPPING_VERSION,
+    REJECT_INVALID_SIRET,
+    map_records,
+)
 
 
 @dataclass

@@ -16,7 +16,6 @@ import psycopg
 from foxreviews_pipeline.lib.db.copy import drop_temp
 
 
-
 @dataclass
 class ProLocalisationCounts:
     establishments: int = 0
@@ -118,25 +117,23 @@ def _count_resolution(conn: psycopg.Connection, counts: ProLocalisationCounts) -
 
 
 def _unmatched_by_reason(conn: psycopg.Connection) -> dict[str, int]:
-    return {
-        reason: n
-        for reason, n in conn.execute(
-            """
-            SELECT reason, count(*) FROM (
-                SELECT CASE
-                    WHEN naf_code IS NULL THEN 'no_naf_code'
-                    WHEN coalesce(naf_nomenclature, '') <> 'NAFRev2' THEN 'old_naf_nomenclature'
-                    WHEN NOT naf_known THEN 'naf_code_unknown'
-                    WHEN excluded_reason IS NOT NULL THEN 'naf_excluded'
-                    WHEN NOT trade_active THEN 'trade_inactive'
-                    WHEN ville_id IS NULL AND code_commune IS NULL THEN 'no_commune'
-                    WHEN ville_id IS NULL THEN 'commune_unknown'
-                END AS reason
-                FROM stage_proloc_resolved WHERE is_active
-            ) r WHERE reason IS NOT NULL GROUP BY reason ORDER BY reason
-            """
-        )
-    }
+    rows = conn.execute(
+        """
+        SELECT reason, count(*) FROM (
+            SELECT CASE
+                WHEN naf_code IS NULL THEN 'no_naf_code'
+                WHEN coalesce(naf_nomenclature, '') <> 'NAFRev2' THEN 'old_naf_nomenclature'
+                WHEN NOT naf_known THEN 'naf_code_unknown'
+                WHEN excluded_reason IS NOT NULL THEN 'naf_excluded'
+                WHEN NOT trade_active THEN 'trade_inactive'
+                WHEN ville_id IS NULL AND code_commune IS NULL THEN 'no_commune'
+                WHEN ville_id IS NULL THEN 'commune_unknown'
+            END AS reason
+            FROM stage_proloc_resolved WHERE is_active
+        ) r WHERE reason IS NOT NULL GROUP BY reason ORDER BY reason
+        """
+    )
+    return dict(rows)
 
 
 def _stage_desired(conn: psycopg.Connection) -> int:
@@ -205,37 +202,35 @@ def _reactivate_wanted(conn: psycopg.Connection, partition: str | None) -> int:
 def _retire_unwanted(conn: psycopg.Connection, partition: str | None) -> dict[str, int]:
     """Set inactive, with their reason, the active ProLocalisations no longer desired;
     returns how many per reason."""
-    return {
-        reason: n
-        for reason, n in conn.execute(
-            """
-            WITH retiring AS (
-                SELECT x.id, CASE
-                    WHEN NOT r.is_active THEN 'closed'
-                    WHEN NOT r.publishable THEN 'not_diffusible'
-                    WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id
-                         AND r.ville_id IS DISTINCT FROM x.ville_id THEN 'trade_changed_and_moved'
-                    WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id THEN 'trade_changed'
-                    WHEN r.ville_id IS DISTINCT FROM x.ville_id THEN 'moved'
-                    ELSE 'trade_inactive'
-                END AS reason
-                FROM stage_proloc_existing x
-                JOIN stage_proloc_resolved r ON r.entreprise_id = x.entreprise_id
-                LEFT JOIN stage_proloc_desired d ON d.entreprise_id = x.entreprise_id
-                    AND d.sous_categorie_id = x.sous_categorie_id AND d.ville_id = x.ville_id
-                WHERE x.is_active AND d.entreprise_id IS NULL
-            ), retired AS (
-                UPDATE enterprise_prolocalisation p
-                SET is_active = false, deactivated_at = now(), updated_at = now(),
-                    last_partition = %(partition)s, deactivation_reason = t.reason
-                FROM retiring t WHERE p.id = t.id
-                RETURNING p.deactivation_reason
-            )
-            SELECT deactivation_reason, count(*) FROM retired GROUP BY 1 ORDER BY 1
-            """,
-            {"partition": partition},
+    rows = conn.execute(
+        """
+        WITH retiring AS (
+            SELECT x.id, CASE
+                WHEN NOT r.is_active THEN 'closed'
+                WHEN NOT r.publishable THEN 'not_diffusible'
+                WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id
+                     AND r.ville_id IS DISTINCT FROM x.ville_id THEN 'trade_changed_and_moved'
+                WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id THEN 'trade_changed'
+                WHEN r.ville_id IS DISTINCT FROM x.ville_id THEN 'moved'
+                ELSE 'trade_inactive'
+            END AS reason
+            FROM stage_proloc_existing x
+            JOIN stage_proloc_resolved r ON r.entreprise_id = x.entreprise_id
+            LEFT JOIN stage_proloc_desired d ON d.entreprise_id = x.entreprise_id
+                AND d.sous_categorie_id = x.sous_categorie_id AND d.ville_id = x.ville_id
+            WHERE x.is_active AND d.entreprise_id IS NULL
+        ), retired AS (
+            UPDATE enterprise_prolocalisation p
+            SET is_active = false, deactivated_at = now(), updated_at = now(),
+                last_partition = %(partition)s, deactivation_reason = t.reason
+            FROM retiring t WHERE p.id = t.id
+            RETURNING p.deactivation_reason
         )
-    }
+        SELECT deactivation_reason, count(*) FROM retired GROUP BY 1 ORDER BY 1
+        """,
+        {"partition": partition},
+    )
+    return dict(rows)
 
 
 SAMPLE_SIZE = 20

@@ -38,16 +38,16 @@ from pathlib import Path
 import psycopg
 import pyarrow as pa
 
-from foxreviews_pipeline.lib.directory.entreprises import (
-    SIRENE_COLUMNS,
-    UpsertCounts,
-    upsert_entreprises,
-)
 from foxreviews_pipeline.lib.directory.checks import (
     ROW_CHECKS,
     PublicationHeld,
     audit_publication,
     hold,
+)
+from foxreviews_pipeline.lib.directory.entreprises import (
+    SIRENE_COLUMNS,
+    UpsertCounts,
+    upsert_entreprises,
 )
 from foxreviews_pipeline.lib.directory.prolocalisations import (
     ProLocalisationCounts,

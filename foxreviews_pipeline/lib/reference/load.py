@@ -55,7 +55,7 @@ class LoadCounts:
         return asdict(self)
 
     def __add__(self, other: LoadCounts) -> LoadCounts:
-        return LoadCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+        return LoadCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
 
     @property
     def changed(self) -> int:
