@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from foxreviews_pipeline.lib.db.copy import copy_rows, drop_temp
+from foxreviews_pipeline.lib.db.database import one_row
 
 
 @dataclass
@@ -238,12 +239,14 @@ def upsert(
         order_by=order_by,
         returning=sql.SQL("(t.xmax = 0) AS inserted"),
     )
-    staged, inserted, updated = conn.execute(
-        sql.SQL(
-            "WITH upserted AS ({statement}) SELECT (SELECT count(*) FROM {stage}), "
-            "count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
-        ).format(statement=statement, stage=sql.Identifier(stage_name))
-    ).fetchone()
+    staged, inserted, updated = one_row(
+        conn.execute(
+            sql.SQL(
+                "WITH upserted AS ({statement}) SELECT (SELECT count(*) FROM {stage}), "
+                "count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
+            ).format(statement=statement, stage=sql.Identifier(stage_name))
+        )
+    )
     return UpsertCounts(staged=staged, inserted=inserted, updated=updated)
 
 

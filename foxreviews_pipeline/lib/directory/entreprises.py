@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from foxreviews_pipeline.lib.db.copy import drop_temp
+from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.db.upsert import new_value, stage, upsert_statement
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 
@@ -178,5 +179,5 @@ def upsert_entreprises(
         FROM upserted u LEFT JOIN {existing} p ON p.siret = u.siret
         """
     ).format(existing=sql.Identifier(_EXISTING), upserted=upserted)
-    counts.inserted, counts.updated, counts.closed, counts.reopened = conn.execute(statement).fetchone()
+    counts.inserted, counts.updated, counts.closed, counts.reopened = one_row(conn.execute(statement))
     return counts

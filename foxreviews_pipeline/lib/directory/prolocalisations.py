@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from foxreviews_pipeline.lib.db.copy import drop_temp
+from foxreviews_pipeline.lib.db.database import one_row
 
 
 @dataclass
@@ -97,14 +98,17 @@ def _stage_resolved(conn: psycopg.Connection, scope: list[str]) -> None:
 
 def _count_resolution(conn: psycopg.Connection, counts: ProLocalisationCounts) -> None:
     """How many active establishments found their ville and trade, and why the others did not."""
-    counts.active, counts.ville_resolved, counts.trade_resolved, counts.not_published = conn.execute(
-        """
-        SELECT count(*), count(*) FILTER (WHERE ville_id IS NOT NULL),
-               count(*) FILTER (WHERE sous_categorie_id IS NOT NULL AND trade_active),
-               count(*) FILTER (WHERE NOT publishable)
-        FROM stage_proloc_resolved WHERE is_active
-        """
-    ).fetchone()
+    row = one_row(
+        conn.execute(
+            """
+            SELECT count(*), count(*) FILTER (WHERE ville_id IS NOT NULL),
+                   count(*) FILTER (WHERE sous_categorie_id IS NOT NULL AND trade_active),
+                   count(*) FILTER (WHERE NOT publishable)
+            FROM stage_proloc_resolved WHERE is_active
+            """
+        )
+    )
+    counts.active, counts.ville_resolved, counts.trade_resolved, counts.not_published = row
     counts.unresolved_ville_sample = _sample(
         conn, "ville_id IS NULL", "siret, code_commune, code_postal, ville_nom"
     )
@@ -146,7 +150,7 @@ def _stage_desired(conn: psycopg.Connection) -> int:
           AND ville_id IS NOT NULL AND sous_categorie_id IS NOT NULL AND trade_active
         """
     )
-    return conn.execute("SELECT count(*) FROM stage_proloc_desired").fetchone()[0]
+    return one_row(conn.execute("SELECT count(*) FROM stage_proloc_desired"))[0]
 
 
 def _stage_existing(conn: psycopg.Connection) -> None:
