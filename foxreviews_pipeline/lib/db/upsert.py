@@ -46,7 +46,7 @@ def stage(
     *,
     like: str,
     columns: Sequence[str],
-    rows: Iterable[Sequence],
+    rows: Iterable[Sequence[object]],
     types: Mapping[str, str] | None = None,
     computed: Mapping[str, str | None] | None = None,
     primary_key: Sequence[str] = (),
@@ -184,7 +184,7 @@ def upsert_statement(
         *(sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in updated),
         *([sql.SQL("{} = now()").format(sql.Identifier(touch))] if touch else []),
     ]
-    condition = sql.SQL("")
+    condition: sql.Composable = sql.SQL("")
     if only_changed:
         condition = sql.SQL(" WHERE ({}) IS DISTINCT FROM ({})").format(
             sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in updated),
@@ -212,7 +212,7 @@ def upsert(
     *,
     key: Sequence[str],
     columns: Sequence[str],
-    rows: Iterable[Sequence] | None = None,
+    rows: Iterable[Sequence[object]] | None = None,
     stage_name: str | None = None,
     keep_existing_when_null: bool | Collection[str] = False,
     fixed: Mapping[str, sql.Composable] | None = None,

@@ -9,8 +9,9 @@ the same rows touches no row (not even a row lock), which is also why a re-run i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -46,7 +47,7 @@ class UpsertCounts:
 def upsert_entreprises(
     conn: psycopg.Connection,
     columns: Sequence[str],
-    rows: Iterable[Sequence],
+    rows: Iterable[Sequence[Any]],
     *,
     source: str,
     partition: str | None = None,
@@ -70,7 +71,7 @@ def upsert_entreprises(
     siret_at = columns.index("siret")
     sirets: list[str] = []
 
-    def noting_sirets(source_rows):
+    def noting_sirets(source_rows: Iterable[Sequence[Any]]) -> Iterator[Sequence[Any]]:
         for row in source_rows:
             sirets.append(row[siret_at])
             yield row

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
@@ -31,8 +32,8 @@ class ProLocalisationCounts:
     deactivated_by_reason: dict[str, int] = field(default_factory=dict)
     unmatched_by_reason: dict[str, int] = field(default_factory=dict)
     # A few of the day's active establishments left without a ville / a trade, for the audit.
-    unresolved_ville_sample: list[dict] = field(default_factory=list)
-    unresolved_trade_sample: list[dict] = field(default_factory=list)
+    unresolved_ville_sample: list[dict[str, Any]] = field(default_factory=list)
+    unresolved_trade_sample: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def unmatched(self) -> int:
@@ -150,7 +151,8 @@ def _stage_desired(conn: psycopg.Connection) -> int:
           AND ville_id IS NOT NULL AND sous_categorie_id IS NOT NULL AND trade_active
         """
     )
-    return one_row(conn.execute("SELECT count(*) FROM stage_proloc_desired"))[0]
+    desired: int = one_row(conn.execute("SELECT count(*) FROM stage_proloc_desired"))[0]
+    return desired
 
 
 def _stage_existing(conn: psycopg.Connection) -> None:
@@ -240,7 +242,7 @@ def _retire_unwanted(conn: psycopg.Connection, partition: str | None) -> dict[st
 SAMPLE_SIZE = 20
 
 
-def _sample(conn: psycopg.Connection, condition: str, columns: str) -> list[dict]:
+def _sample(conn: psycopg.Connection, condition: str, columns: str) -> list[dict[str, Any]]:
     """Up to SAMPLE_SIZE active establishments of the scope matching `condition`."""
     cur = conn.execute(
         f"SELECT {columns} FROM stage_proloc_resolved WHERE is_active AND {condition} "
