@@ -239,14 +239,11 @@ def upsert(
         order_by=order_by,
         returning=sql.SQL("(t.xmax = 0) AS inserted"),
     )
-    staged, inserted, updated = one_row(
-        conn.execute(
-            sql.SQL(
-                "WITH upserted AS ({statement}) SELECT (SELECT count(*) FROM {stage}), "
-                "count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
-            ).format(statement=statement, stage=sql.Identifier(stage_name))
-        )
-    )
+    counted = sql.SQL(
+        "WITH upserted AS ({statement}) SELECT (SELECT count(*) FROM {stage}), "
+        "count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
+    ).format(statement=statement, stage=sql.Identifier(stage_name))
+    staged, inserted, updated = one_row(conn.execute(counted))
     return UpsertCounts(staged=staged, inserted=inserted, updated=updated)
 
 

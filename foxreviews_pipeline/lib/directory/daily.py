@@ -70,7 +70,11 @@ def _already_applied(conn: psycopg.Connection, records: Sequence[Mapping[str, An
 
 
 def apply_entreprises(
-    conn: psycopg.Connection, records: Sequence[Mapping[str, Any]], *, partition: str, run_id: str | None
+    conn: psycopg.Connection,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    partition: str,
+    run_id: str | None,
 ) -> EntreprisesResult:
     done = _already_applied(conn, records)
     todo = [r for r in records if r.get("siret") not in done] if done else records

@@ -180,5 +180,6 @@ def upsert_entreprises(
         FROM upserted u LEFT JOIN {existing} p ON p.siret = u.siret
         """
     ).format(existing=sql.Identifier(_EXISTING), upserted=upserted)
-    counts.inserted, counts.updated, counts.closed, counts.reopened = one_row(conn.execute(statement))
+    row = one_row(conn.execute(statement))
+    counts.inserted, counts.updated, counts.closed, counts.reopened = row
     return counts

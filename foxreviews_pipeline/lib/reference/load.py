@@ -55,7 +55,8 @@ class LoadCounts:
         return asdict(self)
 
     def __add__(self, other: LoadCounts) -> LoadCounts:
-        return LoadCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
+        pairs = zip(asdict(self).values(), asdict(other).values(), strict=True)
+        return LoadCounts(*(a + b for a, b in pairs))
 
     @property
     def changed(self) -> int:

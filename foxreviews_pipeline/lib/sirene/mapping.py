@@ -551,7 +551,9 @@ def map_flat_dict(row: Mapping[str, Any]) -> tuple[Any, ...] | Rejection:
     return _map_values(*(row.get(field) for field in FLAT_FIELDS))
 
 
-def map_records(records: Iterable[Mapping[str, Any]]) -> tuple[list[tuple[Any, ...]], list[Rejection]]:
+def map_records(
+    records: Iterable[Mapping[str, Any]],
+) -> tuple[list[tuple[Any, ...]], list[Rejection]]:
     """Map API-shaped records: (rows in ENTREPRISE_COLUMNS order, rejections)."""
     rows: list[tuple[Any, ...]] = []
     rejections: list[Rejection] = []
@@ -566,7 +568,9 @@ def map_records(records: Iterable[Mapping[str, Any]]) -> tuple[list[tuple[Any, .
     return rows, rejections
 
 
-def map_flat_rows(rows_in: Iterable[Sequence[Any]]) -> tuple[list[tuple[Any, ...]], list[Rejection]]:
+def map_flat_rows(
+    rows_in: Iterable[Sequence[Any]],
+) -> tuple[list[tuple[Any, ...]], list[Rejection]]:
     """Map flat rows (FLAT_FIELDS order): (rows in ENTREPRISE_COLUMNS order, rejections)."""
     rows: list[tuple[Any, ...]] = []
     rejections: list[Rejection] = []
