@@ -5,7 +5,8 @@ Both tables are written, audited and published by one step in one transaction
 """
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 
@@ -39,7 +40,9 @@ def _markdown_counts(title: str, counts: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def _metadata_value(value: object) -> dg.MetadataValue:
+def _metadata_value(
+    value: bool | int | float | Sequence[Any] | Mapping[str, Any],
+) -> dg.MetadataValue:
     if isinstance(value, bool):
         return dg.MetadataValue.bool(value)
     if isinstance(value, int):

@@ -9,7 +9,7 @@ from psycopg import sql
 
 
 def copy_rows(
-    conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
+    conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[object]]
 ) -> int:
     count = 0
     query = sql.SQL("COPY {} ({}) FROM STDIN").format(

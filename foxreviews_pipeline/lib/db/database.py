@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import psycopg
 
@@ -12,6 +13,8 @@ from foxreviews_pipeline.lib.db.errors import require_reachable
 from foxreviews_pipeline.lib.db.migrations import migrate
 from foxreviews_pipeline.lib.db.server import data_database_url, ensure_database
 from foxreviews_pipeline.lib.settings import Settings
+
+_Row = TypeVar("_Row")
 
 _ready: set[str] = set()
 _lock = threading.Lock()
@@ -37,9 +40,8 @@ def prepare(url: str) -> None:
 @contextmanager
 def transaction(url: str) -> Iterator[psycopg.Connection]:
     """A connection inside one transaction: committed on success, rolled back on error."""
-    with psycopg.connect(url, application_name="foxreviews") as conn:
-        with conn.transaction():
-            yield conn
+    with psycopg.connect(url, application_name="foxreviews") as conn, conn.transaction():
+        yield conn
 
 
 def reachable_database_url(settings: Settings) -> str:
@@ -48,3 +50,12 @@ def reachable_database_url(settings: Settings) -> str:
     url = data_database_url(settings)
     require_reachable(url)
     return url
+
+
+def one_row(cursor: psycopg.Cursor[_Row]) -> _Row:
+    """The one row an executed query must return (an aggregate, a `RETURNING` of one row);
+    a clear error, rather than a `None` to unpack, when it returned none."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("a query that always returns one row returned none")
+    return row

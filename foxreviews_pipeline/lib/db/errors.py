@@ -7,6 +7,7 @@ a lost server in several shapes and many lines; the operator needs the cause and
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import psycopg
 
@@ -55,7 +56,7 @@ def one_line_cause(message: str) -> str:
     return first[:1].lower() + first[1:]
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

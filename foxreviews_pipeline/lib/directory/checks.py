@@ -121,7 +121,7 @@ def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> Entrep
     return audit
 
 
-def audit_diffusion(conn: psycopg.Connection, sirets: Sequence[str]) -> list[dict]:
+def audit_diffusion(conn: psycopg.Connection, sirets: Sequence[str]) -> list[dict[str, Any]]:
     """Establishments of these SIRETs that may not be published yet show something."""
     personal = " OR ".join(f"e.{c} IS NOT NULL" for c in PERSONAL_COLUMNS)
     cur = conn.execute(

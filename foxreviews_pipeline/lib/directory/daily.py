@@ -7,20 +7,28 @@ applied whole or not at all.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
-from foxreviews_pipeline.lib.gc_pause import paused_gc
-
-from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, UpsertCounts, upsert_entreprises
+from foxreviews_pipeline.lib.directory.entreprises import (
+    SIRENE_COLUMNS,
+    UpsertCounts,
+    upsert_entreprises,
+)
 from foxreviews_pipeline.lib.directory.prolocalisations import (
     ProLocalisationCounts,
     sync_prolocalisations,
 )
-from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION, REJECT_INVALID_SIRET, map_records
+from foxreviews_pipeline.lib.gc_pause import paused_gc
+from foxreviews_pipeline.lib.sirene.mapping import (
+    MAPPING_VERSION,
+    REJECT_INVALID_SIRET,
+    map_records,
+)
 
 
 @dataclass
@@ -28,7 +36,7 @@ class EntreprisesResult:
     records: int
     counts: UpsertCounts
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    rejected_sample: list[dict] = field(default_factory=list)
+    rejected_sample: list[dict[str, str | None]] = field(default_factory=list)
     invalid_sirets: list[str] = field(default_factory=list)
 
     @property
@@ -36,7 +44,7 @@ class EntreprisesResult:
         return sum(self.rejected_by_reason.values())
 
 
-def _already_applied(conn: psycopg.Connection, records: Sequence[dict]) -> set[str]:
+def _already_applied(conn: psycopg.Connection, records: Sequence[Mapping[str, Any]]) -> set[str]:
     """SIRETs whose stored row came from this very INSEE version of the record, mapped by
     the current rules: mapping them again could only give the same row."""
     stored = conn.execute(
@@ -48,10 +56,12 @@ def _already_applied(conn: psycopg.Connection, records: Sequence[dict]) -> set[s
     ).fetchall()
     if not stored:
         return set()
-    versions = dict(stored)
-    done = set()
+    versions: dict[str, datetime] = dict(stored)
+    done: set[str] = set()
     for record in records:
-        siret = record.get("siret")
+        siret: str | None = record.get("siret")
+        if siret is None:
+            continue  # no stored row has a NULL siret
         treated = versions.get(siret)
         raw = record.get("dateDernierTraitementEtablissement")
         if treated is not None and raw and datetime.fromisoformat(raw) == treated:
@@ -60,7 +70,11 @@ def _already_applied(conn: psycopg.Connection, records: Sequence[dict]) -> set[s
 
 
 def apply_entreprises(
-    conn: psycopg.Connection, records: Sequence[dict], *, partition: str, run_id: str | None
+    conn: psycopg.Connection,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    partition: str,
+    run_id: str | None,
 ) -> EntreprisesResult:
     done = _already_applied(conn, records)
     todo = [r for r in records if r.get("siret") not in done] if done else records
@@ -77,7 +91,7 @@ def apply_entreprises(
     return EntreprisesResult(len(records), counts, dict(sorted(by_reason.items())), sample, invalid)
 
 
-def partition_sirets(records: Sequence[dict]) -> list[str]:
+def partition_sirets(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["siret"] for r in records if r.get("siret")))
 
 

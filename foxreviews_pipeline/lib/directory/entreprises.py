@@ -9,13 +9,15 @@ the same rows touches no row (not even a row lock), which is also why a re-run i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from foxreviews_pipeline.lib.db.copy import drop_temp
+from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.db.upsert import new_value, stage, upsert_statement
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 
@@ -45,7 +47,7 @@ class UpsertCounts:
 def upsert_entreprises(
     conn: psycopg.Connection,
     columns: Sequence[str],
-    rows: Iterable[Sequence],
+    rows: Iterable[Sequence[Any]],
     *,
     source: str,
     partition: str | None = None,
@@ -69,7 +71,7 @@ def upsert_entreprises(
     siret_at = columns.index("siret")
     sirets: list[str] = []
 
-    def noting_sirets(source_rows):
+    def noting_sirets(source_rows: Iterable[Sequence[Any]]) -> Iterator[Sequence[Any]]:
         for row in source_rows:
             sirets.append(row[siret_at])
             yield row
@@ -178,5 +180,6 @@ def upsert_entreprises(
         FROM upserted u LEFT JOIN {existing} p ON p.siret = u.siret
         """
     ).format(existing=sql.Identifier(_EXISTING), upserted=upserted)
-    counts.inserted, counts.updated, counts.closed, counts.reopened = conn.execute(statement).fetchone()
+    row = one_row(conn.execute(statement))
+    counts.inserted, counts.updated, counts.closed, counts.reopened = row
     return counts

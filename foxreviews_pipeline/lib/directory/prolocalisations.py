@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
 from foxreviews_pipeline.lib.db.copy import drop_temp
-
+from foxreviews_pipeline.lib.db.database import one_row
 
 
 @dataclass
@@ -31,8 +32,8 @@ class ProLocalisationCounts:
     deactivated_by_reason: dict[str, int] = field(default_factory=dict)
     unmatched_by_reason: dict[str, int] = field(default_factory=dict)
     # A few of the day's active establishments left without a ville / a trade, for the audit.
-    unresolved_ville_sample: list[dict] = field(default_factory=list)
-    unresolved_trade_sample: list[dict] = field(default_factory=list)
+    unresolved_ville_sample: list[dict[str, Any]] = field(default_factory=list)
+    unresolved_trade_sample: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def unmatched(self) -> int:
@@ -98,14 +99,17 @@ def _stage_resolved(conn: psycopg.Connection, scope: list[str]) -> None:
 
 def _count_resolution(conn: psycopg.Connection, counts: ProLocalisationCounts) -> None:
     """How many active establishments found their ville and trade, and why the others did not."""
-    counts.active, counts.ville_resolved, counts.trade_resolved, counts.not_published = conn.execute(
-        """
-        SELECT count(*), count(*) FILTER (WHERE ville_id IS NOT NULL),
-               count(*) FILTER (WHERE sous_categorie_id IS NOT NULL AND trade_active),
-               count(*) FILTER (WHERE NOT publishable)
-        FROM stage_proloc_resolved WHERE is_active
-        """
-    ).fetchone()
+    row = one_row(
+        conn.execute(
+            """
+            SELECT count(*), count(*) FILTER (WHERE ville_id IS NOT NULL),
+                   count(*) FILTER (WHERE sous_categorie_id IS NOT NULL AND trade_active),
+                   count(*) FILTER (WHERE NOT publishable)
+            FROM stage_proloc_resolved WHERE is_active
+            """
+        )
+    )
+    counts.active, counts.ville_resolved, counts.trade_resolved, counts.not_published = row
     counts.unresolved_ville_sample = _sample(
         conn, "ville_id IS NULL", "siret, code_commune, code_postal, ville_nom"
     )
@@ -118,25 +122,23 @@ def _count_resolution(conn: psycopg.Connection, counts: ProLocalisationCounts) -
 
 
 def _unmatched_by_reason(conn: psycopg.Connection) -> dict[str, int]:
-    return {
-        reason: n
-        for reason, n in conn.execute(
-            """
-            SELECT reason, count(*) FROM (
-                SELECT CASE
-                    WHEN naf_code IS NULL THEN 'no_naf_code'
-                    WHEN coalesce(naf_nomenclature, '') <> 'NAFRev2' THEN 'old_naf_nomenclature'
-                    WHEN NOT naf_known THEN 'naf_code_unknown'
-                    WHEN excluded_reason IS NOT NULL THEN 'naf_excluded'
-                    WHEN NOT trade_active THEN 'trade_inactive'
-                    WHEN ville_id IS NULL AND code_commune IS NULL THEN 'no_commune'
-                    WHEN ville_id IS NULL THEN 'commune_unknown'
-                END AS reason
-                FROM stage_proloc_resolved WHERE is_active
-            ) r WHERE reason IS NOT NULL GROUP BY reason ORDER BY reason
-            """
-        )
-    }
+    rows = conn.execute(
+        """
+        SELECT reason, count(*) FROM (
+            SELECT CASE
+                WHEN naf_code IS NULL THEN 'no_naf_code'
+                WHEN coalesce(naf_nomenclature, '') <> 'NAFRev2' THEN 'old_naf_nomenclature'
+                WHEN NOT naf_known THEN 'naf_code_unknown'
+                WHEN excluded_reason IS NOT NULL THEN 'naf_excluded'
+                WHEN NOT trade_active THEN 'trade_inactive'
+                WHEN ville_id IS NULL AND code_commune IS NULL THEN 'no_commune'
+                WHEN ville_id IS NULL THEN 'commune_unknown'
+            END AS reason
+            FROM stage_proloc_resolved WHERE is_active
+        ) r WHERE reason IS NOT NULL GROUP BY reason ORDER BY reason
+        """
+    )
+    return dict(rows)
 
 
 def _stage_desired(conn: psycopg.Connection) -> int:
@@ -149,7 +151,8 @@ def _stage_desired(conn: psycopg.Connection) -> int:
           AND ville_id IS NOT NULL AND sous_categorie_id IS NOT NULL AND trade_active
         """
     )
-    return conn.execute("SELECT count(*) FROM stage_proloc_desired").fetchone()[0]
+    desired: int = one_row(conn.execute("SELECT count(*) FROM stage_proloc_desired"))[0]
+    return desired
 
 
 def _stage_existing(conn: psycopg.Connection) -> None:
@@ -205,43 +208,41 @@ def _reactivate_wanted(conn: psycopg.Connection, partition: str | None) -> int:
 def _retire_unwanted(conn: psycopg.Connection, partition: str | None) -> dict[str, int]:
     """Set inactive, with their reason, the active ProLocalisations no longer desired;
     returns how many per reason."""
-    return {
-        reason: n
-        for reason, n in conn.execute(
-            """
-            WITH retiring AS (
-                SELECT x.id, CASE
-                    WHEN NOT r.is_active THEN 'closed'
-                    WHEN NOT r.publishable THEN 'not_diffusible'
-                    WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id
-                         AND r.ville_id IS DISTINCT FROM x.ville_id THEN 'trade_changed_and_moved'
-                    WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id THEN 'trade_changed'
-                    WHEN r.ville_id IS DISTINCT FROM x.ville_id THEN 'moved'
-                    ELSE 'trade_inactive'
-                END AS reason
-                FROM stage_proloc_existing x
-                JOIN stage_proloc_resolved r ON r.entreprise_id = x.entreprise_id
-                LEFT JOIN stage_proloc_desired d ON d.entreprise_id = x.entreprise_id
-                    AND d.sous_categorie_id = x.sous_categorie_id AND d.ville_id = x.ville_id
-                WHERE x.is_active AND d.entreprise_id IS NULL
-            ), retired AS (
-                UPDATE enterprise_prolocalisation p
-                SET is_active = false, deactivated_at = now(), updated_at = now(),
-                    last_partition = %(partition)s, deactivation_reason = t.reason
-                FROM retiring t WHERE p.id = t.id
-                RETURNING p.deactivation_reason
-            )
-            SELECT deactivation_reason, count(*) FROM retired GROUP BY 1 ORDER BY 1
-            """,
-            {"partition": partition},
+    rows = conn.execute(
+        """
+        WITH retiring AS (
+            SELECT x.id, CASE
+                WHEN NOT r.is_active THEN 'closed'
+                WHEN NOT r.publishable THEN 'not_diffusible'
+                WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id
+                     AND r.ville_id IS DISTINCT FROM x.ville_id THEN 'trade_changed_and_moved'
+                WHEN r.sous_categorie_id IS DISTINCT FROM x.sous_categorie_id THEN 'trade_changed'
+                WHEN r.ville_id IS DISTINCT FROM x.ville_id THEN 'moved'
+                ELSE 'trade_inactive'
+            END AS reason
+            FROM stage_proloc_existing x
+            JOIN stage_proloc_resolved r ON r.entreprise_id = x.entreprise_id
+            LEFT JOIN stage_proloc_desired d ON d.entreprise_id = x.entreprise_id
+                AND d.sous_categorie_id = x.sous_categorie_id AND d.ville_id = x.ville_id
+            WHERE x.is_active AND d.entreprise_id IS NULL
+        ), retired AS (
+            UPDATE enterprise_prolocalisation p
+            SET is_active = false, deactivated_at = now(), updated_at = now(),
+                last_partition = %(partition)s, deactivation_reason = t.reason
+            FROM retiring t WHERE p.id = t.id
+            RETURNING p.deactivation_reason
         )
-    }
+        SELECT deactivation_reason, count(*) FROM retired GROUP BY 1 ORDER BY 1
+        """,
+        {"partition": partition},
+    )
+    return dict(rows)
 
 
 SAMPLE_SIZE = 20
 
 
-def _sample(conn: psycopg.Connection, condition: str, columns: str) -> list[dict]:
+def _sample(conn: psycopg.Connection, condition: str, columns: str) -> list[dict[str, Any]]:
     """Up to SAMPLE_SIZE active establishments of the scope matching `condition`."""
     cur = conn.execute(
         f"SELECT {columns} FROM stage_proloc_resolved WHERE is_active AND {condition} "

@@ -30,24 +30,25 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pyarrow as pa
 
-from foxreviews_pipeline.lib.directory.entreprises import (
-    SIRENE_COLUMNS,
-    UpsertCounts,
-    upsert_entreprises,
-)
 from foxreviews_pipeline.lib.directory.checks import (
     ROW_CHECKS,
     PublicationHeld,
     audit_publication,
     hold,
+)
+from foxreviews_pipeline.lib.directory.entreprises import (
+    SIRENE_COLUMNS,
+    UpsertCounts,
+    upsert_entreprises,
 )
 from foxreviews_pipeline.lib.directory.prolocalisations import (
     ProLocalisationCounts,
@@ -90,7 +91,7 @@ class StockLoadResult:
     closed: int = 0
     reopened: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    rejected_sample: list[dict] = field(default_factory=list)
+    rejected_sample: list[dict[str, str | None]] = field(default_factory=list)
     prolocalisations_created: int = 0
     prolocalisations_reactivated: int = 0
     prolocalisations_deactivated: int = 0
@@ -105,7 +106,7 @@ class StockLoadResult:
         return sum(self.rejected_by_reason.values())
 
 
-def dedupe_latest(rows: list[tuple]) -> list[tuple]:
+def dedupe_latest(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """One row per SIRET, the one with the latest `date_dernier_traitement` (a row with no
     date is the oldest; on a tie the later row wins), sorted by SIRET.
 
@@ -113,7 +114,7 @@ def dedupe_latest(rows: list[tuple]) -> list[tuple]:
     a SIRET more than once. Sorting keeps the unique-index insertions local and makes
     every batch take its row locks in the same order.
     """
-    latest: dict[str, tuple] = dict(zip((r[_SIRET] for r in rows), rows, strict=True))
+    latest: dict[str, tuple[Any, ...]] = dict(zip((r[_SIRET] for r in rows), rows, strict=True))
     if len(latest) != len(rows):
         latest = {}
         for row in rows:
@@ -163,11 +164,16 @@ def _tune_session(conn: psycopg.Connection) -> None:
 class _Writers:
     """Writer threads, one connection and one single-slot queue each."""
 
-    _DONE = object()
-
-    def __init__(self, connections, write: Callable[[psycopg.Connection, list[tuple]], None]):
+    def __init__(
+        self,
+        connections: Sequence[psycopg.Connection],
+        write: Callable[[psycopg.Connection, list[tuple[Any, ...]]], None],
+    ):
         self._write = write
-        self._queues = [queue.Queue(maxsize=1) for _ in connections]
+        # One batch at a time per writer; None tells the writer to finish.
+        self._queues: list[queue.Queue[list[tuple[Any, ...]] | None]] = [
+            queue.Queue(maxsize=1) for _ in connections
+        ]
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._threads = [
@@ -177,10 +183,12 @@ class _Writers:
         for thread in self._threads:
             thread.start()
 
-    def _run(self, conn: psycopg.Connection, inbox: queue.Queue) -> None:
+    def _run(
+        self, conn: psycopg.Connection, inbox: queue.Queue[list[tuple[Any, ...]] | None]
+    ) -> None:
         while True:
             item = inbox.get()
-            if item is self._DONE:
+            if item is None:
                 return
             if self._stop.is_set():
                 continue  # drain, so that the producer never blocks on a dead writer
@@ -194,7 +202,7 @@ class _Writers:
         if self._error is not None:
             raise self._error
 
-    def put(self, writer: int, rows: list[tuple]) -> None:
+    def put(self, writer: int, rows: list[tuple[Any, ...]]) -> None:
         while True:
             self.check()
             try:
@@ -207,7 +215,7 @@ class _Writers:
         if failed:
             self._stop.set()
         for inbox in self._queues:
-            inbox.put(self._DONE)
+            inbox.put(None)
         for thread in self._threads:
             thread.join()
         if not failed:
@@ -251,7 +259,7 @@ def load_stock(
     writers = max(1, writers) if commit_every_chunk else 1
     totals = _Totals(StockLoadResult(writers=writers), started, on_chunk)
 
-    def write(connection: psycopg.Connection, rows: list[tuple]) -> None:
+    def write(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
         counts, pl = _write_batch(
             connection, rows, partition=partition, run_id=run_id, commit=commit_every_chunk
         )
@@ -278,7 +286,7 @@ def load_stock(
 
 def _write_batch(
     connection: psycopg.Connection,
-    rows: list[tuple],
+    rows: list[tuple[Any, ...]],
     *,
     partition: str,
     run_id: str | None,
@@ -322,7 +330,7 @@ class _Totals:
         self._deactivated: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def add_read(self, rows: list[tuple], rejections: list[Rejection]) -> None:
+    def add_read(self, rows: list[tuple[Any, ...]], rejections: list[Rejection]) -> None:
         result = self.result
         result.rows_read += len(rows) + len(rejections)
         for rejection in rejections:
@@ -375,10 +383,10 @@ class _Batches:
         self._writers = writers
         self._chunk_rows = chunk_rows
         self._result = result
-        self._pending: list[list[tuple]] = [[] for _ in range(writers)]
+        self._pending: list[list[tuple[Any, ...]]] = [[] for _ in range(writers)]
         self._flushes = 0
 
-    def add(self, rows: list[tuple]) -> None:
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
         writers, chunk_rows, pending = self._writers, self._chunk_rows, self._pending
         for row in rows:
             i = hash(row[_SIRET]) % writers if writers > 1 else 0

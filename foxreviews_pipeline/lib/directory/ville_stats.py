@@ -15,6 +15,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from foxreviews_pipeline.lib.db.database import one_row
+
 VIEW = "ville_stats"
 APPLICATION_NAME = "foxreviews-ville-stats"
 
@@ -67,19 +69,21 @@ def refresh_ville_stats(url: str) -> dict[str, Any]:
 def compute_ville_stats_directly(conn: psycopg.Connection) -> dict[str, Any]:
     """The same figures computed from the tables, independently of the view's definition
     (the reference the view is checked against)."""
-    villes = conn.execute(
-        """
-        SELECT count(*), count(DISTINCT departement), count(DISTINCT region),
-               sum(population), avg(population)
-        FROM location_ville WHERE is_active
-        """
-    ).fetchone()
-    entreprises = conn.execute(
-        "SELECT count(*) FROM enterprise_entreprise WHERE is_active"
-    ).fetchone()
-    prolocalisations = conn.execute(
-        "SELECT count(*) FROM enterprise_prolocalisation WHERE is_active"
-    ).fetchone()
+    villes = one_row(
+        conn.execute(
+            """
+            SELECT count(*), count(DISTINCT departement), count(DISTINCT region),
+                   sum(population), avg(population)
+            FROM location_ville WHERE is_active
+            """
+        )
+    )
+    entreprises = one_row(
+        conn.execute("SELECT count(*) FROM enterprise_entreprise WHERE is_active")
+    )
+    prolocalisations = one_row(
+        conn.execute("SELECT count(*) FROM enterprise_prolocalisation WHERE is_active")
+    )
     total, departements, regions, population_sum, population_avg = villes
     return {
         "total_villes": int(total),

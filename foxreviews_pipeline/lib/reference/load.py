@@ -11,7 +11,7 @@ points at them — or deleted when they are pure lookups (aliases, mapping rows)
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import psycopg
@@ -55,14 +55,15 @@ class LoadCounts:
         return asdict(self)
 
     def __add__(self, other: LoadCounts) -> LoadCounts:
-        return LoadCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+        pairs = zip(asdict(self).values(), asdict(other).values(), strict=True)
+        return LoadCounts(*(a + b for a, b in pairs))
 
     @property
     def changed(self) -> int:
         return self.inserted + self.updated + self.deactivated + self.deleted
 
 
-def _count(conn: psycopg.Connection, query: str, params: dict | None = None) -> int:
+def _count(conn: psycopg.Connection, query: str, params: Mapping[str, object] | None = None) -> int:
     return len(conn.execute(query, params or {}).fetchall())
 
 

@@ -87,7 +87,7 @@ def stage_rows(
     conn: psycopg.Connection,
     table: Table,
     name: str,
-    rows: Iterable[Sequence],
+    rows: Iterable[Sequence[object]],
     *,
     extra: Mapping[str, str] | None = None,
     computed: Mapping[str, str] | None = None,

@@ -93,7 +93,7 @@ def write_entreprises(
     if "is_active" in columns:
         # PostgreSQL checks NOT NULL on the proposed row before ON CONFLICT applies, so an
         # empty is_active cell takes the stored state here (a new establishment is active).
-        stored = dict(
+        stored: dict[str, bool] = dict(
             conn.execute(
                 "SELECT siret, is_active FROM enterprise_entreprise WHERE siret = ANY(%s)",
                 (sirets,),
