@@ -249,8 +249,10 @@ def test_a_stock_batch_that_would_publish_a_person_is_held_back(pipeline, tmp_pa
     path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
     write_sample_stock(path, [api_record_to_stock_row(r) for r in variants.values()], unites_legales_path=ul)
     postgres = PostgresResource(database_url=pipeline.url, home=str(tmp_path / "home"))
+    # One writer: the file is one batch, so holding it back leaves the tables as they were.
+    config = {"path": str(path), "unites_legales_path": str(ul), "writers": 1}
     result = sirene_stock_backfill_job.execute_in_process(
-        run_config={"ops": {"load_sirene_stock": {"config": {"path": str(path), "unites_legales_path": str(ul)}}}},
+        run_config={"ops": {"load_sirene_stock": {"config": config}}},
         resources={"postgres": postgres},
         raise_on_error=False,
     )

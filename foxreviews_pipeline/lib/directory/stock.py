@@ -54,6 +54,7 @@ from foxreviews_pipeline.lib.directory.prolocalisations import (
     ProLocalisationCounts,
     sync_prolocalisations,
 )
+from foxreviews_pipeline.lib.gc_pause import paused_gc
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, MAPPING_VERSION, Rejection
 from foxreviews_pipeline.lib.sirene.stock import (
     DEFAULT_BLOCK_SIZE,
@@ -268,7 +269,9 @@ def load_stock(
     index = _index_of(path, unites_legales, block_size)
     pool: _Writers | None = None
     failed = True
-    with _cyclic_gc_paused(), _writer_connections(conn, writers) as connections:
+    # The cyclic collector stays off while mapping builds millions of acyclic tuples; it
+    # runs on the young objects once per batch (`_Batches._flush`).
+    with paused_gc(), _writer_connections(conn, writers) as connections:
         try:
             pool = _Writers(connections, write)
             batches = _Batches(pool, writers, chunk_rows, totals.result)
@@ -407,20 +410,6 @@ class _Batches:
         self._flushes += 1
         gc.collect(1 if self._flushes % 16 else 2)
         self._pool.put(i, unique)
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    # Mapping creates millions of acyclic tuples; the cyclic collector would walk the
-    # growing heap over and over for nothing. It runs on the young objects once per batch
-    # (`_Batches._flush`).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @contextmanager
