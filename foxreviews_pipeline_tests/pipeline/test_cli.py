@@ -64,3 +64,29 @@ def test_the_main_command_runs_a_day_end_to_end(platform_env, dagster_storage_db
     with psycopg.connect(dagster_url) as conn:
         jobs = [j for (j,) in conn.execute("SELECT pipeline_name FROM runs ORDER BY create_timestamp")]
     assert jobs == ["reference_data", "sirene_daily", "ville_stats_refresh"]
+
+
+@pytest.mark.slow
+def test_the_main_command_on_a_fresh_embedded_home(tmp_path):
+    """The README's first command on a new machine: no database configured, an empty home.
+    The embedded server is started, the data database created, and the day runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOXREVIEWS_") and k != "DAGSTER_HOME"}
+    env["FOXREVIEWS_HOME"] = str(tmp_path / "home")
+    try:
+        instance = subprocess.run(
+            [*_foxreviews(), "instance", "--env-file", str(tmp_path / ".env")],
+            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert instance.returncode == 0, instance.stderr[-3000:]
+        result = subprocess.run(
+            [*_foxreviews(), "run-day", "--date", DAY],
+            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"Day {DAY}: done in" in result.stdout
+        assert re.search(r"^\s+checks\s+15 passed$", result.stdout, re.M), result.stdout
+    finally:
+        subprocess.run(
+            [*_foxreviews(), "db", "stop"], cwd=PROJECT_ROOT, env=env,
+            capture_output=True, text=True, timeout=300, check=False,
+        )

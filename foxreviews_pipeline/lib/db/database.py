@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,9 +10,9 @@ from typing import TypeVar
 
 import psycopg
 
-from foxreviews_pipeline.lib.db.errors import require_reachable
+from foxreviews_pipeline.lib.db.errors import probe, require_reachable
 from foxreviews_pipeline.lib.db.migrations import migrate
-from foxreviews_pipeline.lib.db.server import data_database_url, ensure_database
+from foxreviews_pipeline.lib.db.server import data_database_url, ensure_database, with_database
 from foxreviews_pipeline.lib.settings import Settings
 
 _Row = TypeVar("_Row")
@@ -48,6 +49,11 @@ def reachable_database_url(settings: Settings) -> str:
     """The data database's URL once it answers (starting the embedded server if needed);
     `DatabaseUnreachable`, one line without the password, otherwise."""
     url = data_database_url(settings)
+    if probe(with_database(url, "postgres")) is None:
+        # The server answers: create the data database if it is missing (a fresh embedded
+        # server has none yet), as the first use of it would.
+        with contextlib.suppress(psycopg.Error):
+            ensure_database(url)
     require_reachable(url)
     return url
 

@@ -53,6 +53,8 @@ def one_line_cause(message: str) -> str:
     lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
     first = _DRIVER_PREFIX.sub("", lines[0]) if lines else "unknown error"
     first = _LIBPQ_PREFIX.sub("", first).strip() or first
+    # The server's own severity word adds nothing to the line: `FATAL:  database … does not exist`.
+    first = re.sub(r"^(FATAL|ERROR|PANIC):\s*", "", first) or first
     return first[:1].lower() + first[1:]
 
 
