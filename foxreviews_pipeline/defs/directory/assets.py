@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from foxreviews_pipeline.defs.common import OWNERS
+from foxreviews_pipeline.defs.common import OWNERS, held_back
 from foxreviews_pipeline.defs.resources import LandingZone, PostgresResource
 from foxreviews_pipeline.defs.sirene.partitions import DAILY_FRESHNESS, daily_partitions
 from foxreviews_pipeline.lib.directory.checks import (
@@ -159,11 +159,7 @@ def directory_day(
         for outcome in held.outcomes:
             yield check_result(outcome)
         context.log.error(f"Day {day}: {held}")
-        raise dg.Failure(
-            description=f"Day {day} {held}",
-            metadata={o.label: dg.MetadataValue.json(o.metadata) for o in held.failed},
-            allow_retries=False,
-        ) from None
+        raise held_back(held, f"Day {day}") from None
     if result.rejected:
         context.log.warning(f"{result.rejected} record(s) rejected: {result.rejected_by_reason}")
     yield dg.MaterializeResult(

@@ -6,7 +6,7 @@ import dagster as dg
 import psycopg
 from pydantic import Field
 
-from foxreviews_pipeline.defs.common import OWNERS
+from foxreviews_pipeline.defs.common import OWNERS, held_back
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.lib.directory.checks import PublicationHeld
 from foxreviews_pipeline.lib.directory.stock import (
@@ -108,11 +108,7 @@ def load_sirene_stock(
                 on_chunk=progress,
             )
     except PublicationHeld as held:
-        raise dg.Failure(
-            description=f"stock load stopped, batch {held}",
-            metadata={o.label: dg.MetadataValue.json(o.metadata) for o in held.failed},
-            allow_retries=False,
-        ) from None
+        raise held_back(held, "stock load stopped, batch") from None
     if result.rejected:
         context.log.warning(f"{result.rejected:,} row(s) rejected: {result.rejected_by_reason}")
     context.log.info(
