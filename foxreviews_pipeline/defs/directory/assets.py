@@ -94,37 +94,37 @@ def _prolocalisations_metadata(counts: ProLocalisationCounts, started: float) ->
     }
 
 
+def _daily_spec(key: str, deps: list[str], description: str) -> dg.AssetSpec:
+    """One of the two directory assets the day's step publishes together."""
+    return dg.AssetSpec(
+        key,
+        deps=deps,
+        group_name="directory",
+        kinds={"postgres"},
+        owners=OWNERS,
+        code_version="2",
+        freshness_policy=DAILY_FRESHNESS,
+        description=description,
+    )
+
+
 @dg.multi_asset(
     name="directory_day",
     partitions_def=daily_partitions,
     specs=[
-        dg.AssetSpec(
+        _daily_spec(
             ENTREPRISES,
-            deps=["etablissements_raw", "naf_nomenclature"],
-            group_name="directory",
-            kinds={"postgres"},
-            owners=OWNERS,
-            code_version="2",
-            freshness_policy=DAILY_FRESHNESS,
-            description=(
-                "Establishments (table `enterprise_entreprise`, one row per SIRET) from the "
-                "day's landed SIRENE records, under INSEE's diffusion policy. Contact details "
-                "and Google data belong to the web app and are never touched."
-            ),
+            ["etablissements_raw", "naf_nomenclature"],
+            "Establishments (table `enterprise_entreprise`, one row per SIRET) from the "
+            "day's landed SIRENE records, under INSEE's diffusion policy. Contact details "
+            "and Google data belong to the web app and are never touched.",
         ),
-        dg.AssetSpec(
+        _daily_spec(
             PRO_LOCALISATIONS,
-            deps=[ENTREPRISES, "trade_taxonomy", "villes"],
-            group_name="directory",
-            kinds={"postgres"},
-            owners=OWNERS,
-            code_version="2",
-            freshness_policy=DAILY_FRESHNESS,
-            description=(
-                "ProLocalisations (table `enterprise_prolocalisation`): one business × trade × "
-                "town page, e.g. \"Plombier à Lyon\". A page no longer wanted is retired with "
-                "its reason, never deleted."
-            ),
+            [ENTREPRISES, "trade_taxonomy", "villes"],
+            "ProLocalisations (table `enterprise_prolocalisation`): one business × trade × "
+            "town page, e.g. \"Plombier à Lyon\". A page no longer wanted is retired with "
+            "its reason, never deleted.",
         ),
     ],
     check_specs=[

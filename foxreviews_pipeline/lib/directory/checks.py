@@ -218,37 +218,39 @@ def audit_publication(
         )
     pl = prolocalisations
     if pl is not None and (PRO_LOCALISATIONS, "villes_resolved") in wanted:
-        ville_share = share(pl.ville_resolved, pl.active)
         outcomes.append(
-            CheckOutcome(
-                PRO_LOCALISATIONS,
-                "villes_resolved",
-                ville_share >= MIN_VILLE_SHARE,
-                {
-                    "offending": pl.active - pl.ville_resolved,
-                    "share": round(ville_share, 4),
-                    "active": pl.active,
-                    "resolved": pl.ville_resolved,
-                    "unmatched_by_reason": pl.unmatched_by_reason,
-                    "sample": pl.unresolved_ville_sample,
-                },
+            _share_outcome(
+                "villes_resolved", pl, pl.ville_resolved, MIN_VILLE_SHARE, pl.unresolved_ville_sample
             )
         )
     if pl is not None and (PRO_LOCALISATIONS, "trades_resolved") in wanted:
-        trade_share = share(pl.trade_resolved, pl.active)
         outcomes.append(
-            CheckOutcome(
-                PRO_LOCALISATIONS,
-                "trades_resolved",
-                trade_share >= MIN_TRADE_SHARE,
-                {
-                    "offending": pl.active - pl.trade_resolved,
-                    "share": round(trade_share, 4),
-                    "active": pl.active,
-                    "resolved": pl.trade_resolved,
-                    "unmatched_by_reason": pl.unmatched_by_reason,
-                    "sample": pl.unresolved_trade_sample,
-                },
+            _share_outcome(
+                "trades_resolved", pl, pl.trade_resolved, MIN_TRADE_SHARE, pl.unresolved_trade_sample
             )
         )
     return outcomes
+
+
+def _share_outcome(
+    name: str,
+    pl: ProLocalisationCounts,
+    resolved: int,
+    minimum: float,
+    sample: list[dict[str, Any]],
+) -> CheckOutcome:
+    """A check that enough of the batch's active establishments resolved."""
+    resolved_share = share(resolved, pl.active)
+    return CheckOutcome(
+        PRO_LOCALISATIONS,
+        name,
+        resolved_share >= minimum,
+        {
+            "offending": pl.active - resolved,
+            "share": round(resolved_share, 4),
+            "active": pl.active,
+            "resolved": resolved,
+            "unmatched_by_reason": pl.unmatched_by_reason,
+            "sample": sample,
+        },
+    )
