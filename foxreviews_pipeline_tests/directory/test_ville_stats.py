@@ -1,5 +1,5 @@
 """`ville_stats`: refreshed without blocking readers, figures equal to the tables', and
-refreshed once after an import."""
+refreshed once after an import by the `ville_stats_after_import` sensor."""
 
 import threading
 import time
@@ -8,8 +8,15 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
+from dagster._core.definitions.sensor_definition import SensorExecutionData
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
 
-from foxreviews_pipeline.defs.directory.ville_stats import ville_stats
+from foxreviews_pipeline.defs.directory.ville_stats import (
+    UPSTREAM_KEYS,
+    ville_stats,
+    ville_stats_after_import_sensor,
+    ville_stats_refresh_job,
+)
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
 from foxreviews_pipeline.lib.directory.ville_stats import (
@@ -222,7 +229,7 @@ def test_asset_reports_the_figures_as_metadata(database_url, tmp_path: Path):
     }
 
 
-# Stand-ins with the real keys and partitioning: what the automation condition sees.
+# Stand-ins with the real keys and partitioning: what the sensor sees of an import.
 @dg.asset(name="villes")
 def villes_stub() -> None: ...
 
@@ -235,58 +242,173 @@ MID_IMPORT: dict = {}
 
 
 @dg.asset(name="pro_localisations", partitions_def=daily_partitions, deps=["entreprises"])
-def pro_localisations_stub(context: dg.AssetExecutionContext) -> None:
-    # Evaluated while the import is half done: entreprises is written, this step is running.
+def pro_localisations_stub() -> None:
+    # Ticks while the import is half done: entreprises is written, this step is running.
     if "instance" in MID_IMPORT:
-        MID_IMPORT["result"] = dg.evaluate_automation_conditions(
-            defs=MID_IMPORT["defs"],
-            instance=MID_IMPORT["instance"],
-            asset_selection=dg.AssetSelection.assets("ville_stats"),
-            cursor=MID_IMPORT["cursor"],
+        MID_IMPORT["tick"] = tick(MID_IMPORT["instance"], None)
+
+
+import_stub_job = dg.define_asset_job(
+    "daily_import_stub", selection=[entreprises_stub, pro_localisations_stub]
+)
+DEFS = dg.Definitions(
+    assets=[villes_stub, entreprises_stub, pro_localisations_stub, ville_stats],
+    jobs=[ville_stats_refresh_job, import_stub_job],
+    sensors=[ville_stats_after_import_sensor],
+    # Never opened: only the sensor is evaluated here.
+    resources={"postgres": PostgresResource(home="/nonexistent")},
+)
+
+
+def tick(instance: dg.DagsterInstance, cursor: str | None) -> SensorExecutionData:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=DEFS)
+    return ville_stats_after_import_sensor.evaluate_tick(context)
+
+
+def report(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> int:
+    """Records a materialization of `key`; returns its event-log storage id."""
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
+    [record] = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+    return record.storage_id
+
+
+# Where a launched run says it comes from; a queued run must carry one. Never loaded here.
+ORIGIN = RemoteRepositoryOrigin(
+    code_location_origin=RegisteredCodeLocationOrigin("foxreviews_pipeline"),
+    repository_name="__repository__",
+)
+
+
+def in_flight_run(
+    instance: dg.DagsterInstance,
+    job_name: str,
+    status: dg.DagsterRunStatus = dg.DagsterRunStatus.QUEUED,
+    assets: set[str] | None = None,
+) -> dg.DagsterRun:
+    """A run in the instance as a launch leaves it, with no worker behind it."""
+    selection = frozenset(dg.AssetKey(key) for key in assets) if assets else None
+    return instance.add_run(
+        dg.DagsterRun(
+            job_name=job_name,
+            status=status,
+            asset_selection=selection,
+            remote_job_origin=ORIGIN.get_job_origin(job_name),
         )
-
-
-def test_refreshed_once_after_each_import_not_during_it(tmp_path: Path):
-    defs = dg.Definitions(
-        assets=[villes_stub, entreprises_stub, pro_localisations_stub, ville_stats],
-        # Never opened: only the conditions are evaluated here.
-        resources={"postgres": PostgresResource(home=str(tmp_path))},
     )
+
+
+def test_the_sensor_targets_the_named_job_and_follows_the_asset_deps():
+    sensor = ville_stats_after_import_sensor
+    assert sensor.job_name == "ville_stats_refresh" == ville_stats_refresh_job.name
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == 60
+    # Read from the asset: an upstream asset added to its deps is watched without more code.
+    assert set(UPSTREAM_KEYS) == set(ville_stats.dependency_keys) == {
+        dg.AssetKey("villes"),
+        dg.AssetKey("entreprises"),
+        dg.AssetKey("pro_localisations"),
+        dg.AssetKey("uploaded_files"),
+    }
+
+
+def test_nothing_imported_nothing_requested():
     instance = dg.DagsterInstance.ephemeral()
-    selection = dg.AssetSelection.assets("ville_stats")
-    key = dg.AssetKey("ville_stats")
+    result = tick(instance, None)
+    assert not result.run_requests
+    assert "no materialization" in (result.skip_message or "")
 
-    def evaluate(cursor):
-        return dg.evaluate_automation_conditions(
-            defs=defs, instance=instance, asset_selection=selection, cursor=cursor
+    report(instance, "ville_stats")  # its own refresh is not an import
+    assert not tick(instance, None).run_requests
+
+
+def test_one_refresh_after_an_import_then_none():
+    instance = dg.DagsterInstance.ephemeral()
+    storage_id = report(instance, "entreprises", "2026-03-28")
+
+    first = tick(instance, None)
+    [request] = first.run_requests
+    assert request.run_key == f"ville_stats_after_import:{storage_id}"
+    assert request.tags["foxreviews/trigger"] == "after_import"
+    assert request.job_name is None  # the sensor's own job: ville_stats_refresh
+    assert first.cursor == str(storage_id)
+
+    again = tick(instance, first.cursor)
+    assert not again.run_requests
+    assert "no materialization" in (again.skip_message or "")
+
+    # Any upstream asset counts: reference data changes the town figures.
+    villes_id = report(instance, "villes")
+    third = tick(instance, first.cursor)
+    assert len(third.run_requests) == 1 and third.cursor == str(villes_id)
+
+
+def test_many_imports_between_two_ticks_make_one_refresh():
+    instance = dg.DagsterInstance.ephemeral()
+    ids = [report(instance, "entreprises", day) for day in ("2026-03-29", "2026-03-30", "2026-03-31")]
+    ids.append(report(instance, "pro_localisations", "2026-03-31"))
+    ids.append(report(instance, "uploaded_files", "upload-1"))
+
+    result = tick(instance, None)
+    assert len(result.run_requests) == 1
+    assert result.cursor == str(max(ids))
+    assert not tick(instance, result.cursor).run_requests
+
+
+@pytest.mark.parametrize("status", [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED])
+def test_no_second_refresh_while_one_is_queued_or_running(status):
+    instance = dg.DagsterInstance.ephemeral()
+    storage_id = report(instance, "entreprises", "2026-03-28")
+    refresh = in_flight_run(instance, "ville_stats_refresh", status)
+
+    postponed = tick(instance, None)
+    assert not postponed.run_requests
+    assert refresh.run_id in (postponed.skip_message or "")
+    assert postponed.cursor is None  # not advanced: the import still calls for a refresh
+
+    instance.report_run_canceled(refresh)
+    after = tick(instance, None)
+    assert len(after.run_requests) == 1 and after.cursor == str(storage_id)
+
+
+def test_a_refresh_launched_from_the_ui_counts_too():
+    instance = dg.DagsterInstance.ephemeral()
+    report(instance, "villes")
+    run = in_flight_run(instance, "__ASSET_JOB", dg.DagsterRunStatus.STARTED, {"ville_stats"})
+    result = tick(instance, None)
+    assert not result.run_requests and run.run_id in (result.skip_message or "")
+
+
+def test_not_during_an_import_nor_a_backfill():
+    instance = dg.DagsterInstance.ephemeral()
+    MID_IMPORT.clear()
+    MID_IMPORT["instance"] = instance
+    try:
+        imported = DEFS.resolve_job_def("daily_import_stub").execute_in_process(
+            instance=instance, partition_key="2026-03-28"
         )
-
-    result = evaluate(None)
-    assert result.get_num_requested(key) == 0  # nothing imported yet
-
-    MID_IMPORT.clear()
-    MID_IMPORT.update(defs=defs, instance=instance, cursor=result.cursor)
-    imported = dg.materialize(
-        [entreprises_stub, pro_localisations_stub], instance=instance, partition_key="2026-03-28"
-    )
+    finally:
+        mid_import = MID_IMPORT.pop("tick", None)
+        MID_IMPORT.clear()
     assert imported.success
-    assert MID_IMPORT["result"].get_num_requested(key) == 0  # not while the day is importing
-    MID_IMPORT.clear()
+    # entreprises was already written, but its run (a whole job: no asset selection) was going on.
+    assert mid_import is not None and not mid_import.run_requests
+    assert imported.run_id in (mid_import.skip_message or "")
+    assert instance.fetch_materializations(dg.AssetKey("entreprises"), limit=1).records
 
-    result = evaluate(result.cursor)
-    assert result.get_num_requested(key) == 1  # once the day is in
-    result = evaluate(result.cursor)
-    assert result.get_num_requested(key) == 0  # and only once
+    # A backfill: its remaining days wait in the queue; the days already done do not trigger.
+    queued = [
+        in_flight_run(instance, "daily_import_stub") for _ in range(3)
+    ] + [in_flight_run(instance, "__ASSET_JOB", assets={"villes"})]
+    for run in queued:
+        assert not tick(instance, None).run_requests
+        instance.report_run_canceled(run)
+    done = tick(instance, None)
+    assert len(done.run_requests) == 1
 
-    # A backfill of several days leads to one refresh, not one per day.
-    for day in ("2026-03-29", "2026-03-30", "2026-03-31"):
-        dg.materialize([entreprises_stub, pro_localisations_stub], instance=instance, partition_key=day)
-    result = evaluate(result.cursor)
-    assert result.get_num_requested(key) == 1
-    result = evaluate(result.cursor)
-    assert result.get_num_requested(key) == 0
 
-    # Reference data counts too: a new villes import changes the town figures.
-    dg.materialize([villes_stub], instance=instance)
-    result = evaluate(result.cursor)
-    assert result.get_num_requested(key) == 1
+def test_runs_of_other_assets_do_not_hold_the_refresh():
+    instance = dg.DagsterInstance.ephemeral()
+    report(instance, "entreprises", "2026-03-28")
+    in_flight_run(instance, "__ASSET_JOB", dg.DagsterRunStatus.STARTED, {"naf_nomenclature"})
+    in_flight_run(instance, "cleanup", dg.DagsterRunStatus.STARTED)
+    assert len(tick(instance, None).run_requests) == 1

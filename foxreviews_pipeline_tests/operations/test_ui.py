@@ -114,12 +114,14 @@ def test_every_schedule_and_sensor_targets_a_named_job():
         assert not schedule.job_name.startswith("__"), schedule.name
     targeted = {}
     for sensor in repo.sensor_defs:
-        if isinstance(sensor, dg.AutomationConditionSensorDefinition):
-            # Declarative automation launches its runs itself (see defs/directory/ville_stats.py).
-            continue
+        # An automation sensor's runs would land in __ASSET_JOB, on no job's page.
+        assert not isinstance(sensor, dg.AutomationConditionSensorDefinition), sensor.name
         [job] = sensor.jobs
         targeted[sensor.name] = job.name
-    assert targeted == {"upload_sensor": "upload_import"}
+    assert targeted == {
+        "upload_sensor": "upload_import",
+        "ville_stats_after_import": "ville_stats_refresh",
+    }
 
 
 def test_run_day_uses_named_jobs():
@@ -172,8 +174,7 @@ def test_every_job_schedule_and_sensor_has_an_owner():
     for schedule in repo.schedule_defs:
         assert schedule.owners == OWNERS, schedule.name
     for sensor in repo.sensor_defs:
-        if not isinstance(sensor, dg.AutomationConditionSensorDefinition):
-            assert sensor.owners == OWNERS, sensor.name
+        assert sensor.owners == OWNERS, sensor.name
 
 
 # --- groups -------------------------------------------------------------------------------------

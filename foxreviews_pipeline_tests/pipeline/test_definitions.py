@@ -40,7 +40,7 @@ EXPECTED_SCHEDULES = {
     "ville_stats_nightly": "0 2 * * *",
     "cleanup_weekly": "0 3 * * 0",
 }
-EXPECTED_SENSORS = {"upload_sensor", "ville_stats_automation"}
+EXPECTED_SENSORS = {"upload_sensor", "ville_stats_after_import"}
 
 
 def _load_definitions() -> dg.Definitions:
@@ -141,6 +141,9 @@ def test_schedules_and_sensors_run_by_default(defs):
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING, name
     for name in EXPECTED_SENSORS:
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING, name
+    # Exactly these: an asset with an automation condition would add Dagster's implicit
+    # `default_automation_condition_sensor`, whose runs land in no named job.
+    assert {s.name for s in defs.get_repository_def().sensor_defs} == EXPECTED_SENSORS
 
 
 def test_the_insee_key_never_shows_in_the_location(defs):

@@ -3,7 +3,7 @@ import dagster as dg
 from foxreviews_pipeline.defs.directory.assets import directory_day
 from foxreviews_pipeline.defs.directory.ville_stats import (
     ville_stats,
-    ville_stats_automation_sensor,
+    ville_stats_after_import_sensor,
     ville_stats_nightly_schedule,
     ville_stats_refresh_job,
 )
@@ -15,5 +15,5 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=[directory_day, ville_stats],
         jobs=[ville_stats_refresh_job],
         schedules=[ville_stats_nightly_schedule],
-        sensors=[ville_stats_automation_sensor],
+        sensors=[ville_stats_after_import_sensor],
     )
