@@ -209,8 +209,14 @@ def _sample_rows(n: int, seed: int) -> Iterator[tuple[dict[str, Any], dict[str, 
     naf_codes = [c for c, _ in _NAF_REV2]
     naf_weights = [w for _, w in _NAF_REV2]
     produced = 0
+    # StockUniteLegale lists each legal unit once: a siren drawn twice is drawn again.
+    drawn: set[int] = set()
     while produced < n:
-        siren = f"{rng.randrange(10**8):08d}"
+        draw = rng.randrange(10**8)
+        if draw in drawn:
+            continue
+        drawn.add(draw)
+        siren = f"{draw:08d}"
         siren += luhn_check_digit(siren)
         person = rng.random() < 0.35
         diffusion = "P" if rng.random() < 0.03 else "O"

@@ -1,5 +1,5 @@
-"""Stock backfill on a real PostgreSQL: counts, idempotence, duplicates, crash and resume,
-bounded memory, and the Dagster job."""
+"""The stock write path on a real PostgreSQL: counts, idempotence, duplicates, crash and
+resume, bounded memory (the Dagster assets: test_stock_partitions.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from foxreviews_pipeline.defs.resources import PostgresResource
-from foxreviews_pipeline.defs.sirene.stock_job import sirene_stock_backfill_job
 from foxreviews_pipeline.lib.directory.stock import dedupe_latest, load_stock
 from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
@@ -332,47 +330,3 @@ def test_memory_stays_bounded_while_streaming(seeded, tmp_path):
     assert per_row > 300 and whole > 2 * file_size  # holding the rows would dwarf the file
     assert peak < whole / 20, (peak, whole)
     assert peak < file_size / 4, (peak, file_size)
-
-
-def test_backfill_job_reports_its_counts(seeded, tmp_path):
-    path, ul = tmp_path / "StockEtablissement_utf8.zip", tmp_path / "StockUniteLegale_utf8.zip"
-    write_sample_stock(path, 1200, unites_legales_path=ul, seed=8)
-    postgres = PostgresResource(database_url=seeded, home=str(tmp_path / "home"))
-    run_config = {
-        "ops": {"load_sirene_stock": {"config": {"path": str(path), "unites_legales_path": str(ul)}}}
-    }
-    result = sirene_stock_backfill_job.execute_in_process(
-        run_config=run_config, resources={"postgres": postgres}
-    )
-    assert result.success
-    (materialization,) = [
-        e for e in result.events_for_node("load_sirene_stock") if e.event_type_value == "STEP_OUTPUT"
-    ]
-    metadata = materialization.event_specific_data.metadata
-    with psycopg.connect(seeded) as conn:
-        stored, run_ids = conn.execute(
-            "SELECT count(*), array_agg(DISTINCT last_run_id) FROM enterprise_entreprise"
-        ).fetchone()
-    assert metadata["rows_read"].value == 1200
-    assert metadata["inserted"].value == metadata["rows_written"].value == stored > 1000
-    assert metadata["prolocalisations_created"].value > 0
-    assert metadata["duration_s"].value > 0
-    assert run_ids == [result.run_id]
-
-    again = sirene_stock_backfill_job.execute_in_process(
-        run_config=run_config, resources={"postgres": postgres}
-    )
-    (output,) = [e for e in again.events_for_node("load_sirene_stock") if e.event_type_value == "STEP_OUTPUT"]
-    assert output.event_specific_data.metadata["rows_written"].value == 0
-
-
-def test_backfill_job_fails_clearly_on_a_missing_file(seeded, tmp_path):
-    postgres = PostgresResource(database_url=seeded, home=str(tmp_path / "home"))
-    result = sirene_stock_backfill_job.execute_in_process(
-        run_config={"ops": {"load_sirene_stock": {"config": {"path": str(tmp_path / "nope.zip")}}}},
-        resources={"postgres": postgres},
-        raise_on_error=False,
-    )
-    assert not result.success
-    failure = result.failure_data_for_node("load_sirene_stock")
-    assert "stock file not found" in str(failure.error)

@@ -225,6 +225,8 @@ def test_asset_reports_the_figures_as_metadata(database_url, tmp_path: Path):
         dg.AssetKey("villes"),
         dg.AssetKey("entreprises"),
         dg.AssetKey("pro_localisations"),
+        dg.AssetKey("stock_entreprises"),
+        dg.AssetKey("stock_pro_localisations"),
         dg.AssetKey("uploaded_files"),
     }
 
@@ -307,6 +309,8 @@ def test_the_sensor_targets_the_named_job_and_follows_the_asset_deps():
         dg.AssetKey("villes"),
         dg.AssetKey("entreprises"),
         dg.AssetKey("pro_localisations"),
+        dg.AssetKey("stock_entreprises"),
+        dg.AssetKey("stock_pro_localisations"),
         dg.AssetKey("uploaded_files"),
     }
 

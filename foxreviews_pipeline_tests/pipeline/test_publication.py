@@ -15,13 +15,12 @@ import psycopg
 import pytest
 
 from foxreviews_pipeline.defs.directory.assets import directory_day
-from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.assets import etablissements_raw
-from foxreviews_pipeline.defs.sirene.stock_job import sirene_stock_backfill_job
 from foxreviews_pipeline.lib.directory import stock as stock_module
 from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
 from foxreviews_pipeline.lib.sirene.landing import write_partition
 from foxreviews_pipeline.sample.stock_files import api_record_to_stock_row, write_sample_stock
+from foxreviews_pipeline_tests.pipeline import stock_runs
 
 from .test_daily_pipeline import CHAIN, DAY1, DAY2, pipeline, table_state
 
@@ -218,12 +217,9 @@ def test_each_diffusion_status_from_a_stock_file(pipeline, tmp_path):
     variants = _variants(template)
     path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
     write_sample_stock(path, [api_record_to_stock_row(r) for r in variants.values()], unites_legales_path=ul)
-    postgres = PostgresResource(database_url=pipeline.url, home=str(tmp_path / "home"))
-    result = sirene_stock_backfill_job.execute_in_process(
-        run_config={"ops": {"load_sirene_stock": {"config": {"path": str(path), "unites_legales_path": str(ul)}}}},
-        resources={"postgres": postgres},
-    )
-    assert result.success
+    home = tmp_path / "home"
+    assert stock_runs.stage(pipeline.url, home, path, ul).success
+    assert all(r.success for r in stock_runs.load_all(pipeline.url, home).values())
     _assert_policy(
         _stored(pipeline.url, {k: v["siret"] for k, v in variants.items()}),
         template["adresseEtablissement"]["codeCommuneEtablissement"],
@@ -248,14 +244,10 @@ def test_a_stock_batch_that_would_publish_a_person_is_held_back(pipeline, tmp_pa
     monkeypatch.setattr(stock_module, "sync_prolocalisations", leaking_sync)
     path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
     write_sample_stock(path, [api_record_to_stock_row(r) for r in variants.values()], unites_legales_path=ul)
-    postgres = PostgresResource(database_url=pipeline.url, home=str(tmp_path / "home"))
-    # One writer: the file is one batch, so holding it back leaves the tables as they were.
-    config = {"path": str(path), "unites_legales_path": str(ul), "writers": 1}
-    result = sirene_stock_backfill_job.execute_in_process(
-        run_config={"ops": {"load_sirene_stock": {"config": config}}},
-        resources={"postgres": postgres},
-        raise_on_error=False,
-    )
+    home = tmp_path / "home"
+    assert stock_runs.stage(pipeline.url, home, path, ul).success
+    (partition,) = stock_runs.staged_partitions(pipeline.url)
+    result = stock_runs.load(pipeline.url, home, partition, raise_on_error=False)
     assert not result.success
     assert "diffusion_policy" in _failure_message(result)
     assert table_state(pipeline.url) == before

@@ -52,9 +52,10 @@ def _metadata_value(
     return dg.MetadataValue.json(value)
 
 
-def check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
+def check_result(outcome: CheckOutcome, assets: Mapping[str, str] | None = None) -> dg.AssetCheckResult:
+    """The Dagster result of a check outcome; `assets` renames the asset it belongs to."""
     return dg.AssetCheckResult(
-        asset_key=outcome.asset,
+        asset_key=(assets or {}).get(outcome.asset, outcome.asset),
         check_name=outcome.name,
         passed=outcome.passed,
         metadata={k: _metadata_value(v) for k, v in outcome.metadata.items()},
@@ -94,8 +95,8 @@ def _prolocalisations_metadata(counts: ProLocalisationCounts, started: float) ->
     }
 
 
-def _daily_spec(key: str, deps: list[str], description: str) -> dg.AssetSpec:
-    """One of the two directory assets the day's step publishes together."""
+def directory_spec(key: str, deps: list[str], description: str, **more: Any) -> dg.AssetSpec:
+    """One of the two directory assets a step publishes together (a day, a stock partition)."""
     return dg.AssetSpec(
         key,
         deps=deps,
@@ -103,9 +104,13 @@ def _daily_spec(key: str, deps: list[str], description: str) -> dg.AssetSpec:
         kinds={"postgres"},
         owners=OWNERS,
         code_version="2",
-        freshness_policy=DAILY_FRESHNESS,
         description=description,
+        **more,
     )
+
+
+def _daily_spec(key: str, deps: list[str], description: str) -> dg.AssetSpec:
+    return directory_spec(key, deps, description, freshness_policy=DAILY_FRESHNESS)
 
 
 @dg.multi_asset(

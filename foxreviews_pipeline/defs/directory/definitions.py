@@ -1,6 +1,7 @@
 import dagster as dg
 
 from foxreviews_pipeline.defs.directory.assets import directory_day
+from foxreviews_pipeline.defs.directory.stock import directory_stock, sirene_stock_backfill_job
 from foxreviews_pipeline.defs.directory.ville_stats import (
     ville_stats,
     ville_stats_after_import_sensor,
@@ -12,8 +13,8 @@ from foxreviews_pipeline.lib.settings import Settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[directory_day, ville_stats],
-        jobs=[ville_stats_refresh_job],
+        assets=[directory_day, directory_stock, ville_stats],
+        jobs=[ville_stats_refresh_job, sirene_stock_backfill_job],
         schedules=[ville_stats_nightly_schedule],
         sensors=[ville_stats_after_import_sensor],
     )

@@ -18,6 +18,8 @@ from foxreviews_pipeline.lib.directory.ville_stats import FIGURES, refresh_ville
         dg.AssetKey("villes"),
         dg.AssetKey("entreprises"),
         dg.AssetKey("pro_localisations"),
+        dg.AssetKey("stock_entreprises"),
+        dg.AssetKey("stock_pro_localisations"),
         dg.AssetKey("uploaded_files"),
     ],
     group_name="directory",

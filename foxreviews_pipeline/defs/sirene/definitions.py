@@ -4,14 +4,14 @@ from foxreviews_pipeline.defs.sirene.assets import etablissements_raw
 from foxreviews_pipeline.defs.sirene.jobs import sirene_daily_job
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.defs.sirene.schedules import sirene_daily_schedule
-from foxreviews_pipeline.defs.sirene.stock_job import sirene_stock_backfill_job
+from foxreviews_pipeline.defs.sirene.stock import sirene_stock, sirene_stock_stage_job
 from foxreviews_pipeline.lib.settings import Settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[etablissements_raw],
-        jobs=[sirene_daily_job, sirene_stock_backfill_job],
+        assets=[etablissements_raw, sirene_stock],
+        jobs=[sirene_daily_job, sirene_stock_stage_job],
         schedules=[sirene_daily_schedule],
         resources={
             "sirene": SireneSource(

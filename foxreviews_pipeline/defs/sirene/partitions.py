@@ -12,6 +12,7 @@ import dagster as dg
 
 from foxreviews_pipeline.lib.constants import PARIS_TIMEZONE
 from foxreviews_pipeline.lib.settings import load_partitions_start
+from foxreviews_pipeline.lib.sirene.stock_staging import STOCK_PARTITION_KEYS
 
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=load_partitions_start().isoformat(),
@@ -25,3 +26,7 @@ STALE_AFTER = timedelta(hours=36)
 DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
     fail_window=STALE_AFTER, warn_window=timedelta(hours=30)
 )
+
+# The stock's partitions: one per département (and `autres`), the values of the SQL
+# function `sirene_departement`. The largest (Paris) holds a few percent of the country.
+stock_partitions = dg.StaticPartitionsDefinition(list(STOCK_PARTITION_KEYS))

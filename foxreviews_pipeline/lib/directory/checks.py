@@ -144,6 +144,22 @@ def audit_diffusion(conn: psycopg.Connection, sirets: Sequence[str]) -> list[dic
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def merge_outcomes(key: tuple[str, str], outcomes: Sequence[CheckOutcome]) -> CheckOutcome:
+    """One check's outcomes over the batches of a larger write, as one: passed when every
+    batch passed, the offending rows added up."""
+    failed = [o for o in outcomes if not o.passed]
+    return CheckOutcome(
+        key[0],
+        key[1],
+        not failed,
+        {
+            "offending": sum(int(o.metadata.get("offending", 0)) for o in outcomes),
+            "batches": len(outcomes),
+            "sample": [s for o in failed for s in o.metadata.get("sample", [])][:SAMPLE_SIZE],
+        },
+    )
+
+
 def share(part: int, whole: int) -> float:
     return part / whole if whole else 1.0
 

@@ -43,6 +43,25 @@ class ProLocalisationCounts:
     def changed(self) -> int:
         return self.created + self.reactivated + self.deactivated
 
+    def add(self, other: ProLocalisationCounts) -> None:
+        """Add another batch's counts to these (samples kept to SAMPLE_SIZE)."""
+        for name in (
+            "establishments", "active", "ville_resolved", "trade_resolved", "desired",
+            "created", "reactivated", "deactivated", "not_published",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for mine, theirs in (
+            (self.deactivated_by_reason, other.deactivated_by_reason),
+            (self.unmatched_by_reason, other.unmatched_by_reason),
+        ):
+            for reason, n in theirs.items():
+                mine[reason] = mine.get(reason, 0) + n
+        for sample, more in (
+            (self.unresolved_ville_sample, other.unresolved_ville_sample),
+            (self.unresolved_trade_sample, other.unresolved_trade_sample),
+        ):
+            sample.extend(more[: max(0, SAMPLE_SIZE - len(sample))])
+
 
 # Which ville an establishment is in: by INSEE code (an arrondissement or commune déléguée
 # goes to its current commune); by postal code + normalised name only when the code is

@@ -30,7 +30,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +40,16 @@ import psycopg
 import pyarrow as pa
 
 from foxreviews_pipeline.lib.directory.checks import (
+    BLOCKING_CHECKS,
+    ENTREPRISES,
+    MAX_INVALID_SHARE,
     ROW_CHECKS,
+    CheckOutcome,
     PublicationHeld,
     audit_publication,
     hold,
+    merge_outcomes,
+    share,
 )
 from foxreviews_pipeline.lib.directory.entreprises import (
     SIRENE_COLUMNS,
@@ -51,11 +57,18 @@ from foxreviews_pipeline.lib.directory.entreprises import (
     upsert_entreprises,
 )
 from foxreviews_pipeline.lib.directory.prolocalisations import (
+    SAMPLE_SIZE,
     ProLocalisationCounts,
     sync_prolocalisations,
 )
 from foxreviews_pipeline.lib.gc_pause import paused_gc
-from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, MAPPING_VERSION, Rejection
+from foxreviews_pipeline.lib.sirene.mapping import (
+    ENTREPRISE_COLUMNS,
+    MAPPING_VERSION,
+    REJECT_INVALID_SIRET,
+    Rejection,
+    map_flat_rows,
+)
 from foxreviews_pipeline.lib.sirene.stock import (
     DEFAULT_BLOCK_SIZE,
     UniteLegaleIndex,
@@ -64,6 +77,7 @@ from foxreviews_pipeline.lib.sirene.stock import (
     load_unites_legales,
     sirens_of,
 )
+from foxreviews_pipeline.lib.sirene.stock_staging import partition_chunks
 
 # Rows per upsert statement (per writer). Smaller batches pay the per-batch statements
 # (staging, ANALYZE, ProLocalisation temp tables) more often; larger ones cost ~1 KB of Python
@@ -101,6 +115,11 @@ class StockLoadResult:
     chunks: int = 0
     writers: int = 1
     duration_s: float = 0.0
+    # For the audit of a whole partition: the SIRETs rejected as invalid, the ProLocalisation
+    # counts of every batch added up, and each batch's row-check outcomes.
+    invalid_sirets: list[str] = field(default_factory=list)
+    prolocalisations: ProLocalisationCounts = field(default_factory=ProLocalisationCounts)
+    batch_outcomes: dict[tuple[str, str], list[CheckOutcome]] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
@@ -251,22 +270,44 @@ def load_stock(
     - `on_chunk(result)`: called after each committed batch with the running totals
       (progress logs); called from a writer thread.
     """
-    started = time.perf_counter()
     path = Path(path)
-    if partition is None:
-        partition = f"stock:{path.name}"
+    index = _index_of(path, unites_legales, block_size)
+    return apply_stock_rows(
+        conn,
+        iter_mapped_stock(path, unites_legales=index, block_size=block_size),
+        partition=partition or f"stock:{path.name}",
+        run_id=run_id,
+        chunk_rows=chunk_rows,
+        writers=writers,
+        commit_every_chunk=commit_every_chunk,
+        on_chunk=on_chunk,
+    )
+
+
+def apply_stock_rows(
+    conn: psycopg.Connection,
+    mapped: Iterable[tuple[list[tuple[Any, ...]], list[Rejection]]],
+    *,
+    partition: str,
+    run_id: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    writers: int = DEFAULT_WRITERS,
+    commit_every_chunk: bool = True,
+    on_chunk: Callable[[StockLoadResult], None] | None = None,
+) -> StockLoadResult:
+    """Apply mapped stock rows ((rows, rejections) blocks) to the directory: see `load_stock`."""
+    started = time.perf_counter()
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     writers = max(1, writers) if commit_every_chunk else 1
     totals = _Totals(StockLoadResult(writers=writers), started, on_chunk)
 
     def write(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
-        counts, pl = _write_batch(
+        counts, pl, outcomes = _write_batch(
             connection, rows, partition=partition, run_id=run_id, commit=commit_every_chunk
         )
-        totals.add_batch(counts, pl)
+        totals.add_batch(counts, pl, outcomes)
 
-    index = _index_of(path, unites_legales, block_size)
     pool: _Writers | None = None
     failed = True
     # The cyclic collector stays off while mapping builds millions of acyclic tuples; it
@@ -275,7 +316,6 @@ def load_stock(
         try:
             pool = _Writers(connections, write)
             batches = _Batches(pool, writers, chunk_rows, totals.result)
-            mapped = iter_mapped_stock(path, unites_legales=index, block_size=block_size)
             for rows, rejections in mapped:
                 totals.add_read(rows, rejections)
                 batches.add(rows)
@@ -287,6 +327,66 @@ def load_stock(
     return totals.finish()
 
 
+def load_stock_partition(
+    conn: psycopg.Connection,
+    partition: str,
+    *,
+    run_id: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    on_chunk: Callable[[StockLoadResult], None] | None = None,
+) -> tuple[StockLoadResult, list[CheckOutcome]]:
+    """Apply one partition (a département) of the staged stock inside the caller's
+    transaction, then audit it as a whole: the outcomes of every blocking check.
+
+    Raises `PublicationHeld` when a check fails; the caller then rolls back, and nothing of
+    the partition is published. `conn` must be inside a transaction block.
+    """
+    mapped = (map_flat_rows(chunk) for chunk in partition_chunks(conn, partition, chunk_rows=chunk_rows))
+    result = apply_stock_rows(
+        conn,
+        mapped,
+        partition=f"stock:{partition}",
+        run_id=run_id,
+        chunk_rows=chunk_rows,
+        writers=1,
+        commit_every_chunk=False,
+        on_chunk=on_chunk,
+    )
+    outcomes = _partition_outcomes(conn, result)
+    hold(outcomes)
+    return result, outcomes
+
+
+def _partition_outcomes(conn: psycopg.Connection, result: StockLoadResult) -> list[CheckOutcome]:
+    """Every blocking check over a whole partition: the row checks, which every batch passed
+    before the next was written, summed; then the shares, which only the whole partition
+    can tell (invalid SIRETs rejected, villes and trades resolved)."""
+    outcomes = [merge_outcomes(key, result.batch_outcomes.get(key, [])) for key in ROW_CHECKS]
+    rejected_share = share(len(result.invalid_sirets), result.rows_read)
+    for i, outcome in enumerate(outcomes):
+        if (outcome.asset, outcome.name) == (ENTREPRISES, "valid_identifiers"):
+            outcomes[i] = CheckOutcome(
+                outcome.asset,
+                outcome.name,
+                outcome.passed and rejected_share <= MAX_INVALID_SHARE,
+                {
+                    **outcome.metadata,
+                    "offending": outcome.metadata["offending"] + len(result.invalid_sirets),
+                    "invalid_rejected": len(result.invalid_sirets),
+                    "rejected_share": round(rejected_share, 4),
+                    "sample": result.invalid_sirets[:SAMPLE_SIZE],
+                },
+            )
+    outcomes += audit_publication(
+        conn,
+        [],
+        records=result.rows_read,
+        prolocalisations=result.prolocalisations,
+        checks=[k for k in BLOCKING_CHECKS if k not in ROW_CHECKS],
+    )
+    return outcomes
+
+
 def _write_batch(
     connection: psycopg.Connection,
     rows: list[tuple[Any, ...]],
@@ -294,7 +394,7 @@ def _write_batch(
     partition: str,
     run_id: str | None,
     commit: bool,
-) -> tuple[UpsertCounts, ProLocalisationCounts]:
+) -> tuple[UpsertCounts, ProLocalisationCounts, list[CheckOutcome]]:
     """Upsert one batch, sync its ProLocalisations, audit them and (if `commit`) commit."""
     counts = upsert_entreprises(
         connection, SIRENE_COLUMNS, rows, source=STOCK_SOURCE, partition=partition,
@@ -304,15 +404,16 @@ def _write_batch(
     pl = sync_prolocalisations(connection, sirets, partition=partition)
     # Write–audit–publish per batch: a batch that fails a blocking check is rolled back
     # and stops the load; the batches committed before it passed the same checks.
+    outcomes = audit_publication(connection, sirets, records=len(rows), checks=ROW_CHECKS)
     try:
-        hold(audit_publication(connection, sirets, records=len(rows), checks=ROW_CHECKS))
+        hold(outcomes)
     except PublicationHeld:
         if commit:
             connection.rollback()
         raise
     if commit:
         connection.commit()
-    return counts, pl
+    return counts, pl, outcomes
 
 
 class _Totals:
@@ -338,6 +439,8 @@ class _Totals:
         result.rows_read += len(rows) + len(rejections)
         for rejection in rejections:
             self._rejected[rejection.reason] += 1
+            if rejection.reason == REJECT_INVALID_SIRET:
+                result.invalid_sirets.append(str(rejection.siret))
             if len(result.rejected_sample) < _REJECTED_SAMPLE_SIZE:
                 result.rejected_sample.append(
                     {
@@ -347,9 +450,14 @@ class _Totals:
                     }
                 )
 
-    def add_batch(self, counts: UpsertCounts, pl: ProLocalisationCounts) -> None:
+    def add_batch(
+        self, counts: UpsertCounts, pl: ProLocalisationCounts, outcomes: list[CheckOutcome]
+    ) -> None:
         result = self.result
         with self._lock:
+            result.prolocalisations.add(pl)
+            for outcome in outcomes:
+                result.batch_outcomes.setdefault((outcome.asset, outcome.name), []).append(outcome)
             result.chunks += 1
             result.inserted += counts.inserted
             result.updated += counts.updated

@@ -1,0 +1,144 @@
+"""The directory loaded from the staged SIRENE stock, one département per partition.
+
+The same tables as `entreprises` and `pro_localisations`, written by the same rules and
+published by the same audit, but partitioned by département instead of by day: an asset has
+one partitioning, hence two more assets for the same tables (docs/architecture.md, "The
+SIRENE stock"). Each partition is one run and one transaction.
+"""
+
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+
+from foxreviews_pipeline.defs.common import OWNERS, held_back
+from foxreviews_pipeline.defs.directory.assets import check_result, directory_spec
+from foxreviews_pipeline.defs.resources import PostgresResource
+from foxreviews_pipeline.defs.sirene.partitions import stock_partitions
+from foxreviews_pipeline.lib.directory.checks import (
+    BLOCKING_CHECKS,
+    ENTREPRISES,
+    PRO_LOCALISATIONS,
+    PublicationHeld,
+)
+from foxreviews_pipeline.lib.directory.stock import (
+    DEFAULT_CHUNK_ROWS,
+    StockLoadResult,
+    load_stock_partition,
+)
+from foxreviews_pipeline.lib.sirene.stock_staging import StockFileError
+
+STOCK_ENTREPRISES = "stock_entreprises"
+STOCK_PRO_LOCALISATIONS = "stock_pro_localisations"
+# The checks are declared once, per table; here they belong to the stock's assets.
+STOCK_ASSETS = {ENTREPRISES: STOCK_ENTREPRISES, PRO_LOCALISATIONS: STOCK_PRO_LOCALISATIONS}
+# Stock partitions write the directory in parallel up to this pool's limit (set by
+# `foxreviews instance`; a pool with no limit set takes the instance's default of 1).
+DIRECTORY_WRITES_POOL = "directory_writes"
+_PROGRESS_EVERY_CHUNKS = 10
+
+
+def _entreprises_metadata(result: StockLoadResult) -> dict[str, dg.MetadataValue]:
+    return {
+        "rows_read": dg.MetadataValue.int(result.rows_read),
+        "inserted": dg.MetadataValue.int(result.inserted),
+        "updated": dg.MetadataValue.int(result.updated),
+        "unchanged": dg.MetadataValue.int(result.unchanged),
+        "stale_skipped": dg.MetadataValue.int(result.stale),
+        "duplicates_in_file": dg.MetadataValue.int(result.duplicates),
+        "closed": dg.MetadataValue.int(result.closed),
+        "reopened": dg.MetadataValue.int(result.reopened),
+        "rejected": dg.MetadataValue.int(result.rejected),
+        "rejected_by_reason": dg.MetadataValue.json(result.rejected_by_reason),
+        "rejected_sample": dg.MetadataValue.json(result.rejected_sample),
+        "duration_s": dg.MetadataValue.float(result.duration_s),
+    }
+
+
+def _prolocalisations_metadata(result: StockLoadResult) -> dict[str, dg.MetadataValue]:
+    return {
+        "created": dg.MetadataValue.int(result.prolocalisations_created),
+        "reactivated": dg.MetadataValue.int(result.prolocalisations_reactivated),
+        "deactivated": dg.MetadataValue.int(result.prolocalisations_deactivated),
+        "deactivated_by_reason": dg.MetadataValue.json(
+            result.prolocalisations_deactivated_by_reason
+        ),
+        "unmatched_by_reason": dg.MetadataValue.json(result.prolocalisations_unmatched_by_reason),
+    }
+
+
+@dg.multi_asset(
+    name="directory_stock",
+    partitions_def=stock_partitions,
+    specs=[
+        directory_spec(
+            STOCK_ENTREPRISES,
+            ["sirene_stock", "naf_nomenclature"],
+            "Establishments of one département from the staged SIRENE stock, written to "
+            "`enterprise_entreprise` by the rules of `entreprises`.",
+        ),
+        directory_spec(
+            STOCK_PRO_LOCALISATIONS,
+            [STOCK_ENTREPRISES, "trade_taxonomy", "villes"],
+            "ProLocalisations of one département's stock establishments, in "
+            "`enterprise_prolocalisation` as for `pro_localisations`.",
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset=STOCK_ASSETS[asset], blocking=True, description=description)
+        for (asset, name), description in BLOCKING_CHECKS.items()
+    ],
+    # One run per département: runs are queued, retried and monitored one by one, and fan
+    # out to as many workers as the pool allows.
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    pool=DIRECTORY_WRITES_POOL,
+)
+def directory_stock(
+    context: dg.AssetExecutionContext, postgres: PostgresResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Writes one département of the staged stock, audits it whole in the same transaction
+    and publishes it only when every blocking check passes."""
+    partition = context.partition_key
+    started = time.perf_counter()
+
+    def progress(result: StockLoadResult) -> None:
+        if result.chunks % _PROGRESS_EVERY_CHUNKS == 0:
+            context.log.info(f"{partition}: {result.rows_read:,} rows applied so far")
+
+    try:
+        with postgres.connection() as conn:
+            result, outcomes = load_stock_partition(
+                conn,
+                partition,
+                run_id=context.run.run_id,
+                chunk_rows=DEFAULT_CHUNK_ROWS,
+                on_chunk=progress,
+            )
+    except StockFileError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except PublicationHeld as held:
+        for outcome in held.outcomes:
+            yield check_result(outcome, STOCK_ASSETS)
+        raise held_back(held, f"Stock partition {partition}") from None
+    context.log.info(
+        f"{partition}: {result.rows_read:,} rows, {result.inserted:,} inserted, "
+        f"{result.updated:,} updated, {result.unchanged:,} unchanged in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    yield dg.MaterializeResult(asset_key=STOCK_ENTREPRISES, metadata=_entreprises_metadata(result))
+    yield dg.MaterializeResult(
+        asset_key=STOCK_PRO_LOCALISATIONS, metadata=_prolocalisations_metadata(result)
+    )
+    for outcome in outcomes:
+        yield check_result(outcome, STOCK_ASSETS)
+
+
+sirene_stock_backfill_job = dg.define_asset_job(
+    name="sirene_stock_backfill",
+    selection=dg.AssetSelection.assets(directory_stock),
+    description="Load the staged SIRENE stock into the directory, one département per run: "
+    "launch a backfill of all partitions (after sirene_stock_stage). Re-running a "
+    "partition rewrites nothing already there.",
+    tags={"foxreviews/kind": "stock"},
+    owners=OWNERS,
+)

@@ -1,0 +1,358 @@
+"""The SIRENE stock staged in PostgreSQL: the files COPYed as they are, joined by the database.
+
+A national StockEtablissement (~40M rows) and StockUniteLegale (~28M) do not fit in a
+worker's memory, and reading the whole file once per département would read it a hundred
+times. So the `sirene_stock` asset COPYs both files, unchanged, into unlogged tables of the
+schema `sirene_stock` (PostgreSQL's fastest way in), indexes the establishments by
+département and the legal units by siren, and checks that the two files belong together;
+each département is then read on its own, with the legal units joined in the database
+(`partition_chunks`), and mapped by the same rules as a day.
+
+Staging replaces the previous one in one transaction, so a partition load never sees half a
+staging, and a bad pair of files leaves the previous staging (and the directory) as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from foxreviews_pipeline.lib.sirene.mapping import FLAT_FIELDS, UNITE_LEGALE_NAME_FIELDS
+
+SCHEMA = "sirene_stock"
+ETABLISSEMENT_TABLE = "etablissement"
+UNITE_LEGALE_TABLE = "unite_legale"
+
+# The partition keys: metropolitan départements (Corsica as 2A and 2B), overseas
+# départements and collectivities, and `autres` for establishments with no usable commune
+# code. The SQL function `sirene_departement` (migration 0006) returns exactly these.
+STOCK_PARTITION_KEYS: tuple[str, ...] = (
+    *(f"{n:02d}" for n in range(1, 20)),
+    "2A",
+    "2B",
+    *(f"{n:02d}" for n in range(21, 96)),
+    *(str(n) for n in range(971, 979)),
+    *(str(n) for n in range(984, 990)),
+    "autres",
+)
+
+# Columns a StockEtablissement must have (the 48-column layout of older files has them all).
+REQUIRED_ETABLISSEMENT_COLUMNS = (
+    "siren",
+    "siret",
+    "codeCommuneEtablissement",
+    "etatAdministratifEtablissement",
+    "activitePrincipaleEtablissement",
+    "statutDiffusionEtablissement",
+    "dateDernierTraitementEtablissement",
+)
+REQUIRED_UNITE_LEGALE_COLUMNS = ("siren", *UNITE_LEGALE_NAME_FIELDS)
+
+# A StockUniteLegale of the same extract has every siren of the StockEtablissement; a few
+# missing is a purged unit, more is another extract (or another file altogether).
+MAX_UNMATCHED_SHARE = 0.01
+_SAMPLE = 5
+_COPY_BLOCK = 1 << 20
+_COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class StockFileError(ValueError):
+    """A stock file that cannot be staged: missing, unreadable, or not the file it should be."""
+
+
+@dataclass(frozen=True)
+class StagedStock:
+    etablissement_file: str
+    unite_legale_file: str
+    fingerprint: str
+    etablissements: int
+    unites_legales: int
+    unmatched_sirens: int
+    rows_by_partition: dict[str, int] = field(default_factory=dict)
+
+
+def fingerprint(*paths: Path) -> str:
+    """What identifies a pair of stock files: names, sizes and modification times."""
+    parts = []
+    for path in paths:
+        stat = path.stat()
+        parts.append(f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}")
+    return "|".join(parts)
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+@contextmanager
+def _open_csv(path: Path) -> Iterator[IO[bytes]]:
+    """The CSV bytes of a stock file: plain, gzipped, or the .csv member of INSEE's zip."""
+    if path.suffix.lower() == ".zip":
+        with zipfile.ZipFile(path) as zf:
+            members = [n for n in zf.namelist() if n.lower().endswith(".csv")]
+            if not members:
+                raise StockFileError(f"{path}: no .csv file inside the zip")
+            with zf.open(members[0]) as member:
+                yield member
+    elif path.suffix.lower() == ".gz":
+        with gzip.open(path, "rb") as stream:
+            yield cast(IO[bytes], stream)
+    else:
+        with open(path, "rb") as stream:
+            yield stream
+
+
+def read_header(path: Path) -> list[str]:
+    """The column names of a stock file, checked to be plain identifiers."""
+    if not path.is_file():
+        raise StockFileError(f"stock file not found: {path}")
+    try:
+        if _is_parquet(path):
+            names = list(pq.read_schema(path).names)
+        else:
+            with _open_csv(path) as stream:
+                first = stream.readline(1 << 16).decode("utf-8-sig").strip()
+            names = next(csv.reader([first]), [])
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile, pa.ArrowException) as exc:
+        raise StockFileError(f"{path}: cannot be read ({exc})") from exc
+    bad = [n for n in names if not _COLUMN_NAME.match(n)]
+    if not names or bad:
+        raise StockFileError(
+            f"{path}: not a SIRENE stock file (its first line is not a header of column names"
+            + (f": {bad[:3]}" if bad else "")
+            + ")"
+        )
+    return names
+
+
+def check_headers(
+    etablissements: list[str], unites_legales: list[str], paths: tuple[Path, Path]
+) -> None:
+    etab_path, ul_path = paths
+    if "siret" in unites_legales:
+        raise StockFileError(
+            f"{ul_path}: this is a StockEtablissement file (it has a siret column), "
+            "not the StockUniteLegale file of the legal units"
+        )
+    missing = [c for c in REQUIRED_ETABLISSEMENT_COLUMNS if c not in etablissements]
+    if missing:
+        raise StockFileError(
+            f"{etab_path}: not a StockEtablissement file (no column {', '.join(missing)})"
+        )
+    missing = [c for c in REQUIRED_UNITE_LEGALE_COLUMNS if c not in unites_legales]
+    if missing:
+        raise StockFileError(
+            f"{ul_path}: not a StockUniteLegale file (no column {', '.join(missing)})"
+        )
+
+
+def _copy_file(conn: psycopg.Connection, table: str, columns: list[str], path: Path) -> int:
+    target = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT csv, HEADER {})").format(
+        sql.Identifier(SCHEMA),
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL("false" if _is_parquet(path) else "true"),
+    )
+    with conn.cursor() as cur:
+        with cur.copy(target) as copy:
+            if _is_parquet(path):
+                with pq.ParquetFile(path) as pf:
+                    for batch in pf.iter_batches(batch_size=50_000, columns=columns):
+                        text = pa.RecordBatch.from_arrays(
+                            [c.cast(pa.string()) for c in batch.columns], names=columns
+                        )
+                        buffer = io.BytesIO()
+                        pacsv.write_csv(text, buffer, pacsv.WriteOptions(include_header=False))
+                        copy.write(buffer.getvalue())
+            else:
+                with _open_csv(path) as stream:
+                    while block := stream.read(_COPY_BLOCK):
+                        copy.write(block)
+        return cur.rowcount
+
+
+def _create_table(
+    conn: psycopg.Connection, table: str, columns: list[str], extra: sql.Composable | None = None
+) -> None:
+    name = sql.SQL("{}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(table))
+    defs: list[sql.Composable] = [sql.SQL("{} text").format(sql.Identifier(c)) for c in columns]
+    if extra is not None:
+        defs.append(extra)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(name, sql.SQL(", ").join(defs)))
+
+
+def stage_stock(
+    conn: psycopg.Connection, etablissements: Path, unites_legales: Path | None
+) -> StagedStock:
+    """COPY a StockEtablissement and its StockUniteLegale into `sirene_stock`, replacing the
+    previous staging, and commit; nothing is committed if the files do not belong together.
+
+    `conn` must not be inside a transaction block: staging is its own transaction.
+    """
+    if unites_legales is None:
+        raise StockFileError(
+            f"no StockUniteLegale file for {etablissements}: without the legal units every "
+            "establishment would lack its name; give unites_legales_path"
+        )
+    etab_columns = read_header(etablissements)
+    ul_columns = read_header(unites_legales)
+    check_headers(etab_columns, ul_columns, (etablissements, unites_legales))
+    with conn.transaction():
+        _create_table(
+            conn,
+            ETABLISSEMENT_TABLE,
+            etab_columns,
+            sql.SQL(
+                'departement text GENERATED ALWAYS AS (sirene_departement("codeCommuneEtablissement")) STORED'
+            ),
+        )
+        _create_table(conn, UNITE_LEGALE_TABLE, ul_columns)
+        try:
+            etab_rows = _copy_file(conn, ETABLISSEMENT_TABLE, etab_columns, etablissements)
+            ul_rows = _copy_file(conn, UNITE_LEGALE_TABLE, ul_columns, unites_legales)
+        except psycopg.errors.DataError as exc:
+            raise StockFileError(f"stock file rejected by PostgreSQL's CSV reader: {exc}") from exc
+        _index(conn, unites_legales)
+        unmatched, sample = _unmatched(conn)
+        if etab_rows and unmatched / etab_rows > MAX_UNMATCHED_SHARE:
+            raise StockFileError(
+                f"{unites_legales} does not match {etablissements}: {unmatched:,} of "
+                f"{etab_rows:,} establishments have no legal unit in it (e.g. siren "
+                f"{', '.join(sample)}); both files must come from the same INSEE extract"
+            )
+        by_partition: dict[str, int] = dict(
+            conn.execute(
+                sql.SQL("SELECT departement, count(*) FROM {}.{} GROUP BY 1 ORDER BY 1").format(
+                    sql.Identifier(SCHEMA), sql.Identifier(ETABLISSEMENT_TABLE)
+                )
+            ).fetchall()
+        )
+        staged = StagedStock(
+            etablissements.name,
+            unites_legales.name,
+            fingerprint(etablissements, unites_legales),
+            etab_rows,
+            ul_rows,
+            unmatched,
+            {k: int(v) for k, v in by_partition.items()},
+        )
+        conn.execute(
+            """
+            INSERT INTO sirene_stock.staged (id, etablissement_file, unite_legale_file, fingerprint,
+                                             etablissements, unites_legales, rows_by_partition)
+            VALUES (true, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (id) DO UPDATE SET etablissement_file = EXCLUDED.etablissement_file,
+                unite_legale_file = EXCLUDED.unite_legale_file, fingerprint = EXCLUDED.fingerprint,
+                etablissements = EXCLUDED.etablissements, unites_legales = EXCLUDED.unites_legales,
+                rows_by_partition = EXCLUDED.rows_by_partition, staged_at = now()
+            """,
+            (
+                staged.etablissement_file,
+                staged.unite_legale_file,
+                staged.fingerprint,
+                etab_rows,
+                ul_rows,
+                Jsonb(staged.rows_by_partition),
+            ),
+        )
+    return staged
+
+
+def _index(conn: psycopg.Connection, unites_legales: Path) -> None:
+    conn.execute("CREATE INDEX ON sirene_stock.etablissement (departement)")
+    try:
+        with conn.transaction():
+            conn.execute("CREATE UNIQUE INDEX ON sirene_stock.unite_legale (siren)")
+    except psycopg.errors.UniqueViolation as exc:
+        raise StockFileError(
+            f"{unites_legales}: a siren is listed more than once ({exc.diag.message_detail}); "
+            "StockUniteLegale has one row per legal unit"
+        ) from exc
+    conn.execute("ANALYZE sirene_stock.etablissement")
+    conn.execute("ANALYZE sirene_stock.unite_legale")
+
+
+def _unmatched(conn: psycopg.Connection) -> tuple[int, list[str]]:
+    count, sample = conn.execute(
+        f"""
+        SELECT count(*), (array_agg(DISTINCT e.siren) FILTER (WHERE e.siren IS NOT NULL))[1:{_SAMPLE}]
+        FROM sirene_stock.etablissement e
+        WHERE NOT EXISTS (SELECT 1 FROM sirene_stock.unite_legale u WHERE u.siren = e.siren)
+        """
+    ).fetchone() or (0, [])
+    return int(count), list(sample or [])
+
+
+def staged_stock(conn: psycopg.Connection) -> dict[str, Any] | None:
+    """What is staged now (the row of `sirene_stock.staged`), or None."""
+    cur = conn.execute(
+        "SELECT etablissement_file, unite_legale_file, fingerprint, etablissements, "
+        "unites_legales, rows_by_partition, staged_at FROM sirene_stock.staged"
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    names = [d.name for d in cur.description or ()]
+    return dict(zip(names, row, strict=True))
+
+
+def _staged_columns(conn: psycopg.Connection, table: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+        (SCHEMA, table),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _partition_query(conn: psycopg.Connection) -> sql.Composed:
+    etab = _staged_columns(conn, ETABLISSEMENT_TABLE)
+    if not etab:
+        raise StockFileError("no SIRENE stock is staged: materialize the sirene_stock asset first")
+    selected: list[sql.Composable] = []
+    for name in FLAT_FIELDS:
+        if name in UNITE_LEGALE_NAME_FIELDS:
+            selected.append(sql.SQL("u.{}").format(sql.Identifier(name)))
+        elif name in etab:
+            selected.append(sql.SQL("e.{}").format(sql.Identifier(name)))
+        else:
+            selected.append(sql.NULL)  # a column older files do not have
+    return sql.SQL(
+        "SELECT {} FROM sirene_stock.etablissement e "
+        "LEFT JOIN sirene_stock.unite_legale u ON u.siren = e.siren "
+        "WHERE e.departement = %s"
+    ).format(sql.SQL(", ").join(selected))
+
+
+def partition_chunks(
+    conn: psycopg.Connection, partition: str, *, chunk_rows: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The staged establishments of one partition, joined with their legal units, as lists of
+    tuples in `mapping.FLAT_FIELDS` order, read through a server-side cursor.
+
+    `conn` must be in a transaction (the cursor lives in it) and may run other statements
+    between chunks.
+    """
+    if partition not in STOCK_PARTITION_KEYS:
+        raise ValueError(f"unknown stock partition {partition!r}")
+    query = _partition_query(conn)
+    with conn.cursor(name=f"stock_{partition.lower()}") as cur:
+        cur.itersize = chunk_rows
+        cur.execute(query, (partition,))
+        while rows := cur.fetchmany(chunk_rows):
+            yield rows

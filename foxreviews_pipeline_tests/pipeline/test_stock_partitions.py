@@ -1,0 +1,151 @@
+"""The stock in the asset graph: staged in PostgreSQL, loaded one département per partition,
+audited per partition; bad file pairs stop before the directory is touched."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from foxreviews_pipeline.lib.sirene.stock_staging import (
+    STOCK_PARTITION_KEYS,
+    StockFileError,
+    stage_stock,
+)
+from foxreviews_pipeline.sample.stock_files import write_sample_stock
+from foxreviews_pipeline_tests.directory.test_stock_load import _expected, _table
+from foxreviews_pipeline_tests.pipeline import stock_runs
+
+# The NAF codes, the taxonomy and the communes: the share checks need the real ones.
+pytestmark = pytest.mark.usefixtures("reference_db")
+
+
+def _directory(url: str) -> tuple[int, int]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM enterprise_entreprise), "
+            "(SELECT count(*) FROM enterprise_prolocalisation)"
+        ).fetchone()
+
+
+@pytest.mark.parametrize(
+    ("code", "partition"),
+    [
+        ("75115", "75"), ("01001", "01"), ("95127", "95"), ("2A004", "2A"), ("2B033", "2B"),
+        ("97411", "974"), ("97801", "978"), ("98735", "987"), (None, "autres"),
+        ("20004", "autres"), ("96001", "autres"), ("99999", "autres"), ("7511", "autres"),
+        ("97911", "autres"), ("[ND]", "autres"),
+    ],
+)
+def test_the_partition_of_a_commune_code(database_url, code, partition):
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT sirene_departement(%s)", (code,)).fetchone() == (partition,)
+    assert partition in STOCK_PARTITION_KEYS
+
+
+def test_every_ville_falls_in_a_departement_partition(database_url):
+    """The partition keys are exactly the function's values for real communes."""
+    with psycopg.connect(database_url) as conn:
+        values = {
+            r[0] for r in conn.execute(
+                "SELECT DISTINCT sirene_departement(code_insee) FROM location_ville"
+            )
+        }
+    assert values and values <= set(STOCK_PARTITION_KEYS) - {"autres"}
+
+
+def test_staging_counts_every_row_in_one_partition(database_url, tmp_path):
+    path, ul = tmp_path / "StockEtablissement_utf8.zip", tmp_path / "StockUniteLegale_utf8.zip"
+    write_sample_stock(path, 3000, unites_legales_path=ul, seed=4)
+    with psycopg.connect(database_url) as conn:
+        staged = stage_stock(conn, path, ul)
+    assert staged.etablissements == 3000 == sum(staged.rows_by_partition.values())
+    assert set(staged.rows_by_partition) <= set(STOCK_PARTITION_KEYS)
+    assert {"75", "2A", "974"} <= set(staged.rows_by_partition)
+    assert staged.unmatched_sirens == 0
+    assert _directory(database_url) == (0, 0)  # staging writes nothing to the directory
+
+
+def test_partitions_load_what_the_file_holds_and_reload_writes_nothing(database_url, tmp_path):
+    path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
+    write_sample_stock(path, 2000, unites_legales_path=ul, seed=5)
+    home = tmp_path / "home"
+    assert stock_runs.stage(database_url, home, path, ul).success
+    first = stock_runs.load_all(database_url, home)
+    assert len(first) >= 10
+    expected, rejected = _expected(path, ul)
+    with psycopg.connect(database_url) as conn:
+        assert _table(conn) == expected
+        partitions = dict(conn.execute(
+            "SELECT last_partition, count(*) FROM enterprise_entreprise GROUP BY 1"
+        ).fetchall())
+    assert set(partitions) == {f"stock:{p}" for p in first if partitions.get(f"stock:{p}")}
+    written = sum(stock_runs.materialization(r, "stock_entreprises")["inserted"] for r in first.values())
+    read = sum(stock_runs.materialization(r, "stock_entreprises")["rows_read"] for r in first.values())
+    assert written == len(expected) and read == 2000
+    assert sum(rejected.values()) + len(expected) == 2000
+    for result in first.values():
+        checks = result.get_asset_check_evaluations()
+        assert len(checks) == 6 and all(c.passed for c in checks)
+    again = stock_runs.load_all(database_url, home)
+    assert all(
+        stock_runs.materialization(r, "stock_entreprises")["inserted"]
+        + stock_runs.materialization(r, "stock_entreprises")["updated"] == 0
+        for r in again.values()
+    )
+
+
+def test_without_a_stock_unite_legale_nothing_is_staged_or_written(database_url, tmp_path):
+    path = tmp_path / "data" / "StockEtablissement_utf8.csv"
+    path.parent.mkdir()
+    write_sample_stock(path, 300, seed=6)
+    result = stock_runs.stage(database_url, tmp_path / "home", path, None, raise_on_error=False)
+    assert not result.success
+    message = str(result.failure_data_for_node("sirene_stock").error)
+    assert "no StockUniteLegale file" in message and path.name in message
+    assert stock_runs.staged_partitions(database_url) == []
+    assert _directory(database_url) == (0, 0)
+
+
+def test_a_stock_unite_legale_of_another_extract_is_refused(database_url, tmp_path):
+    path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
+    write_sample_stock(path, 500, unites_legales_path=tmp_path / "mine.csv", seed=7)
+    write_sample_stock(tmp_path / "other.csv", 500, unites_legales_path=ul, seed=8)
+    home = tmp_path / "home"
+    # A good pair first: a refused pair must leave it staged.
+    assert stock_runs.stage(database_url, home, path, tmp_path / "mine.csv").success
+    before = stock_runs.staged_partitions(database_url)
+    result = stock_runs.stage(database_url, home, path, ul, raise_on_error=False)
+    assert not result.success
+    message = str(result.failure_data_for_node("sirene_stock").error)
+    assert "does not match" in message and "same INSEE extract" in message
+    assert stock_runs.staged_partitions(database_url) == before
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT unite_legale_file FROM sirene_stock.staged").fetchone() == ("mine.csv",)
+    assert _directory(database_url) == (0, 0)
+
+
+def test_an_establishment_file_given_as_the_legal_units_is_named(database_url, tmp_path):
+    path = tmp_path / "StockEtablissement_utf8.csv"
+    write_sample_stock(path, 100, seed=9)
+    with psycopg.connect(database_url) as conn, pytest.raises(StockFileError, match="is a StockEtablissement file"):
+        stage_stock(conn, path, path)
+
+
+def test_a_file_that_is_not_a_stock_is_named(database_url, tmp_path):
+    path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
+    write_sample_stock(path, 100, unites_legales_path=ul, seed=9)
+    bogus = tmp_path / "notes.csv"
+    bogus.write_text("hello world; not a header\n1,2\n")
+    with psycopg.connect(database_url) as conn:
+        with pytest.raises(StockFileError, match="not a SIRENE stock file"):
+            stage_stock(conn, bogus, ul)
+        with pytest.raises(StockFileError, match="stock file not found"):
+            stage_stock(conn, tmp_path / "missing.csv", ul)
+
+
+def test_loading_before_staging_names_the_missing_step(database_url, tmp_path):
+    result = stock_runs.load(database_url, tmp_path / "home", "75", raise_on_error=False)
+    assert not result.success
+    assert "materialize the sirene_stock asset first" in str(
+        result.failure_data_for_node("directory_stock").error
+    )
