@@ -57,9 +57,16 @@ def _cmd_db(args, settings) -> int:
 
 
 def _cmd_instance(args, settings) -> int:
+    import subprocess
     from pathlib import Path
 
-    from foxreviews_pipeline.instance import default_env_file, prepare_instance, write_env_block
+    from foxreviews_pipeline.instance import (
+        POOL_LIMITS,
+        default_env_file,
+        prepare_instance,
+        set_pool_limits,
+        write_env_block,
+    )
     from foxreviews_pipeline.lib.db.server import database_name
 
     env_file = Path(args.env_file).expanduser().resolve() if args.env_file else default_env_file()
@@ -69,6 +76,13 @@ def _cmd_instance(args, settings) -> int:
           f"{database_name(values['FOXREVIEWS_DAGSTER_DATABASE_URL'])})")
     print(f"{env_file}: {'updated' if changed else 'up to date'} (DAGSTER_HOME, "
           "FOXREVIEWS_DAGSTER_DATABASE_URL)")
+    try:
+        set_pool_limits(values)
+    except subprocess.CalledProcessError as exc:
+        lines = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        print(f"pools not set: {lines[-1] if lines else exc}", file=sys.stderr)
+        return 1
+    print("pools: " + ", ".join(f"{pool} {limit}" for pool, limit in POOL_LIMITS.items()))
     return 0
 
 

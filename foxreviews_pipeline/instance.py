@@ -19,6 +19,8 @@ Nothing here imports Dagster: the instance is configured only through `dagster.y
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from importlib.resources import files
 from pathlib import Path
 
@@ -30,6 +32,9 @@ STORAGE_URL_VARIABLE = "FOXREVIEWS_DAGSTER_DATABASE_URL"
 TEMPLATE = files("foxreviews_pipeline") / "dagster.yaml"
 BLOCK_BEGIN = "# >>> foxreviews instance: written by `foxreviews instance`, do not edit >>>"
 BLOCK_END = "# <<< foxreviews instance <<<"
+# Pools whose limit is not the instance's default of 1 (dagster.yaml can only set the
+# default): the stock's partitions write the directory two at a time, one per core.
+POOL_LIMITS = {"directory_writes": 2}
 
 
 def default_env_file() -> Path:
@@ -65,6 +70,19 @@ def prepare_instance(settings: Settings) -> dict[str, str]:
     home = dagster_home(settings)
     write_instance_yaml(home)
     return {"DAGSTER_HOME": str(home), STORAGE_URL_VARIABLE: dagster_storage_url(settings)}
+
+
+def set_pool_limits(values: dict[str, str]) -> None:
+    """Record `POOL_LIMITS` in the instance `values` point at, with Dagster's own command
+    (pool limits live in Dagster's database, not in dagster.yaml)."""
+    dagster = Path(sys.executable).with_name("dagster")
+    for pool, limit in POOL_LIMITS.items():
+        subprocess.run(
+            [str(dagster), "instance", "concurrency", "set", pool, str(limit)],
+            env={**os.environ, **values},
+            check=True,
+            capture_output=True,
+        )
 
 
 def use_instance(settings: Settings) -> None:
