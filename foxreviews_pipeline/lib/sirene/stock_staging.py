@@ -100,7 +100,7 @@ def _is_parquet(path: Path) -> bool:
 
 
 @contextmanager
-def _open_csv(path: Path) -> Iterator[IO[bytes]]:
+def open_csv(path: Path) -> Iterator[IO[bytes]]:
     """The CSV bytes of a stock file: plain, gzipped, or the .csv member of INSEE's zip."""
     if path.suffix.lower() == ".zip":
         with zipfile.ZipFile(path) as zf:
@@ -125,7 +125,7 @@ def read_header(path: Path) -> list[str]:
         if _is_parquet(path):
             names = list(pq.read_schema(path).names)
         else:
-            with _open_csv(path) as stream:
+            with open_csv(path) as stream:
                 first = stream.readline(1 << 16).decode("utf-8-sig").strip()
             names = next(csv.reader([first]), [])
     except (OSError, UnicodeDecodeError, zipfile.BadZipFile, pa.ArrowException) as exc:
@@ -180,7 +180,7 @@ def _copy_file(conn: psycopg.Connection, table: str, columns: list[str], path: P
                         pacsv.write_csv(text, buffer, pacsv.WriteOptions(include_header=False))
                         copy.write(buffer.getvalue())
             else:
-                with _open_csv(path) as stream:
+                with open_csv(path) as stream:
                     while block := stream.read(_COPY_BLOCK):
                         copy.write(block)
         return cur.rowcount
