@@ -28,6 +28,9 @@ CREATE TABLE sirene_stock.staged (
     fingerprint          text NOT NULL,
     etablissements       bigint NOT NULL,
     unites_legales       bigint NOT NULL,
+    unmatched_sirens     bigint NOT NULL,
     rows_by_partition    jsonb NOT NULL,
+    -- what the partitions still have to apply (the rest is in the directory in this version)
+    pending_by_partition jsonb NOT NULL,
     staged_at            timestamptz NOT NULL DEFAULT now()
 );

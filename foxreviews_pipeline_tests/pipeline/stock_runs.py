@@ -20,8 +20,10 @@ def resources(url: str, home: Path) -> dict:
     }
 
 
-def stage(url: str, home: Path, path: Path, ul: Path | None, **kwargs) -> dg.ExecuteInProcessResult:
-    config = {"path": str(path)} | ({"unites_legales_path": str(ul)} if ul else {})
+def stage(
+    url: str, home: Path, path: Path, ul: Path | None, *, force: bool = False, **kwargs
+) -> dg.ExecuteInProcessResult:
+    config = {"path": str(path), "force": force} | ({"unites_legales_path": str(ul)} if ul else {})
     return dg.materialize(
         [sirene_stock],
         resources=resources(url, home),

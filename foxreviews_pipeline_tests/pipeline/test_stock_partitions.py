@@ -94,6 +94,43 @@ def test_partitions_load_what_the_file_holds_and_reload_writes_nothing(database_
     )
 
 
+def test_restaging_the_same_files_leaves_nothing_to_apply(database_url, tmp_path):
+    """A re-load of a stock already in the directory reads its rows once, at staging."""
+    path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
+    write_sample_stock(path, 1500, unites_legales_path=ul, seed=12)
+    home = tmp_path / "home"
+    assert stock_runs.stage(database_url, home, path, ul).success
+    stock_runs.load_all(database_url, home)
+    with psycopg.connect(database_url) as conn:
+        before = _table(conn)
+        # A day changes one establishment after the stock: the stock's version is older.
+        (changed,) = conn.execute(
+            "UPDATE enterprise_entreprise SET date_dernier_traitement = now() WHERE siret = "
+            "(SELECT min(siret) FROM enterprise_entreprise) RETURNING siret"
+        ).fetchone()
+    restaged = stock_runs.stage(database_url, home, path, ul)
+    metadata = {
+        k: v.value for k, v in restaged.get_asset_materialization_events()[0].materialization.metadata.items()
+    }
+    assert metadata["already_staged"] is True
+    assert metadata["pending"] == 1 + sum(
+        1 for r in _expected(path, ul)[1].elements()
+    )  # the changed row, and the rows the mapping rejects (never stored)
+    again = stock_runs.load_all(database_url, home)
+    written = sum(stock_runs.materialization(r, "stock_entreprises")["inserted"]
+                  + stock_runs.materialization(r, "stock_entreprises")["updated"] for r in again.values())
+    read = sum(stock_runs.materialization(r, "stock_entreprises")["rows_read"] for r in again.values())
+    unchanged = sum(stock_runs.materialization(r, "stock_entreprises")["unchanged"] for r in again.values())
+    assert written == 0 and read == 1500 and unchanged >= len(before) - 1
+    with psycopg.connect(database_url) as conn:
+        after = _table(conn)
+    assert {k: v for k, v in after.items() if k != changed} == {
+        k: v for k, v in before.items() if k != changed
+    }
+    forced = stock_runs.stage(database_url, home, path, ul, force=True)
+    assert forced.success
+
+
 def test_without_a_stock_unite_legale_nothing_is_staged_or_written(database_url, tmp_path):
     path = tmp_path / "data" / "StockEtablissement_utf8.csv"
     path.parent.mkdir()

@@ -26,6 +26,10 @@ class StockFilesConfig(dg.Config):
         description="StockUniteLegale file of the same extract, for the legal units' names. "
         "Default: the StockUniteLegale file next to the StockEtablissement file.",
     )
+    force: bool = Field(
+        default=False,
+        description="Copy the files again even when these very files are staged already.",
+    )
 
 
 def _files(config: StockFilesConfig, sirene: SireneSource) -> tuple[Path, Path | None]:
@@ -64,12 +68,14 @@ def sirene_stock(
     try:
         path, unites_legales = _files(config, sirene)
         with psycopg.connect(postgres.url, application_name="foxreviews-stock") as conn:
-            staged = stage_stock(conn, path, unites_legales)
+            staged = stage_stock(conn, path, unites_legales, force=config.force)
     except StockFileError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    pending = sum(staged.pending_by_partition.values())
     context.log.info(
-        f"stock staged: {staged.etablissements:,} establishments, "
-        f"{staged.unites_legales:,} legal units, {len(staged.rows_by_partition)} partitions"
+        f"stock {'already staged' if staged.already_staged else 'staged'}: "
+        f"{staged.etablissements:,} establishments, {staged.unites_legales:,} legal units, "
+        f"{len(staged.rows_by_partition)} partitions, {pending:,} rows not yet in the directory"
     )
     return dg.MaterializeResult(
         metadata={
@@ -80,6 +86,9 @@ def sirene_stock(
             "unites_legales": dg.MetadataValue.int(staged.unites_legales),
             "without_legal_unit": dg.MetadataValue.int(staged.unmatched_sirens),
             "rows_by_partition": dg.MetadataValue.json(staged.rows_by_partition),
+            "pending": dg.MetadataValue.int(pending),
+            "pending_by_partition": dg.MetadataValue.json(staged.pending_by_partition),
+            "already_staged": dg.MetadataValue.bool(staged.already_staged),
             "duration_s": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
         }
     )

@@ -77,7 +77,7 @@ from foxreviews_pipeline.lib.sirene.stock import (
     load_unites_legales,
     sirens_of,
 )
-from foxreviews_pipeline.lib.sirene.stock_staging import partition_chunks
+from foxreviews_pipeline.lib.sirene.stock_staging import already_applied, partition_chunks
 
 # Rows per upsert statement (per writer). Smaller batches pay the per-batch statements
 # (staging, ANALYZE, ProLocalisation temp tables) more often; larger ones cost ~1 KB of Python
@@ -352,6 +352,11 @@ def load_stock_partition(
         commit_every_chunk=False,
         on_chunk=on_chunk,
     )
+    # The partition's rows the directory already holds in this very version were left out
+    # when the stock was staged: unchanged, and read once there.
+    skipped = already_applied(conn, partition)
+    result.unchanged += skipped
+    result.rows_read += skipped
     outcomes = _partition_outcomes(conn, result)
     hold(outcomes)
     return result, outcomes

@@ -32,11 +32,18 @@ import pyarrow.parquet as pq
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from foxreviews_pipeline.lib.sirene.mapping import FLAT_FIELDS, UNITE_LEGALE_NAME_FIELDS
+from foxreviews_pipeline.lib.sirene.mapping import (
+    FLAT_FIELDS,
+    MAPPING_VERSION,
+    UNITE_LEGALE_NAME_FIELDS,
+)
 
 SCHEMA = "sirene_stock"
 ETABLISSEMENT_TABLE = "etablissement"
 UNITE_LEGALE_TABLE = "unite_legale"
+# The staged establishments the directory does not hold yet in this very version: what the
+# partitions read. Recomputed at each staging, so a re-load of the same stock reads nothing.
+PENDING_TABLE = "pending"
 
 # The partition keys: metropolitan départements (Corsica as 2A and 2B), overseas
 # départements and collectivities, and `autres` for establishments with no usable commune
@@ -84,6 +91,9 @@ class StagedStock:
     unites_legales: int
     unmatched_sirens: int
     rows_by_partition: dict[str, int] = field(default_factory=dict)
+    pending_by_partition: dict[str, int] = field(default_factory=dict)
+    # The same files were staged already: not copied again, only `pending` recomputed.
+    already_staged: bool = False
 
 
 def fingerprint(*paths: Path) -> str:
@@ -198,11 +208,17 @@ def _create_table(
 
 
 def stage_stock(
-    conn: psycopg.Connection, etablissements: Path, unites_legales: Path | None
+    conn: psycopg.Connection,
+    etablissements: Path,
+    unites_legales: Path | None,
+    *,
+    force: bool = False,
 ) -> StagedStock:
     """COPY a StockEtablissement and its StockUniteLegale into `sirene_stock`, replacing the
     previous staging, and commit; nothing is committed if the files do not belong together.
 
+    The same files staged again (same names, sizes and times; `force` to copy them anyway)
+    are not copied again: only the rows still to apply are recomputed.
     `conn` must not be inside a transaction block: staging is its own transaction.
     """
     if unites_legales is None:
@@ -213,65 +229,126 @@ def stage_stock(
     etab_columns = read_header(etablissements)
     ul_columns = read_header(unites_legales)
     check_headers(etab_columns, ul_columns, (etablissements, unites_legales))
+    files = fingerprint(etablissements, unites_legales)
     with conn.transaction():
-        _create_table(
-            conn,
-            ETABLISSEMENT_TABLE,
-            etab_columns,
-            sql.SQL(
-                'departement text GENERATED ALWAYS AS (sirene_departement("codeCommuneEtablissement")) STORED'
-            ),
-        )
-        _create_table(conn, UNITE_LEGALE_TABLE, ul_columns)
-        try:
-            etab_rows = _copy_file(conn, ETABLISSEMENT_TABLE, etab_columns, etablissements)
-            ul_rows = _copy_file(conn, UNITE_LEGALE_TABLE, ul_columns, unites_legales)
-        except psycopg.errors.DataError as exc:
-            raise StockFileError(f"stock file rejected by PostgreSQL's CSV reader: {exc}") from exc
-        _index(conn, unites_legales)
-        unmatched, sample = _unmatched(conn)
-        if etab_rows and unmatched / etab_rows > MAX_UNMATCHED_SHARE:
-            raise StockFileError(
-                f"{unites_legales} does not match {etablissements}: {unmatched:,} of "
-                f"{etab_rows:,} establishments have no legal unit in it (e.g. siren "
-                f"{', '.join(sample)}); both files must come from the same INSEE extract"
+        current = staged_stock(conn)
+        if not force and current is not None and current["fingerprint"] == files:
+            staged = StagedStock(
+                etablissements.name,
+                unites_legales.name,
+                files,
+                int(current["etablissements"]),
+                int(current["unites_legales"]),
+                int(current["unmatched_sirens"]),
+                dict(current["rows_by_partition"]),
+                _mark_pending(conn),
+                already_staged=True,
             )
-        by_partition: dict[str, int] = dict(
-            conn.execute(
-                sql.SQL("SELECT departement, count(*) FROM {}.{} GROUP BY 1 ORDER BY 1").format(
-                    sql.Identifier(SCHEMA), sql.Identifier(ETABLISSEMENT_TABLE)
-                )
-            ).fetchall()
-        )
-        staged = StagedStock(
-            etablissements.name,
-            unites_legales.name,
-            fingerprint(etablissements, unites_legales),
-            etab_rows,
-            ul_rows,
-            unmatched,
-            {k: int(v) for k, v in by_partition.items()},
-        )
+        else:
+            staged = _stage(conn, etablissements, unites_legales, etab_columns, ul_columns, files)
         conn.execute(
             """
             INSERT INTO sirene_stock.staged (id, etablissement_file, unite_legale_file, fingerprint,
-                                             etablissements, unites_legales, rows_by_partition)
-            VALUES (true, %s, %s, %s, %s, %s, %s)
+                                             etablissements, unites_legales, unmatched_sirens,
+                                             rows_by_partition, pending_by_partition)
+            VALUES (true, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (id) DO UPDATE SET etablissement_file = EXCLUDED.etablissement_file,
                 unite_legale_file = EXCLUDED.unite_legale_file, fingerprint = EXCLUDED.fingerprint,
                 etablissements = EXCLUDED.etablissements, unites_legales = EXCLUDED.unites_legales,
-                rows_by_partition = EXCLUDED.rows_by_partition, staged_at = now()
+                unmatched_sirens = EXCLUDED.unmatched_sirens,
+                rows_by_partition = EXCLUDED.rows_by_partition,
+                pending_by_partition = EXCLUDED.pending_by_partition, staged_at = now()
             """,
             (
                 staged.etablissement_file,
                 staged.unite_legale_file,
                 staged.fingerprint,
-                etab_rows,
-                ul_rows,
+                staged.etablissements,
+                staged.unites_legales,
+                staged.unmatched_sirens,
                 Jsonb(staged.rows_by_partition),
+                Jsonb(staged.pending_by_partition),
             ),
         )
     return staged
+
+
+def _stage(
+    conn: psycopg.Connection,
+    etablissements: Path,
+    unites_legales: Path,
+    etab_columns: list[str],
+    ul_columns: list[str],
+    files: str,
+) -> StagedStock:
+    _create_table(
+        conn,
+        ETABLISSEMENT_TABLE,
+        etab_columns,
+        sql.SQL(
+            'departement text GENERATED ALWAYS AS (sirene_departement("codeCommuneEtablissement")) STORED'
+        ),
+    )
+    _create_table(conn, UNITE_LEGALE_TABLE, ul_columns)
+    try:
+        etab_rows = _copy_file(conn, ETABLISSEMENT_TABLE, etab_columns, etablissements)
+        ul_rows = _copy_file(conn, UNITE_LEGALE_TABLE, ul_columns, unites_legales)
+    except psycopg.errors.DataError as exc:
+        raise StockFileError(f"stock file rejected by PostgreSQL's CSV reader: {exc}") from exc
+    _index(conn, unites_legales)
+    unmatched, sample = _unmatched(conn)
+    if etab_rows and unmatched / etab_rows > MAX_UNMATCHED_SHARE:
+        raise StockFileError(
+            f"{unites_legales} does not match {etablissements}: {unmatched:,} of "
+            f"{etab_rows:,} establishments have no legal unit in it (e.g. siren "
+            f"{', '.join(sample)}); both files must come from the same INSEE extract"
+        )
+    return StagedStock(
+        etablissements.name,
+        unites_legales.name,
+        files,
+        etab_rows,
+        ul_rows,
+        unmatched,
+        _counts_by_partition(conn, ETABLISSEMENT_TABLE),
+        _mark_pending(conn),
+    )
+
+
+def _counts_by_partition(conn: psycopg.Connection, table: str) -> dict[str, int]:
+    rows = conn.execute(
+        sql.SQL("SELECT departement, count(*) FROM {}.{} GROUP BY 1 ORDER BY 1").format(
+            sql.Identifier(SCHEMA), sql.Identifier(table)
+        )
+    ).fetchall()
+    return {k: int(v) for k, v in rows}
+
+
+# INSEE's stock writes `dateDernierTraitementEtablissement` as 2024-03-17T04:21:27; anything
+# else is simply not recognised as already applied (the partition maps and compares it).
+_TREATED_AT = (
+    'CASE WHEN e."dateDernierTraitementEtablissement" ~ '
+    "'^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,6})?$' "
+    'THEN e."dateDernierTraitementEtablissement"::timestamp END'
+)
+
+
+def _mark_pending(conn: psycopg.Connection) -> dict[str, int]:
+    """(Re)build `pending`: the staged establishments whose stored row did not come from this
+    very INSEE version mapped by the current rules (a day's `_already_applied`, set-based)."""
+    conn.execute("DROP TABLE IF EXISTS sirene_stock.pending")
+    conn.execute(
+        sql.SQL(
+            "CREATE UNLOGGED TABLE sirene_stock.pending AS "
+            "SELECT e.* FROM sirene_stock.etablissement e "
+            "WHERE NOT EXISTS (SELECT 1 FROM enterprise_entreprise x WHERE x.siret = e.siret "
+            "AND x.source = 'sirene' AND x.mapping_version = {} "
+            "AND x.date_dernier_traitement = {})"
+        ).format(sql.Literal(MAPPING_VERSION), sql.SQL(_TREATED_AT))
+    )
+    conn.execute("CREATE INDEX ON sirene_stock.pending (departement)")
+    conn.execute("ANALYZE sirene_stock.pending")
+    return _counts_by_partition(conn, PENDING_TABLE)
 
 
 def _index(conn: psycopg.Connection, unites_legales: Path) -> None:
@@ -303,13 +380,24 @@ def staged_stock(conn: psycopg.Connection) -> dict[str, Any] | None:
     """What is staged now (the row of `sirene_stock.staged`), or None."""
     cur = conn.execute(
         "SELECT etablissement_file, unite_legale_file, fingerprint, etablissements, "
-        "unites_legales, rows_by_partition, staged_at FROM sirene_stock.staged"
+        "unites_legales, unmatched_sirens, rows_by_partition, pending_by_partition, staged_at "
+        "FROM sirene_stock.staged"
     )
     row = cur.fetchone()
     if row is None:
         return None
     names = [d.name for d in cur.description or ()]
     return dict(zip(names, row, strict=True))
+
+
+def already_applied(conn: psycopg.Connection, partition: str) -> int:
+    """How many staged rows of `partition` the directory held already when they were staged."""
+    row = conn.execute(
+        "SELECT coalesce((rows_by_partition ->> %s)::bigint, 0)"
+        " - coalesce((pending_by_partition ->> %s)::bigint, 0) FROM sirene_stock.staged",
+        (partition, partition),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _staged_columns(conn: psycopg.Connection, table: str) -> set[str]:
@@ -333,7 +421,7 @@ def _partition_query(conn: psycopg.Connection) -> sql.Composed:
         else:
             selected.append(sql.NULL)  # a column older files do not have
     return sql.SQL(
-        "SELECT {} FROM sirene_stock.etablissement e "
+        "SELECT {} FROM sirene_stock.pending e "
         "LEFT JOIN sirene_stock.unite_legale u ON u.siren = e.siren "
         "WHERE e.departement = %s"
     ).format(sql.SQL(", ").join(selected))
