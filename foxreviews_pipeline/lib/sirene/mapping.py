@@ -34,11 +34,16 @@ Presentation choices (the registry writes everything in capitals):
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from foxreviews_pipeline.lib.sirene.identifiers import siret_valid
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from foxreviews_pipeline.lib.sirene import fields
+from foxreviews_pipeline.lib.sirene.identifiers import sirets_valid
 
 ENTREPRISE_COLUMNS: tuple[str, ...] = (
     "siret",
@@ -240,52 +245,47 @@ def type_voie_label(value: str | None) -> str | None:
     return label
 
 
+# 1900-01-01 is INSEE's "creation date not known" (documentation of dateCreationEtablissement).
+_UNKNOWN_CREATION = date(1900, 1, 1)
+
 _DIGITS = frozenset("0123456789")
 _NAF_COMPACT_LEN = 5  # "6201Z"
 
+# --- Rules on one value ------------------------------------------------------------------
+# Applied once per distinct value of a column (`_per_value`) or to the rare values the
+# column expressions below leave to Python; they take text, as every column is text.
 
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    if type(value) is not str:
-        value = str(value)
+
+def _text(value: str) -> str | None:
     value = value.strip()
     if not value or value == ND:
         return None
     return value
 
 
-def _parse_date(value: Any) -> date | None:
+def _parse_date(value: str) -> date | None:
     if not value or value == ND:
         return None
-    if value.__class__ is not str:
-        if isinstance(value, datetime):
-            return value.date()
-        return value if isinstance(value, date) else None
     try:
         return date.fromisoformat(value if len(value) == 10 else value[:10])
     except ValueError:
         return None
 
 
-def _parse_timestamp(value: Any) -> datetime | None:
+def _parse_timestamp(value: str) -> datetime | None:
     if not value or value == ND:
         return None
-    if value.__class__ is not str:
-        return value if isinstance(value, datetime) else None
     try:
         # Python ≥ 3.11 reads both the API's "…T10:15:30.000" and the stock's "…T10:15:30".
-        return datetime.fromisoformat(value)
-    except (TypeError, ValueError):
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
         return None
+    # INSEE writes no offset; one would be dropped, as the `timestamp` column drops it.
+    return parsed.replace(tzinfo=None)
 
 
-def _bool(value: Any) -> bool | None:
-    if value is None or value == "":
-        return None
-    if value is True or value is False:
-        return value
-    text = str(value).strip().lower()
+def _bool(value: str) -> bool | None:
+    text = value.strip().lower()
     if text in ("true", "1", "o", "oui", "t"):
         return True
     if text in ("false", "0", "n", "non", "f"):
@@ -293,23 +293,33 @@ def _bool(value: Any) -> bool | None:
     return None
 
 
-def _naf(code: object, nomenclature: str | None) -> str | None:
-    code = _text(code)
-    if code is None:
+def _naf(code: str, dotted: bool) -> str | None:
+    """An activity code in capitals; a compact code (`6201Z`) is dotted when `dotted` (NAF
+    rév. 2 and NAF 2025, or no nomenclature given)."""
+    text = _text(code)
+    if text is None:
         return None
-    code = code.upper()
-    # NAF rév. 2 (and NAF 2025) written without the dot, as some extracts do: "6201Z".
+    text = text.upper()
     if (
-        len(code) == _NAF_COMPACT_LEN
-        and nomenclature in (None, "NAFRev2", "NAF2025")
-        and code[0] in _DIGITS
-        and code[1] in _DIGITS
-        and code[2] in _DIGITS
-        and code[3] in _DIGITS
-        and code[4] not in _DIGITS
+        dotted
+        and len(text) == _NAF_COMPACT_LEN
+        and text[0] in _DIGITS
+        and text[1] in _DIGITS
+        and text[2] in _DIGITS
+        and text[3] in _DIGITS
+        and text[4] not in _DIGITS
     ):
-        return f"{code[:2]}.{code[2:]}"
-    return code
+        return f"{text[:2]}.{text[2:]}"
+    return text
+
+
+def _activity_code(activite: str, dotted: bool) -> str | None:
+    """The establishment's activity code; a code already written `NN.NNL` is kept as given."""
+    if not activite or activite == ND:
+        return None
+    if len(activite) == 6 and activite[2] == ".":
+        return activite
+    return _naf(activite, dotted)
 
 
 def _first_name(value: str) -> str:
@@ -318,176 +328,339 @@ def _first_name(value: str) -> str:
     )
 
 
-# 1900-01-01 is INSEE's "creation date not known" (documentation of dateCreationEtablissement).
-_UNKNOWN_CREATION = date(1900, 1, 1)
+def _street_type(value: str) -> str | None:
+    label = _TYPE_VOIE.get(value)
+    return label if label is not None else type_voie_label(value)
 
 
-# The helpers below are called once per record from `_map_values` (the hot path), so the
-# empty/[ND] tests are written inline rather than through `_text`.
+def _repetition(value: str) -> str:
+    up = value.upper()
+    return INDICE_REPETITION.get(up, up)
 
 
-def _name(
-    denomination: Any, nom: Any, nom_usage: Any, prenom1: Any, prenom_usuel: Any
-) -> str | None:
-    """The company name as registered, or `Prénom NOM` for a natural person; None if masked
+def _postal_code(value: str) -> str | None:
+    return value if len(value) == 5 and value.isdigit() else None
+
+
+# --- Columns -----------------------------------------------------------------------------
+
+_STRING = pa.string()
+_NULL_STRING = pa.scalar(None, _STRING)
+_ABSENT = pa.array(["", ND], _STRING)
+_UNKNOWN_CREATION_DAYS = (_UNKNOWN_CREATION - date(1970, 1, 1)).days
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
+_US_PER_DAY = 86_400_000_000
+_DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?$"
+
+ENTREPRISE_SCHEMA = pa.schema(
+    [
+        (name, pa.bool_())
+        if name in ("is_active", "est_siege")
+        else (name, pa.date32())
+        if name in ("date_creation", "date_fermeture")
+        else (name, pa.timestamp("us"))
+        if name == "date_dernier_traitement"
+        else (name, _STRING)
+        for name in ENTREPRISE_COLUMNS
+    ]
+)
+
+
+def _column(data: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
+    values = data.column(name)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.type != _STRING:
+        values = values.cast(_STRING)
+    return values
+
+
+def _true(condition: pa.Array) -> np.ndarray:
+    """A boolean column as a numpy mask, NULL counting as false."""
+    mask: np.ndarray = pc.fill_null(condition, False).to_numpy(zero_copy_only=False)
+    return mask
+
+
+def _given(values: pa.Array) -> pa.Array:
+    """NULL for the values that carry nothing: empty, or masked `[ND]`."""
+    return pc.if_else(pc.is_in(values, value_set=_ABSENT), _NULL_STRING, values)
+
+
+def _nonempty(values: pa.Array) -> pa.Array:
+    return pc.if_else(pc.equal(values, ""), _NULL_STRING, values)
+
+
+def _null_where(values: pa.Array, where: np.ndarray) -> pa.Array:
+    if not where.any():
+        return values
+    return pc.if_else(pa.array(where), pa.scalar(None, values.type), values)
+
+
+def _per_value(values: pa.Array, rule: Callable[[str], Any], type_: pa.DataType) -> pa.Array:
+    """`rule` applied once per distinct value of `values` (NULL stays NULL)."""
+    encoded = pc.dictionary_encode(values)
+    results = pa.array([rule(v) for v in encoded.dictionary.to_pylist()], type_)
+    return results.take(encoded.indices)
+
+
+def _patch(
+    target: pa.Array, source: pa.Array, where: np.ndarray, rule: Callable[[str], Any]
+) -> pa.Array:
+    """`target` with the rows `where` replaced by `rule` of `source` (the rare rows the
+    column expressions leave to Python)."""
+    rows = np.flatnonzero(where)
+    if not len(rows):
+        return target
+    fixed = [rule(v) for v in source.take(pa.array(rows)).to_pylist()]
+    return pc.replace_with_mask(target, pa.array(where), pa.array(fixed, target.type))
+
+
+def _join(parts: Sequence[pa.Array], separator: str) -> pa.Array:
+    """The non-NULL parts of each row joined by `separator`; NULL when all are NULL."""
+    # Pairwise rather than binary_join_element_wise's `skip`, which drops all-NULL rows
+    # from its output instead of emitting an empty string for them.
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = pc.coalesce(pc.binary_join_element_wise(joined, part, separator), joined, part)
+    return joined
+
+
+def _digit_matrix(values: pa.Array, width: int) -> np.ndarray:
+    """(rows, width) bytes minus `0` of strings that are all `width` ASCII bytes long."""
+    if not len(values):
+        return np.zeros((0, width), np.uint8)
+    start = np.frombuffer(values.buffers()[1], np.int32, count=1, offset=values.offset * 4)[0]
+    data = np.frombuffer(values.buffers()[2], np.uint8, count=len(values) * width, offset=start)
+    return data.reshape(len(values), width) - np.uint8(48)
+
+
+def _number(digits: np.ndarray, first: int, last: int) -> np.ndarray:
+    """The decimal number written in columns first…last-1 of a digit matrix."""
+    result = digits[:, first].astype(np.int64)
+    for i in range(first + 1, last):
+        result *= 10
+        result += digits[:, i]
+    return result
+
+
+def _days(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Days since 1970-01-01 of `YYYY-MM-DD…` digit rows, and whether the date exists."""
+    y, m, d = _number(digits, 0, 4), _number(digits, 5, 7), _number(digits, 8, 10)
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    month_ok = (m >= 1) & (m <= 12)
+    last_day = _DAYS_IN_MONTH[np.where(month_ok, m, 0)] + (leap & (m == 2))
+    ok = (y >= 1) & month_ok & (d >= 1) & (d <= last_day)
+    # Days from the civil date (proleptic Gregorian), counted in eras of 400 years from
+    # 0000-03-01, so that leap days fall at the end of a year.
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * ((m + 9) % 12) + 2) // 5 + d - 1
+    days = era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468
+    return days, ok
+
+
+def _dates(values: pa.Array) -> pa.Array:
+    """`_parse_date` of a column: `YYYY-MM-DD` prefixes by column, anything else by Python."""
+    prefix = pc.utf8_slice_codeunits(values, 0, 10)
+    fast = _true(pc.match_substring_regex(prefix, _DATE_PATTERN))
+    days = np.zeros(len(values), np.int64)
+    ok = np.zeros(len(values), bool)
+    if fast.any():
+        rows = np.flatnonzero(fast)
+        parsed, exists = _days(_digit_matrix(prefix.filter(pa.array(fast)), 10))
+        days[rows], ok[rows] = parsed, exists
+    result = pa.array(days.astype(np.int32), pa.int32(), mask=~ok).view(pa.date32())
+    return _patch(result, values, ~ok & _true(pc.is_valid(values)), _parse_date)
+
+
+def _timestamps(values: pa.Array) -> pa.Array:
+    """`_parse_timestamp` of a column: `YYYY-MM-DDTHH:MM:SS[.ffffff]` by column, anything else
+    by Python."""
+    fast = _true(pc.match_substring_regex(values, _TIMESTAMP_PATTERN))
+    micros = np.zeros(len(values), np.int64)
+    ok = np.zeros(len(values), bool)
+    if fast.any():
+        rows = np.flatnonzero(fast)
+        selected = values.filter(pa.array(fast))
+        digits = _digit_matrix(pc.utf8_slice_codeunits(selected, 0, 19), 19)
+        days, exists = _days(digits)
+        hour, minute, second = _number(digits, 11, 13), _number(digits, 14, 16), _number(digits, 17, 19)
+        fraction = pc.utf8_rpad(pc.utf8_slice_codeunits(selected, 20, 26), width=6, padding="0")
+        micros[rows] = (
+            days * _US_PER_DAY
+            + (hour * 3600 + minute * 60 + second) * 1_000_000
+            + np.asarray(fraction.cast(pa.int64()))
+        )
+        ok[rows] = exists & (hour < 24) & (minute < 60) & (second < 60)
+    result = pa.array(micros, pa.int64(), mask=~ok).view(pa.timestamp("us"))
+    return _patch(result, values, ~ok & _true(pc.is_valid(values)), _parse_timestamp)
+
+
+def _valid_sirets(siret: pa.Array) -> np.ndarray:
+    well_formed = _true(pc.match_substring_regex(siret, r"^[0-9]{14}$"))
+    valid = np.zeros(len(siret), bool)
+    if well_formed.any():
+        valid[well_formed] = sirets_valid(_digit_matrix(siret.filter(pa.array(well_formed)), 14))
+    return valid
+
+
+def _names(c: Mapping[str, pa.Array]) -> pa.Array:
+    """The company name as registered, or `Prénom NOM` for a natural person; NULL if masked
     or absent."""
-    if denomination and denomination != ND:
-        if denomination.__class__ is not str or denomination[0] == " " or denomination[-1] == " ":
-            return _text(denomination)
-        return denomination
-    surname = nom_usage if nom_usage and nom_usage != ND else None
-    if surname is None:
-        surname = nom if nom and nom != ND else None
-        if surname is None:
-            return None
-    first = prenom_usuel if prenom_usuel and prenom_usuel != ND else None
-    if first is None:
-        first = prenom1 if prenom1 and prenom1 != ND else None
-    return f"{_first_name(first)} {surname}" if first else surname
+    denomination = c["denominationUniteLegale"]
+    company = _given(denomination)
+    has_company = _true(pc.is_valid(company))
+    # A denomination with spaces around it is stripped (and may then be nothing at all).
+    padded = has_company & _true(
+        pc.or_(pc.starts_with(denomination, " "), pc.ends_with(denomination, " "))
+    )
+    company = _patch(company, denomination, padded, _text)
+    surname = pc.coalesce(_given(c["nomUsageUniteLegale"]), _given(c["nomUniteLegale"]))
+    first = pc.coalesce(_given(c["prenomUsuelUniteLegale"]), _given(c["prenom1UniteLegale"]))
+    first = _per_value(first, _first_name, _STRING)
+    person = pc.coalesce(pc.binary_join_element_wise(first, surname, " "), surname)
+    return pc.if_else(pa.array(has_company), company, person)
 
 
-def _address(
-    complement: Any, numero: Any, indice: Any, type_voie: Any, libelle_voie: Any
-) -> str | None:
+def _addresses(c: Mapping[str, pa.Array]) -> pa.Array:
     """The postal street line (`12 BIS AVENUE DES LILAS, BÂTIMENT B`); a street with any
     masked part is dropped as a whole."""
-    street = None
-    if numero != ND and indice != ND and type_voie != ND and libelle_voie != ND:
-        words = []
-        if numero:
-            words.append(numero)
-            if indice:
-                up = indice.upper()
-                words.append(INDICE_REPETITION.get(up, up))
-        if type_voie:
-            label = _TYPE_VOIE.get(type_voie)
-            words.append(label if label is not None else type_voie_label(type_voie))
-        if libelle_voie:
-            words.append(libelle_voie)
-        if words:
-            street = " ".join(words)
-    if complement == ND:
-        complement = None
-    if street and complement:
-        return f"{street}, {complement}"
-    return street or complement or None
-
-
-def _activity_code(activite: str | None, nomenclature: str | None) -> str | None:
-    """The establishment's activity code; a compact NAF rév. 2 code is dotted (`6201Z` →
-    `62.01Z`)."""
-    if not activite or activite == ND:
-        return None
-    if len(activite) == 6 and activite[2] == ".":
-        return activite
-    return _naf(activite, nomenclature)
-
-
-def _map_values(
-    siret: Any,
-    siren: Any,
-    statut_diffusion: Any,
-    date_creation: Any,
-    tranche_effectifs: Any,
-    date_dernier_traitement: Any,
-    siege: Any,
-    complement: Any,
-    numero: Any,
-    indice: Any,
-    type_voie: Any,
-    libelle_voie: Any,
-    code_postal: Any,
-    libelle_commune: Any,
-    code_commune: Any,
-    date_debut: Any,
-    etat: Any,
-    enseigne1: Any,
-    denomination_usuelle: Any,
-    activite: Any,
-    nomenclature: Any,
-    activite_naf25: Any,
-    denomination: Any,
-    nom: Any,
-    nom_usage: Any,
-    prenom1: Any,
-    prenom_usuel: Any,
-) -> tuple[Any, ...] | Rejection:
-    # Hot path (35,000 records a day, 4 million in a backfill): the empty/[ND] tests are
-    # written inline rather than through _text, whose call would cost more than the test.
-    if siret.__class__ is not str:
-        siret = _text(siret)
-    if siret is None or len(siret) != 14 or not siret_valid(siret):
-        return Rejection(siret, REJECT_INVALID_SIRET, f"invalid SIRET {siret!r}")
-    siren_of_siret = siret[:9]
-    if siren and siren != siren_of_siret and _text(siren) != siren_of_siret:
-        return Rejection(
-            siret, REJECT_INVALID_SIRET, f"SIREN {siren!r} does not match SIRET {siret!r}"
-        )
-
-    name = _name(denomination, nom, nom_usage, prenom1, prenom_usuel)
-    diffusible = statut_diffusion == "O"
-    if name is None and (
-        diffusible
-        or (
-            statut_diffusion == "P"
-            and ND not in (denomination, nom, nom_usage)
-        )
-    ):
-        # A partially diffusible person whose name INSEE masked is stored without a name
-        # (never published); a record that simply has no name is not an establishment we
-        # can show.
-        return Rejection(siret, REJECT_NO_NAME, f"no usable name for SIRET {siret}")
-
-    adresse = _address(complement, numero, indice, type_voie, libelle_voie)
-    if code_postal and not (
-        code_postal.__class__ is str and len(code_postal) == 5 and code_postal.isdigit()
-    ):
-        code_postal = None
-
-    if not nomenclature or nomenclature == ND:
-        nomenclature = None
-    if etat == "A":
-        is_active = True
-        date_fermeture = None
-    else:
-        is_active = False
-        date_fermeture = _parse_date(date_debut) if etat == "F" else None
-    creation = _parse_date(date_creation)
-    if creation == _UNKNOWN_CREATION:
-        creation = None
-
-    nom_commercial = (
-        denomination_usuelle
-        if denomination_usuelle and denomination_usuelle != ND
-        else (enseigne1 if enseigne1 and enseigne1 != ND else None)
+    street_fields = (
+        "numeroVoieEtablissement",
+        "indiceRepetitionEtablissement",
+        "typeVoieEtablissement",
+        "libelleVoieEtablissement",
     )
-    if not diffusible and statut_diffusion != "P":
-        # Non-diffusible ("N", or any value but O/P): the person opted out of publication.
-        # Only identifiers, activity, commune, dates and state are kept.
-        name = nom_commercial = adresse = code_postal = tranche_effectifs = None
-    return (
-        siret,
-        siren_of_siret,
-        name,
-        nom_commercial,
-        adresse,
-        code_postal or None,
-        libelle_commune if libelle_commune and libelle_commune != ND else None,
-        code_commune if code_commune and code_commune != ND else None,
-        _activity_code(activite, nomenclature),
-        nomenclature,
-        _naf(activite_naf25, "NAF2025") if activite_naf25 else None,
-        is_active,
-        creation,
-        date_fermeture,
-        siege if siege is True or siege is False else _bool(siege),
-        tranche_effectifs if tranche_effectifs and tranche_effectifs != ND else None,
-        statut_diffusion if statut_diffusion and statut_diffusion != ND else None,
-        _parse_timestamp(date_dernier_traitement),
+    masked = np.zeros(len(c["siret"]), bool)
+    for name in street_fields:
+        masked |= _true(pc.equal(c[name], ND))
+    numero = _nonempty(c["numeroVoieEtablissement"])
+    indice = _per_value(_nonempty(c["indiceRepetitionEtablissement"]), _repetition, _STRING)
+    # The repetition index only follows a number.
+    indice = pc.if_else(pc.is_valid(numero), indice, _NULL_STRING)
+    type_voie = _per_value(_nonempty(c["typeVoieEtablissement"]), _street_type, _STRING)
+    street = _join([numero, indice, type_voie, _nonempty(c["libelleVoieEtablissement"])], " ")
+    street = _null_where(street, masked | _true(pc.equal(street, "")))
+    return _join([street, _given(c["complementAdresseEtablissement"])], ", ")
+
+
+def _postal_codes(values: pa.Array) -> pa.Array:
+    """Five digits or NULL; non-ASCII text is judged by Python's `isdigit`."""
+    ascii_ok = _true(pc.match_substring_regex(values, r"^[0-9]{5}$"))
+    result = _null_where(values, ~ascii_ok)
+    return _patch(result, values, _true(pc.invert(pc.string_is_ascii(values))), _postal_code)
+
+
+def map_table(data: pa.Table | pa.RecordBatch) -> tuple[pa.Table, list[Rejection]]:
+    """Map SIRENE establishments given as string columns named as `FLAT_FIELDS`.
+
+    Returns the mapped rows (`ENTREPRISE_SCHEMA`, in input order) and the rejected ones
+    (in input order).
+    """
+    c = {name: _column(data, name) for name in FLAT_FIELDS}
+    siret = c["siret"]
+
+    valid = _valid_sirets(siret)
+    siren_of_siret = pc.utf8_slice_codeunits(siret, 0, 9)
+    siren = c["siren"]
+    mismatch = valid & _true(pc.and_(pc.not_equal(siren, ""), pc.not_equal(siren, siren_of_siret)))
+    for row in np.flatnonzero(mismatch):
+        # Spaces around the SIREN are forgiven.
+        given = siren[row].as_py()
+        mismatch[row] = _text(given) != siren_of_siret[row].as_py()
+
+    name = _names(c)
+    statut = c["statutDiffusionEtablissement"]
+    diffusible = _true(pc.equal(statut, "O"))
+    partial = _true(pc.equal(statut, "P"))
+    name_masked = np.zeros(len(siret), bool)
+    for field in ("denominationUniteLegale", "nomUniteLegale", "nomUsageUniteLegale"):
+        name_masked |= _true(pc.equal(c[field], ND))
+    # A partially diffusible person whose name INSEE masked is stored without a name (never
+    # published); a record that simply has no name is not an establishment we can show.
+    nameless = _true(pc.is_null(name)) & (diffusible | (partial & ~name_masked))
+
+    etat = c["etatAdministratifEtablissement"]
+    creation = _dates(c["dateCreationEtablissement"])
+    creation = _null_where(creation, _true(pc.equal(creation.view(pa.int32()), _UNKNOWN_CREATION_DAYS)))
+    closed = pc.fill_null(pc.equal(etat, "F"), False)
+    # The end date of the current period is the closing date of a closed establishment.
+    fermeture = _dates(pc.if_else(closed, c["dateDebut"], _NULL_STRING))
+
+    nomenclature = _given(c["nomenclatureActivitePrincipaleEtablissement"])
+    dotted = pc.or_kleene(
+        pc.is_null(nomenclature), pc.is_in(nomenclature, value_set=pa.array(["NAFRev2", "NAF2025"]))
+    )
+    activite = pc.dictionary_encode(c["activitePrincipaleEtablissement"])
+    distinct = activite.dictionary.to_pylist()
+    naf_code = pc.if_else(
+        dotted,
+        pa.array([_activity_code(v, True) for v in distinct], _STRING).take(activite.indices),
+        pa.array([_activity_code(v, False) for v in distinct], _STRING).take(activite.indices),
     )
 
+    nom_commercial = pc.coalesce(
+        _given(c["denominationUsuelleEtablissement"]), _given(c["enseigne1Etablissement"])
+    )
+    # Non-diffusible ("N", or any value but O/P): the person opted out of publication. Only
+    # identifiers, activity, commune, dates and state are kept.
+    hidden = ~(diffusible | partial)
+    columns = {
+        "siret": siret,
+        "siren": siren_of_siret,
+        "nom": _null_where(name, hidden),
+        "nom_commercial": _null_where(nom_commercial, hidden),
+        "adresse": _null_where(_addresses(c), hidden),
+        "code_postal": _null_where(_postal_codes(c["codePostalEtablissement"]), hidden),
+        "ville_nom": _given(c["libelleCommuneEtablissement"]),
+        "code_commune": _given(c["codeCommuneEtablissement"]),
+        "naf_code": naf_code,
+        "naf_nomenclature": nomenclature,
+        "naf25_code": _per_value(
+            c["activitePrincipaleNAF25Etablissement"], lambda v: _naf(v, True), _STRING
+        ),
+        "is_active": pc.fill_null(pc.equal(etat, "A"), False),
+        "date_creation": creation,
+        "date_fermeture": fermeture,
+        "est_siege": _per_value(c["etablissementSiege"], _bool, pa.bool_()),
+        "tranche_effectifs": _null_where(_given(c["trancheEffectifsEtablissement"]), hidden),
+        "statut_diffusion": _given(statut),
+        "date_dernier_traitement": _timestamps(c["dateDernierTraitementEtablissement"]),
+    }
+    table = pa.Table.from_arrays(list(columns.values()), schema=ENTREPRISE_SCHEMA)
+
+    rejected = ~valid | mismatch | nameless
+    if not rejected.any():
+        return table, []
+    rows = np.flatnonzero(rejected)
+    rejections = []
+    for i, siret_value, siren_value in zip(
+        rows.tolist(),
+        siret.take(pa.array(rows)).to_pylist(),
+        siren.take(pa.array(rows)).to_pylist(),
+        strict=True,
+    ):
+        if not valid[i]:
+            rejections.append(
+                Rejection(siret_value, REJECT_INVALID_SIRET, f"invalid SIRET {siret_value!r}")
+            )
+        elif mismatch[i]:
+            message = f"SIREN {siren_value!r} does not match SIRET {siret_value!r}"
+            rejections.append(Rejection(siret_value, REJECT_INVALID_SIRET, message))
+        else:
+            message = f"no usable name for SIRET {siret_value}"
+            rejections.append(Rejection(siret_value, REJECT_NO_NAME, message))
+    return table.filter(pa.array(~rejected)), rejections
+
+
+# --- Records and rows --------------------------------------------------------------------
 
 _EMPTY: Mapping[str, Any] = {}
+_ADDRESS_FIELDS = frozenset(fields.ADRESSE)
+_PERIOD_FIELDS = frozenset(fields.CURRENT_PERIODE)
+_UNITE_LEGALE_FIELDS = frozenset(UNITE_LEGALE_NAME_FIELDS)
 
 
 def _current_period(record: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -503,86 +676,98 @@ def _current_period(record: Mapping[str, Any]) -> Mapping[str, Any]:
     return first
 
 
-def map_record(record: Mapping[str, Any]) -> tuple[Any, ...] | Rejection:
-    """Map one API-shaped record to a row (ENTREPRISE_COLUMNS order) or a Rejection."""
-    ul = record.get("uniteLegale") or _EMPTY
-    ad = record.get("adresseEtablissement") or _EMPTY
-    p = _current_period(record)
-    get = record.get
-    pget = p.get
-    return _map_values(
-        get("siret"),
-        get("siren"),
-        get("statutDiffusionEtablissement"),
-        get("dateCreationEtablissement"),
-        get("trancheEffectifsEtablissement"),
-        get("dateDernierTraitementEtablissement"),
-        get("etablissementSiege"),
-        ad.get("complementAdresseEtablissement"),
-        ad.get("numeroVoieEtablissement"),
-        ad.get("indiceRepetitionEtablissement"),
-        ad.get("typeVoieEtablissement"),
-        ad.get("libelleVoieEtablissement"),
-        ad.get("codePostalEtablissement"),
-        ad.get("libelleCommuneEtablissement"),
-        ad.get("codeCommuneEtablissement"),
-        pget("dateDebut"),
-        pget("etatAdministratifEtablissement"),
-        pget("enseigne1Etablissement"),
-        pget("denominationUsuelleEtablissement"),
-        pget("activitePrincipaleEtablissement"),
-        pget("nomenclatureActivitePrincipaleEtablissement"),
-        get("activitePrincipaleNAF25Etablissement"),
-        ul.get("denominationUniteLegale"),
-        ul.get("nomUniteLegale"),
-        ul.get("nomUsageUniteLegale"),
-        ul.get("prenom1UniteLegale"),
-        ul.get("prenomUsuelUniteLegale"),
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _text_array(values: Sequence[Any]) -> pa.Array:
+    """A string column; JSON booleans and numbers become their text."""
+    try:
+        return pa.array(values, _STRING)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.array([_as_text(v) for v in values], _STRING)
+
+
+def records_table(records: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """API-shaped records as `FLAT_FIELDS` string columns (the current period's values)."""
+    records = list(records)
+    addresses = [r.get("adresseEtablissement") or _EMPTY for r in records]
+    periods = [_current_period(r) for r in records]
+    unites = [r.get("uniteLegale") or _EMPTY for r in records]
+    columns = []
+    for name in FLAT_FIELDS:
+        if name in _ADDRESS_FIELDS:
+            source: Sequence[Mapping[str, Any]] = addresses
+        elif name in _PERIOD_FIELDS:
+            source = periods
+        elif name in _UNITE_LEGALE_FIELDS:
+            source = unites
+        else:
+            source = records
+        columns.append(_text_array([part.get(name) for part in source]))
+    return pa.Table.from_arrays(columns, names=list(FLAT_FIELDS))
+
+
+def rows_table(rows: Iterable[Sequence[Any]]) -> pa.Table:
+    """Flat rows (values in `FLAT_FIELDS` order) as `FLAT_FIELDS` string columns."""
+    rows = list(rows)
+    columns: Iterable[Sequence[Any]] = zip(*rows, strict=True) if rows else [()] * len(FLAT_FIELDS)
+    return pa.Table.from_arrays(
+        [_text_array(values) for values in columns], names=list(FLAT_FIELDS)
     )
 
 
-def map_flat(values: Sequence[Any]) -> tuple[Any, ...] | Rejection:
-    """Map one flat row (values in FLAT_FIELDS order, e.g. a joined stock row)."""
-    return _map_values(*values)
+def _python_values(column: pa.ChunkedArray) -> list[Any]:
+    if pa.types.is_temporal(column.type):
+        # numpy makes date and datetime objects ten times faster than Arrow's to_pylist.
+        values: list[Any] = column.to_numpy().tolist()
+        return values
+    return column.to_pylist()  # type: ignore[no-any-return]
 
 
-def map_flat_dict(row: Mapping[str, Any]) -> tuple[Any, ...] | Rejection:
-    """Map one flat row given as a dict keyed by SIRENE field names (missing keys are NULL)."""
-    return _map_values(*(row.get(field) for field in FLAT_FIELDS))
+def table_rows(table: pa.Table) -> list[tuple[Any, ...]]:
+    """A mapped table as tuples in `ENTREPRISE_COLUMNS` order (what COPY takes)."""
+    return list(zip(*(_python_values(column) for column in table.columns), strict=True))
 
 
 def map_records(
     records: Iterable[Mapping[str, Any]],
 ) -> tuple[list[tuple[Any, ...]], list[Rejection]]:
     """Map API-shaped records: (rows in ENTREPRISE_COLUMNS order, rejections)."""
-    rows: list[tuple[Any, ...]] = []
-    rejections: list[Rejection] = []
-    add_row = rows.append
-    add_rejection = rejections.append
-    for record in records:
-        result = map_record(record)
-        if type(result) is Rejection:
-            add_rejection(result)
-        else:
-            add_row(result)
-    return rows, rejections
+    table, rejections = map_table(records_table(records))
+    return table_rows(table), rejections
 
 
 def map_flat_rows(
     rows_in: Iterable[Sequence[Any]],
 ) -> tuple[list[tuple[Any, ...]], list[Rejection]]:
     """Map flat rows (FLAT_FIELDS order): (rows in ENTREPRISE_COLUMNS order, rejections)."""
-    rows: list[tuple[Any, ...]] = []
-    rejections: list[Rejection] = []
-    add_row = rows.append
-    add_rejection = rejections.append
-    for values in rows_in:
-        result = _map_values(*values)
-        if type(result) is Rejection:
-            add_rejection(result)
-        else:
-            add_row(result)
-    return rows, rejections
+    table, rejections = map_table(rows_table(rows_in))
+    return table_rows(table), rejections
+
+
+def _one(mapped: tuple[list[tuple[Any, ...]], list[Rejection]]) -> tuple[Any, ...] | Rejection:
+    rows, rejections = mapped
+    return rows[0] if rows else rejections[0]
+
+
+def map_record(record: Mapping[str, Any]) -> tuple[Any, ...] | Rejection:
+    """Map one API-shaped record to a row (ENTREPRISE_COLUMNS order) or a Rejection."""
+    return _one(map_records([record]))
+
+
+def map_flat(values: Sequence[Any]) -> tuple[Any, ...] | Rejection:
+    """Map one flat row (values in FLAT_FIELDS order, e.g. a joined stock row)."""
+    return _one(map_flat_rows([values]))
+
+
+def map_flat_dict(row: Mapping[str, Any]) -> tuple[Any, ...] | Rejection:
+    """Map one flat row given as a dict keyed by SIRENE field names (missing keys are NULL)."""
+    return map_flat([row.get(field) for field in FLAT_FIELDS])
 
 
 def row_as_dict(row: Sequence[Any]) -> dict[str, Any]:
