@@ -7,6 +7,7 @@ hand-made rows must map to exactly what the per-record rules gave, rejections in
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from datetime import date, datetime
@@ -200,6 +201,27 @@ def test_every_awkward_value_alone(tmp_path):
             row[i] = value
             rows.append(_derived(row))
     assert map_flat_rows(rows) == _expected(rows)
+
+
+def test_street_lines_whatever_part_is_missing(tmp_path):
+    """Every combination of absent, empty, masked and given street parts and complement."""
+    (base,) = _stock_rows(tmp_path, 1, 8)
+    parts = (
+        "numeroVoieEtablissement",
+        "indiceRepetitionEtablissement",
+        "typeVoieEtablissement",
+        "libelleVoieEtablissement",
+        "complementAdresseEtablissement",
+    )
+    rows = []
+    for values in itertools.product((None, "", "[ND]", "B"), repeat=len(parts)):
+        row = dict(zip(FLAT_FIELDS, base, strict=True))
+        row.update(zip(parts, values, strict=True))
+        rows.append(tuple(row[f] for f in FLAT_FIELDS))
+    mapped, _ = map_flat_rows(rows)
+    assert mapped == _expected(rows)[0]
+    adresses = [mapping.row_as_dict(r)["adresse"] for r in mapped]
+    assert None in adresses and "B BIS B B, B" in adresses
 
 
 def test_sample_day_records_map_as_the_per_record_rules():

@@ -4,11 +4,13 @@ Two shapes come in and share every rule:
 
 * API records (`GET /siret`): top-level fields, `uniteLegale{}`, `adresseEtablissement{}`,
   `periodesEtablissement[]` newest first (the current period has `dateFin` null or absent);
-* flat stock rows (StockEtablissement, optionally joined with StockUniteLegale): a sequence
-  of values in `FLAT_FIELDS` order, the current period being the row itself.
+* flat stock rows (StockEtablissement, optionally joined with StockUniteLegale): values in
+  `FLAT_FIELDS` order, the current period being the row itself.
 
-Both are reduced to the same positional values and go through `_map_values`, so the API and
-the stock can never disagree on a rule.
+Both become the same string columns (`FLAT_FIELDS`) and go through `map_table`, so the API
+and the stock can never disagree on a rule. `map_table` works on whole columns (docs/
+architecture.md): rules on one value run once per distinct value, and the rare values
+outside the common formats go to the same Python parsers.
 
 Diffusion (`statutDiffusionEtablissement`, docs/data-model.md): `O` maps in full; `P` has
 its masked fields NULL, and a natural person whose name is masked is stored without a name
@@ -66,8 +68,8 @@ ENTREPRISE_COLUMNS: tuple[str, ...] = (
     "date_dernier_traitement",
 )
 
-# The values `_map_values` takes, in order: SIRENE's own field names, so that a stock row
-# (StockEtablissement joined with StockUniteLegale) can be handed over as it is read.
+# The columns `map_table` takes (in this order for flat rows): SIRENE's own field names, so
+# that a stock row (StockEtablissement joined with StockUniteLegale) is handed over as read.
 FLAT_FIELDS: tuple[str, ...] = (
     "siret",
     "siren",
@@ -346,11 +348,9 @@ def _postal_code(value: str) -> str | None:
 
 _STRING = pa.string()
 _NULL_STRING = pa.scalar(None, _STRING)
-_ABSENT = pa.array(["", ND], _STRING)
 _UNKNOWN_CREATION_DAYS = (_UNKNOWN_CREATION - date(1970, 1, 1)).days
-_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
 _US_PER_DAY = 86_400_000_000
-_DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?$"
 
 ENTREPRISE_SCHEMA = pa.schema(
@@ -370,7 +370,7 @@ ENTREPRISE_SCHEMA = pa.schema(
 def _column(data: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
     values = data.column(name)
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
     if values.type != _STRING:
         values = values.cast(_STRING)
     return values
@@ -382,19 +382,33 @@ def _true(condition: pa.Array) -> np.ndarray:
     return mask
 
 
+def _null_where(values: pa.Array, where: np.ndarray | pa.Array) -> pa.Array:
+    """`values` with the rows `where` (no NULLs) set to NULL; only the validity bitmap is
+    rebuilt, the data is shared."""
+    if isinstance(where, np.ndarray):
+        if not where.any():
+            return values
+        where = pa.array(where)
+    if values.offset:
+        return pc.if_else(where, pa.scalar(None, values.type), values)
+    keep = pc.and_not(pc.is_valid(values), where)
+    return pa.Array.from_buffers(
+        values.type, len(values), [keep.buffers()[1], *values.buffers()[1:]]
+    )
+
+
+_ABSENT = pa.array(["", ND], _STRING)
+_DOTTED = pa.array(["NAFRev2", "NAF2025"], _STRING)
+_EMPTY_TEXT = pa.array([""], _STRING)
+
+
 def _given(values: pa.Array) -> pa.Array:
     """NULL for the values that carry nothing: empty, or masked `[ND]`."""
-    return pc.if_else(pc.is_in(values, value_set=_ABSENT), _NULL_STRING, values)
+    return _null_where(values, pc.is_in(values, value_set=_ABSENT))
 
 
 def _nonempty(values: pa.Array) -> pa.Array:
-    return pc.if_else(pc.equal(values, ""), _NULL_STRING, values)
-
-
-def _null_where(values: pa.Array, where: np.ndarray) -> pa.Array:
-    if not where.any():
-        return values
-    return pc.if_else(pa.array(where), pa.scalar(None, values.type), values)
+    return _null_where(values, pc.is_in(values, value_set=_EMPTY_TEXT))
 
 
 def _per_value(values: pa.Array, rule: Callable[[str], Any], type_: pa.DataType) -> pa.Array:
@@ -418,21 +432,30 @@ def _patch(
 
 def _join(parts: Sequence[pa.Array], separator: str) -> pa.Array:
     """The non-NULL parts of each row joined by `separator`; NULL when all are NULL."""
-    # Pairwise rather than binary_join_element_wise's `skip`, which drops all-NULL rows
-    # from its output instead of emitting an empty string for them.
-    joined = parts[0]
-    for part in parts[1:]:
-        joined = pc.coalesce(pc.binary_join_element_wise(joined, part, separator), joined, part)
-    return joined
+    present = np.zeros(len(parts[0]), bool)
+    for part in parts:
+        present |= _true(pc.is_valid(part))
+    last = parts[-1]
+    if not present.all():
+        # With `skip`, binary_join_element_wise leaves the rows whose parts are all NULL out
+        # of its output (pyarrow 26) instead of emitting "": they get "" as their last part.
+        last = pc.if_else(pa.array(present), last, pa.scalar("", _STRING))
+    joined = pc.binary_join_element_wise(*parts[:-1], last, separator, null_handling="skip")
+    return _null_where(joined, ~present)
 
 
-def _digit_matrix(values: pa.Array, width: int) -> np.ndarray:
-    """(rows, width) bytes minus `0` of strings that are all `width` ASCII bytes long."""
-    if not len(values):
+def _leading_digits(values: pa.Array, rows: np.ndarray, width: int) -> np.ndarray:
+    """(len(rows), width): the first `width` bytes minus `0` of the strings at `rows`, which
+    must be at least `width` ASCII bytes long."""
+    if not len(rows):
         return np.zeros((0, width), np.uint8)
-    start = np.frombuffer(values.buffers()[1], np.int32, count=1, offset=values.offset * 4)[0]
-    data = np.frombuffer(values.buffers()[2], np.uint8, count=len(values) * width, offset=start)
-    return data.reshape(len(values), width) - np.uint8(48)
+    selected = values.take(pa.array(rows))
+    if not _true(pc.equal(pc.binary_length(selected), width)).all():
+        selected = pc.utf8_slice_codeunits(selected, 0, width)
+    # Strings of `width` bytes each lie end to end in the data buffer.
+    start = np.frombuffer(selected.buffers()[1], np.int32, count=1, offset=selected.offset * 4)[0]
+    data = np.frombuffer(selected.buffers()[2], np.uint8, count=len(rows) * width, offset=start)
+    return data.reshape(len(rows), width) - np.uint8(48)
 
 
 def _number(digits: np.ndarray, first: int, last: int) -> np.ndarray:
@@ -447,30 +470,21 @@ def _number(digits: np.ndarray, first: int, last: int) -> np.ndarray:
 def _days(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Days since 1970-01-01 of `YYYY-MM-DD…` digit rows, and whether the date exists."""
     y, m, d = _number(digits, 0, 4), _number(digits, 5, 7), _number(digits, 8, 10)
-    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
-    month_ok = (m >= 1) & (m <= 12)
-    last_day = _DAYS_IN_MONTH[np.where(month_ok, m, 0)] + (leap & (m == 2))
-    ok = (y >= 1) & month_ok & (d >= 1) & (d <= last_day)
-    # Days from the civil date (proleptic Gregorian), counted in eras of 400 years from
-    # 0000-03-01, so that leap days fall at the end of a year.
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * ((m + 9) % 12) + 2) // 5 + d - 1
-    days = era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468
-    return days, ok
+    months = (y - 1970) * 12 + m - 1
+    # numpy's calendar: the first day of the month and of the next one.
+    first = months.astype("datetime64[M]").astype("datetime64[D]").view(np.int64)
+    following = (months + 1).astype("datetime64[M]").astype("datetime64[D]").view(np.int64)
+    ok = (y >= 1) & (m >= 1) & (m <= 12) & (d >= 1) & (d <= following - first)
+    return first + d - 1, ok
 
 
 def _dates(values: pa.Array) -> pa.Array:
-    """`_parse_date` of a column: `YYYY-MM-DD` prefixes by column, anything else by Python."""
-    prefix = pc.utf8_slice_codeunits(values, 0, 10)
-    fast = _true(pc.match_substring_regex(prefix, _DATE_PATTERN))
+    """`_parse_date` of a column: a `YYYY-MM-DD` start by column, anything else by Python."""
+    fast = np.flatnonzero(_true(pc.match_substring_regex(values, _DATE_PATTERN)))
     days = np.zeros(len(values), np.int64)
     ok = np.zeros(len(values), bool)
-    if fast.any():
-        rows = np.flatnonzero(fast)
-        parsed, exists = _days(_digit_matrix(prefix.filter(pa.array(fast)), 10))
-        days[rows], ok[rows] = parsed, exists
+    if len(fast):
+        days[fast], ok[fast] = _days(_leading_digits(values, fast, 10))
     result = pa.array(days.astype(np.int32), pa.int32(), mask=~ok).view(pa.date32())
     return _patch(result, values, ~ok & _true(pc.is_valid(values)), _parse_date)
 
@@ -478,22 +492,22 @@ def _dates(values: pa.Array) -> pa.Array:
 def _timestamps(values: pa.Array) -> pa.Array:
     """`_parse_timestamp` of a column: `YYYY-MM-DDTHH:MM:SS[.ffffff]` by column, anything else
     by Python."""
-    fast = _true(pc.match_substring_regex(values, _TIMESTAMP_PATTERN))
+    fast = np.flatnonzero(_true(pc.match_substring_regex(values, _TIMESTAMP_PATTERN)))
     micros = np.zeros(len(values), np.int64)
     ok = np.zeros(len(values), bool)
-    if fast.any():
-        rows = np.flatnonzero(fast)
-        selected = values.filter(pa.array(fast))
-        digits = _digit_matrix(pc.utf8_slice_codeunits(selected, 0, 19), 19)
+    if len(fast):
+        digits = _leading_digits(values, fast, 19)
         days, exists = _days(digits)
-        hour, minute, second = _number(digits, 11, 13), _number(digits, 14, 16), _number(digits, 17, 19)
-        fraction = pc.utf8_rpad(pc.utf8_slice_codeunits(selected, 20, 26), width=6, padding="0")
-        micros[rows] = (
-            days * _US_PER_DAY
-            + (hour * 3600 + minute * 60 + second) * 1_000_000
-            + np.asarray(fraction.cast(pa.int64()))
-        )
-        ok[rows] = exists & (hour < 24) & (minute < 60) & (second < 60)
+        hour, minute, second = (_number(digits, i, i + 2) for i in (11, 14, 17))
+        micros[fast] = days * _US_PER_DAY + (hour * 3600 + minute * 60 + second) * 1_000_000
+        ok[fast] = exists & (hour < 24) & (minute < 60) & (second < 60)
+        lengths = np.asarray(pc.binary_length(values))[fast]
+        fraction = fast[lengths > 19]
+        if len(fraction):
+            # ".f" to ".ffffff": the digits after the dot, right-padded to microseconds.
+            text = pc.utf8_slice_codeunits(values.take(pa.array(fraction)), 20, 26)
+            padded = pc.utf8_rpad(text, width=6, padding="0")
+            micros[fraction] += np.asarray(padded.cast(pa.int64()))
     result = pa.array(micros, pa.int64(), mask=~ok).view(pa.timestamp("us"))
     return _patch(result, values, ~ok & _true(pc.is_valid(values)), _parse_timestamp)
 
@@ -501,8 +515,8 @@ def _timestamps(values: pa.Array) -> pa.Array:
 def _valid_sirets(siret: pa.Array) -> np.ndarray:
     well_formed = _true(pc.match_substring_regex(siret, r"^[0-9]{14}$"))
     valid = np.zeros(len(siret), bool)
-    if well_formed.any():
-        valid[well_formed] = sirets_valid(_digit_matrix(siret.filter(pa.array(well_formed)), 14))
+    rows = np.flatnonzero(well_formed)
+    valid[rows] = sirets_valid(_leading_digits(siret, rows, 14))
     return valid
 
 
@@ -539,7 +553,7 @@ def _addresses(c: Mapping[str, pa.Array]) -> pa.Array:
     numero = _nonempty(c["numeroVoieEtablissement"])
     indice = _per_value(_nonempty(c["indiceRepetitionEtablissement"]), _repetition, _STRING)
     # The repetition index only follows a number.
-    indice = pc.if_else(pc.is_valid(numero), indice, _NULL_STRING)
+    indice = _null_where(indice, pc.is_null(numero))
     type_voie = _per_value(_nonempty(c["typeVoieEtablissement"]), _street_type, _STRING)
     street = _join([numero, indice, type_voie, _nonempty(c["libelleVoieEtablissement"])], " ")
     street = _null_where(street, masked | _true(pc.equal(street, "")))
@@ -565,7 +579,8 @@ def map_table(data: pa.Table | pa.RecordBatch) -> tuple[pa.Table, list[Rejection
     valid = _valid_sirets(siret)
     siren_of_siret = pc.utf8_slice_codeunits(siret, 0, 9)
     siren = c["siren"]
-    mismatch = valid & _true(pc.and_(pc.not_equal(siren, ""), pc.not_equal(siren, siren_of_siret)))
+    differs = pc.and_(pc.not_equal(siren, ""), pc.not_equal(siren, siren_of_siret))
+    mismatch = valid & _true(differs)
     for row in np.flatnonzero(mismatch):
         # Spaces around the SIREN are forgiven.
         given = siren[row].as_py()
@@ -584,15 +599,15 @@ def map_table(data: pa.Table | pa.RecordBatch) -> tuple[pa.Table, list[Rejection
 
     etat = c["etatAdministratifEtablissement"]
     creation = _dates(c["dateCreationEtablissement"])
-    creation = _null_where(creation, _true(pc.equal(creation.view(pa.int32()), _UNKNOWN_CREATION_DAYS)))
+    unknown = pc.equal(creation.view(pa.int32()), _UNKNOWN_CREATION_DAYS)
+    creation = _null_where(creation, _true(unknown))
     closed = pc.fill_null(pc.equal(etat, "F"), False)
     # The end date of the current period is the closing date of a closed establishment.
     fermeture = _dates(pc.if_else(closed, c["dateDebut"], _NULL_STRING))
 
     nomenclature = _given(c["nomenclatureActivitePrincipaleEtablissement"])
-    dotted = pc.or_kleene(
-        pc.is_null(nomenclature), pc.is_in(nomenclature, value_set=pa.array(["NAFRev2", "NAF2025"]))
-    )
+    # Compact codes are dotted in NAF rév. 2, NAF 2025, or when no nomenclature is given.
+    dotted = pc.or_kleene(pc.is_null(nomenclature), pc.is_in(nomenclature, value_set=_DOTTED))
     activite = pc.dictionary_encode(c["activitePrincipaleEtablissement"])
     distinct = activite.dictionary.to_pylist()
     naf_code = pc.if_else(
@@ -692,36 +707,57 @@ def _text_array(values: Sequence[Any]) -> pa.Array:
         return pa.array([_as_text(v) for v in values], _STRING)
 
 
+def _group_columns(parts: list[Mapping[str, Any]], names: Sequence[str]) -> dict[str, pa.Array]:
+    """The text fields `names` of each part (a record or one of its groups) as columns."""
+    try:
+        # Arrow reads dicts of text as struct rows in one pass.
+        struct = pa.array(parts, pa.struct([(name, _STRING) for name in names]))
+        columns = struct.flatten()
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        columns = [_text_array([part.get(name) for part in parts]) for name in names]
+    return dict(zip(names, columns, strict=True))
+
+
 def records_table(records: Iterable[Mapping[str, Any]]) -> pa.Table:
     """API-shaped records as `FLAT_FIELDS` string columns (the current period's values)."""
     records = list(records)
-    addresses = [r.get("adresseEtablissement") or _EMPTY for r in records]
-    periods = [_current_period(r) for r in records]
-    unites = [r.get("uniteLegale") or _EMPTY for r in records]
-    columns = []
+    groups: dict[str, list[Mapping[str, Any]]] = {
+        "address": [r.get("adresseEtablissement") or _EMPTY for r in records],
+        "period": [_current_period(r) for r in records],
+        "unite": [r.get("uniteLegale") or _EMPTY for r in records],
+        "record": records,
+    }
+    fields_of: dict[str, list[str]] = {group: [] for group in groups}
     for name in FLAT_FIELDS:
         if name in _ADDRESS_FIELDS:
-            source: Sequence[Mapping[str, Any]] = addresses
+            fields_of["address"].append(name)
         elif name in _PERIOD_FIELDS:
-            source = periods
+            fields_of["period"].append(name)
         elif name in _UNITE_LEGALE_FIELDS:
-            source = unites
-        else:
-            source = records
-        columns.append(_text_array([part.get(name) for part in source]))
-    return pa.Table.from_arrays(columns, names=list(FLAT_FIELDS))
+            fields_of["unite"].append(name)
+        elif name != "etablissementSiege":
+            fields_of["record"].append(name)
+    columns = {"etablissementSiege": _text_array([r.get("etablissementSiege") for r in records])}
+    for group, parts in groups.items():
+        columns.update(_group_columns(parts, fields_of[group]))
+    return pa.Table.from_arrays([columns[name] for name in FLAT_FIELDS], names=list(FLAT_FIELDS))
+
+
+_FLAT_ROW = pa.struct([(name, _STRING) for name in FLAT_FIELDS])
 
 
 def rows_table(rows: Iterable[Sequence[Any]]) -> pa.Table:
     """Flat rows (values in `FLAT_FIELDS` order) as `FLAT_FIELDS` string columns."""
-    rows = list(rows)
-    columns: Iterable[Sequence[Any]] = zip(*rows, strict=True) if rows else [()] * len(FLAT_FIELDS)
-    return pa.Table.from_arrays(
-        [_text_array(values) for values in columns], names=list(FLAT_FIELDS)
-    )
+    rows = rows if isinstance(rows, list) else list(rows)
+    try:
+        # Arrow reads tuples of text as struct rows in one pass, without a transposition.
+        struct = pa.array(rows, _FLAT_ROW)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        struct = pa.array([tuple(_as_text(v) for v in row) for row in rows], _FLAT_ROW)
+    return pa.Table.from_arrays(struct.flatten(), names=list(FLAT_FIELDS))
 
 
-def _python_values(column: pa.ChunkedArray) -> list[Any]:
+def _python_values(column: pa.Array | pa.ChunkedArray) -> list[Any]:
     if pa.types.is_temporal(column.type):
         # numpy makes date and datetime objects ten times faster than Arrow's to_pylist.
         values: list[Any] = column.to_numpy().tolist()
@@ -729,8 +765,9 @@ def _python_values(column: pa.ChunkedArray) -> list[Any]:
     return column.to_pylist()  # type: ignore[no-any-return]
 
 
-def table_rows(table: pa.Table) -> list[tuple[Any, ...]]:
-    """A mapped table as tuples in `ENTREPRISE_COLUMNS` order (what COPY takes)."""
+def table_rows(table: pa.Table | pa.RecordBatch) -> list[tuple[Any, ...]]:
+    """A table as tuples of Python values (a mapped one: `ENTREPRISE_COLUMNS` order, what
+    COPY takes)."""
     return list(zip(*(_python_values(column) for column in table.columns), strict=True))
 
 
