@@ -8,6 +8,8 @@ SIRETs are only required to have a digit sum that is a multiple of 5.
 
 from __future__ import annotations
 
+import numpy as np
+
 LA_POSTE_SIREN = "356000000"
 LA_POSTE_HEAD_OFFICE_SIRET = "35600000000048"
 
@@ -50,6 +52,36 @@ def siret_valid(siret: object) -> bool:
     if siret.startswith(LA_POSTE_SIREN) and siret != LA_POSTE_HEAD_OFFICE_SIRET:
         return sum(ord(c) - 48 for c in siret) % 5 == 0
     return siren_valid(siret[:9]) and luhn_sum(siret) % 10 == 0
+
+
+_DOUBLED_ARRAY = np.array(_DOUBLED, dtype=np.uint8)
+_LA_POSTE_DIGITS = [ord(c) - 48 for c in LA_POSTE_SIREN]
+_LA_POSTE_HEAD_OFFICE_DIGITS = [ord(c) - 48 for c in LA_POSTE_HEAD_OFFICE_SIRET]
+
+
+def sirets_valid(digits: np.ndarray) -> np.ndarray:
+    """`siret_valid` for many SIRETs at once: `digits` is an (n, 14) array of digit values
+    (0–9), one row per SIRET already known to be 14 ASCII digits; returns n booleans."""
+    n = len(digits)
+    siret_sum = np.zeros(n, np.int16)
+    siren_sum = np.zeros(n, np.int16)
+    digit_sum = np.zeros(n, np.int16)
+    la_poste = np.ones(n, bool)
+    head_office = np.ones(n, bool)
+    for i in range(14):
+        column = digits[:, i]
+        doubled = _DOUBLED_ARRAY[column]
+        digit_sum += column
+        # Luhn from the right: the 14-digit SIRET doubles its even positions from the left
+        # (0, 2, … 12), the 9-digit SIREN its odd ones (1, 3, 5, 7).
+        siret_sum += doubled if i % 2 == 0 else column
+        if i < 9:
+            siren_sum += doubled if i % 2 == 1 else column
+            la_poste &= column == _LA_POSTE_DIGITS[i]
+        head_office &= column == _LA_POSTE_HEAD_OFFICE_DIGITS[i]
+    luhn = (siret_sum % 10 == 0) & (siren_sum % 10 == 0)
+    result: np.ndarray = np.where(la_poste & ~head_office, digit_sum % 5 == 0, luhn)
+    return result
 
 
 def la_poste_nic(prefix4: str) -> str:

@@ -4,11 +4,13 @@ Two shapes come in and share every rule:
 
 * API records (`GET /siret`): top-level fields, `uniteLegale{}`, `adresseEtablissement{}`,
   `periodesEtablissement[]` newest first (the current period has `dateFin` null or absent);
-* flat stock rows (StockEtablissement, optionally joined with StockUniteLegale): a sequence
-  of values in `FLAT_FIELDS` order, the current period being the row itself.
+* flat stock rows (StockEtablissement, optionally joined with StockUniteLegale): values in
+  `FLAT_FIELDS` order, the current period being the row itself.
 
-Both are reduced to the same positional values and go through `_map_values`, so the API and
-the stock can never disagree on a rule.
+Both become the same string columns (`FLAT_FIELDS`) and go through `map_table`, so the API
+and the stock can never disagree on a rule. `map_table` works on whole columns (docs/
+architecture.md): rules on one value run once per distinct value, and the rare values
+outside the common formats go to the same Python parsers.
 
 Diffusion (`statutDiffusionEtablissement`, docs/data-model.md): `O` maps in full; `P` has
 its masked fields NULL, and a natural person whose name is masked is stored without a name
@@ -34,11 +36,16 @@ Presentation choices (the registry writes everything in capitals):
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from foxreviews_pipeline.lib.sirene.identifiers import siret_valid
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from foxreviews_pipeline.lib.sirene import fields
+from foxreviews_pipeline.lib.sirene.identifiers import sirets_valid
 
 ENTREPRISE_COLUMNS: tuple[str, ...] = (
     "siret",
@@ -61,8 +68,8 @@ ENTREPRISE_COLUMNS: tuple[str, ...] = (
     "date_dernier_traitement",
 )
 
-# The values `_map_values` takes, in order: SIRENE's own field names, so that a stock row
-# (StockEtablissement joined with StockUniteLegale) can be handed over as it is read.
+# The columns `map_table` takes (in this order for flat rows): SIRENE's own field names, so
+# that a stock row (StockEtablissement joined with StockUniteLegale) is handed over as read.
 FLAT_FIELDS: tuple[str, ...] = (
     "siret",
     "siren",
@@ -240,52 +247,47 @@ def type_voie_label(value: str | None) -> str | None:
     return label
 
 
+# 1900-01-01 is INSEE's "creation date not known" (documentation of dateCreationEtablissement).
+_UNKNOWN_CREATION = date(1900, 1, 1)
+
 _DIGITS = frozenset("0123456789")
 _NAF_COMPACT_LEN = 5  # "6201Z"
 
+# --- Rules on one value ------------------------------------------------------------------
+# Applied once per distinct value of a column (`_per_value`) or to the rare values the
+# column expressions below leave to Python; they take text, as every column is text.
 
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    if type(value) is not str:
-        value = str(value)
+
+def _text(value: str) -> str | None:
     value = value.strip()
     if not value or value == ND:
         return None
     return value
 
 
-def _parse_date(value: Any) -> date | None:
+def _parse_date(value: str) -> date | None:
     if not value or value == ND:
         return None
-    if value.__class__ is not str:
-        if isinstance(value, datetime):
-            return value.date()
-        return value if isinstance(value, date) else None
     try:
         return date.fromisoformat(value if len(value) == 10 else value[:10])
     except ValueError:
         return None
 
 
-def _parse_timestamp(value: Any) -> datetime | None:
+def _parse_timestamp(value: str) -> datetime | None:
     if not value or value == ND:
         return None
-    if value.__class__ is not str:
-        return value if isinstance(value, datetime) else None
     try:
         # Python ≥ 3.11 reads both the API's "…T10:15:30.000" and the stock's "…T10:15:30".
-        return datetime.fromisoformat(value)
-    except (TypeError, ValueError):
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
         return None
+    # INSEE writes no offset; one would be dropped, as the `timestamp` column drops it.
+    return parsed.replace(tzinfo=None)
 
 
-def _bool(value: Any) -> bool | None:
-    if value is None or value == "":
-        return None
-    if value is True or value is False:
-        return value
-    text = str(value).strip().lower()
+def _bool(value: str) -> bool | None:
+    text = value.strip().lower()
     if text in ("true", "1", "o", "oui", "t"):
         return True
     if text in ("false", "0", "n", "non", "f"):
@@ -293,23 +295,33 @@ def _bool(value: Any) -> bool | None:
     return None
 
 
-def _naf(code: object, nomenclature: str | None) -> str | None:
-    code = _text(code)
-    if code is None:
+def _naf(code: str, dotted: bool) -> str | None:
+    """An activity code in capitals; a compact code (`6201Z`) is dotted when `dotted` (NAF
+    rév. 2 and NAF 2025, or no nomenclature given)."""
+    text = _text(code)
+    if text is None:
         return None
-    code = code.upper()
-    # NAF rév. 2 (and NAF 2025) written without the dot, as some extracts do: "6201Z".
+    text = text.upper()
     if (
-        len(code) == _NAF_COMPACT_LEN
-        and nomenclature in (None, "NAFRev2", "NAF2025")
-        and code[0] in _DIGITS
-        and code[1] in _DIGITS
-        and code[2] in _DIGITS
-        and code[3] in _DIGITS
-        and code[4] not in _DIGITS
+        dotted
+        and len(text) == _NAF_COMPACT_LEN
+        and text[0] in _DIGITS
+        and text[1] in _DIGITS
+        and text[2] in _DIGITS
+        and text[3] in _DIGITS
+        and text[4] not in _DIGITS
     ):
-        return f"{code[:2]}.{code[2:]}"
-    return code
+        return f"{text[:2]}.{text[2:]}"
+    return text
+
+
+def _activity_code(activite: str, dotted: bool) -> str | None:
+    """The establishment's activity code; a code already written `NN.NNL` is kept as given."""
+    if not activite or activite == ND:
+        return None
+    if len(activite) == 6 and activite[2] == ".":
+        return activite
+    return _naf(activite, dotted)
 
 
 def _first_name(value: str) -> str:
@@ -318,176 +330,352 @@ def _first_name(value: str) -> str:
     )
 
 
-# 1900-01-01 is INSEE's "creation date not known" (documentation of dateCreationEtablissement).
-_UNKNOWN_CREATION = date(1900, 1, 1)
+def _street_type(value: str) -> str | None:
+    label = _TYPE_VOIE.get(value)
+    return label if label is not None else type_voie_label(value)
 
 
-# The helpers below are called once per record from `_map_values` (the hot path), so the
-# empty/[ND] tests are written inline rather than through `_text`.
+def _repetition(value: str) -> str:
+    up = value.upper()
+    return INDICE_REPETITION.get(up, up)
 
 
-def _name(
-    denomination: Any, nom: Any, nom_usage: Any, prenom1: Any, prenom_usuel: Any
-) -> str | None:
-    """The company name as registered, or `Prénom NOM` for a natural person; None if masked
+def _postal_code(value: str) -> str | None:
+    return value if len(value) == 5 and value.isdigit() else None
+
+
+# --- Columns -----------------------------------------------------------------------------
+
+_STRING = pa.string()
+_NULL_STRING = pa.scalar(None, _STRING)
+_UNKNOWN_CREATION_DAYS = (_UNKNOWN_CREATION - date(1970, 1, 1)).days
+_US_PER_DAY = 86_400_000_000
+_DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?$"
+
+ENTREPRISE_SCHEMA = pa.schema(
+    [
+        (name, pa.bool_())
+        if name in ("is_active", "est_siege")
+        else (name, pa.date32())
+        if name in ("date_creation", "date_fermeture")
+        else (name, pa.timestamp("us"))
+        if name == "date_dernier_traitement"
+        else (name, _STRING)
+        for name in ENTREPRISE_COLUMNS
+    ]
+)
+
+
+def _column(data: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
+    values = data.column(name)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    if values.type != _STRING:
+        values = values.cast(_STRING)
+    return values
+
+
+def _true(condition: pa.Array) -> np.ndarray:
+    """A boolean column as a numpy mask, NULL counting as false."""
+    mask: np.ndarray = pc.fill_null(condition, False).to_numpy(zero_copy_only=False)
+    return mask
+
+
+def _null_where(values: pa.Array, where: np.ndarray | pa.Array) -> pa.Array:
+    """`values` with the rows `where` (no NULLs) set to NULL; only the validity bitmap is
+    rebuilt, the data is shared."""
+    if isinstance(where, np.ndarray):
+        if not where.any():
+            return values
+        where = pa.array(where)
+    if values.offset:
+        return pc.if_else(where, pa.scalar(None, values.type), values)
+    keep = pc.and_not(pc.is_valid(values), where)
+    return pa.Array.from_buffers(
+        values.type, len(values), [keep.buffers()[1], *values.buffers()[1:]]
+    )
+
+
+_ABSENT = pa.array(["", ND], _STRING)
+_DOTTED = pa.array(["NAFRev2", "NAF2025"], _STRING)
+_EMPTY_TEXT = pa.array([""], _STRING)
+
+
+def _given(values: pa.Array) -> pa.Array:
+    """NULL for the values that carry nothing: empty, or masked `[ND]`."""
+    return _null_where(values, pc.is_in(values, value_set=_ABSENT))
+
+
+def _nonempty(values: pa.Array) -> pa.Array:
+    return _null_where(values, pc.is_in(values, value_set=_EMPTY_TEXT))
+
+
+def _per_value(values: pa.Array, rule: Callable[[str], Any], type_: pa.DataType) -> pa.Array:
+    """`rule` applied once per distinct value of `values` (NULL stays NULL)."""
+    encoded = pc.dictionary_encode(values)
+    results = pa.array([rule(v) for v in encoded.dictionary.to_pylist()], type_)
+    return results.take(encoded.indices)
+
+
+def _patch(
+    target: pa.Array, source: pa.Array, where: np.ndarray, rule: Callable[[str], Any]
+) -> pa.Array:
+    """`target` with the rows `where` replaced by `rule` of `source` (the rare rows the
+    column expressions leave to Python)."""
+    rows = np.flatnonzero(where)
+    if not len(rows):
+        return target
+    fixed = [rule(v) for v in source.take(pa.array(rows)).to_pylist()]
+    return pc.replace_with_mask(target, pa.array(where), pa.array(fixed, target.type))
+
+
+def _join(parts: Sequence[pa.Array], separator: str) -> pa.Array:
+    """The non-NULL parts of each row joined by `separator`; NULL when all are NULL."""
+    present = np.zeros(len(parts[0]), bool)
+    for part in parts:
+        present |= _true(pc.is_valid(part))
+    last = parts[-1]
+    if not present.all():
+        # With `skip`, binary_join_element_wise leaves the rows whose parts are all NULL out
+        # of its output (pyarrow 26) instead of emitting "": they get "" as their last part.
+        last = pc.if_else(pa.array(present), last, pa.scalar("", _STRING))
+    joined = pc.binary_join_element_wise(*parts[:-1], last, separator, null_handling="skip")
+    return _null_where(joined, ~present)
+
+
+def _leading_digits(values: pa.Array, rows: np.ndarray, width: int) -> np.ndarray:
+    """(len(rows), width): the first `width` bytes minus `0` of the strings at `rows`, which
+    must be at least `width` ASCII bytes long."""
+    if not len(rows):
+        return np.zeros((0, width), np.uint8)
+    selected = values.take(pa.array(rows))
+    if not _true(pc.equal(pc.binary_length(selected), width)).all():
+        selected = pc.utf8_slice_codeunits(selected, 0, width)
+    # Strings of `width` bytes each lie end to end in the data buffer.
+    start = np.frombuffer(selected.buffers()[1], np.int32, count=1, offset=selected.offset * 4)[0]
+    data = np.frombuffer(selected.buffers()[2], np.uint8, count=len(rows) * width, offset=start)
+    return data.reshape(len(rows), width) - np.uint8(48)
+
+
+def _number(digits: np.ndarray, first: int, last: int) -> np.ndarray:
+    """The decimal number written in columns first…last-1 of a digit matrix."""
+    result = digits[:, first].astype(np.int64)
+    for i in range(first + 1, last):
+        result *= 10
+        result += digits[:, i]
+    return result
+
+
+def _days(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Days since 1970-01-01 of `YYYY-MM-DD…` digit rows, and whether the date exists."""
+    y, m, d = _number(digits, 0, 4), _number(digits, 5, 7), _number(digits, 8, 10)
+    months = (y - 1970) * 12 + m - 1
+    # numpy's calendar: the first day of the month and of the next one.
+    first = months.astype("datetime64[M]").astype("datetime64[D]").view(np.int64)
+    following = (months + 1).astype("datetime64[M]").astype("datetime64[D]").view(np.int64)
+    ok = (y >= 1) & (m >= 1) & (m <= 12) & (d >= 1) & (d <= following - first)
+    return first + d - 1, ok
+
+
+def _dates(values: pa.Array) -> pa.Array:
+    """`_parse_date` of a column: a `YYYY-MM-DD` start by column, anything else by Python."""
+    fast = np.flatnonzero(_true(pc.match_substring_regex(values, _DATE_PATTERN)))
+    days = np.zeros(len(values), np.int64)
+    ok = np.zeros(len(values), bool)
+    if len(fast):
+        days[fast], ok[fast] = _days(_leading_digits(values, fast, 10))
+    result = pa.array(days.astype(np.int32), pa.int32(), mask=~ok).view(pa.date32())
+    return _patch(result, values, ~ok & _true(pc.is_valid(values)), _parse_date)
+
+
+def _timestamps(values: pa.Array) -> pa.Array:
+    """`_parse_timestamp` of a column: `YYYY-MM-DDTHH:MM:SS[.ffffff]` by column, anything else
+    by Python."""
+    fast = np.flatnonzero(_true(pc.match_substring_regex(values, _TIMESTAMP_PATTERN)))
+    micros = np.zeros(len(values), np.int64)
+    ok = np.zeros(len(values), bool)
+    if len(fast):
+        digits = _leading_digits(values, fast, 19)
+        days, exists = _days(digits)
+        hour, minute, second = (_number(digits, i, i + 2) for i in (11, 14, 17))
+        micros[fast] = days * _US_PER_DAY + (hour * 3600 + minute * 60 + second) * 1_000_000
+        ok[fast] = exists & (hour < 24) & (minute < 60) & (second < 60)
+        lengths = np.asarray(pc.binary_length(values))[fast]
+        fraction = fast[lengths > 19]
+        if len(fraction):
+            # ".f" to ".ffffff": the digits after the dot, right-padded to microseconds.
+            text = pc.utf8_slice_codeunits(values.take(pa.array(fraction)), 20, 26)
+            padded = pc.utf8_rpad(text, width=6, padding="0")
+            micros[fraction] += np.asarray(padded.cast(pa.int64()))
+    result = pa.array(micros, pa.int64(), mask=~ok).view(pa.timestamp("us"))
+    return _patch(result, values, ~ok & _true(pc.is_valid(values)), _parse_timestamp)
+
+
+def _valid_sirets(siret: pa.Array) -> np.ndarray:
+    well_formed = _true(pc.match_substring_regex(siret, r"^[0-9]{14}$"))
+    valid = np.zeros(len(siret), bool)
+    rows = np.flatnonzero(well_formed)
+    valid[rows] = sirets_valid(_leading_digits(siret, rows, 14))
+    return valid
+
+
+def _names(c: Mapping[str, pa.Array]) -> pa.Array:
+    """The company name as registered, or `Prénom NOM` for a natural person; NULL if masked
     or absent."""
-    if denomination and denomination != ND:
-        if denomination.__class__ is not str or denomination[0] == " " or denomination[-1] == " ":
-            return _text(denomination)
-        return denomination
-    surname = nom_usage if nom_usage and nom_usage != ND else None
-    if surname is None:
-        surname = nom if nom and nom != ND else None
-        if surname is None:
-            return None
-    first = prenom_usuel if prenom_usuel and prenom_usuel != ND else None
-    if first is None:
-        first = prenom1 if prenom1 and prenom1 != ND else None
-    return f"{_first_name(first)} {surname}" if first else surname
+    denomination = c["denominationUniteLegale"]
+    company = _given(denomination)
+    has_company = _true(pc.is_valid(company))
+    # A denomination with spaces around it is stripped (and may then be nothing at all).
+    padded = has_company & _true(
+        pc.or_(pc.starts_with(denomination, " "), pc.ends_with(denomination, " "))
+    )
+    company = _patch(company, denomination, padded, _text)
+    surname = pc.coalesce(_given(c["nomUsageUniteLegale"]), _given(c["nomUniteLegale"]))
+    first = pc.coalesce(_given(c["prenomUsuelUniteLegale"]), _given(c["prenom1UniteLegale"]))
+    first = _per_value(first, _first_name, _STRING)
+    person = pc.coalesce(pc.binary_join_element_wise(first, surname, " "), surname)
+    return pc.if_else(pa.array(has_company), company, person)
 
 
-def _address(
-    complement: Any, numero: Any, indice: Any, type_voie: Any, libelle_voie: Any
-) -> str | None:
+def _addresses(c: Mapping[str, pa.Array]) -> pa.Array:
     """The postal street line (`12 BIS AVENUE DES LILAS, BÂTIMENT B`); a street with any
     masked part is dropped as a whole."""
-    street = None
-    if numero != ND and indice != ND and type_voie != ND and libelle_voie != ND:
-        words = []
-        if numero:
-            words.append(numero)
-            if indice:
-                up = indice.upper()
-                words.append(INDICE_REPETITION.get(up, up))
-        if type_voie:
-            label = _TYPE_VOIE.get(type_voie)
-            words.append(label if label is not None else type_voie_label(type_voie))
-        if libelle_voie:
-            words.append(libelle_voie)
-        if words:
-            street = " ".join(words)
-    if complement == ND:
-        complement = None
-    if street and complement:
-        return f"{street}, {complement}"
-    return street or complement or None
-
-
-def _activity_code(activite: str | None, nomenclature: str | None) -> str | None:
-    """The establishment's activity code; a compact NAF rév. 2 code is dotted (`6201Z` →
-    `62.01Z`)."""
-    if not activite or activite == ND:
-        return None
-    if len(activite) == 6 and activite[2] == ".":
-        return activite
-    return _naf(activite, nomenclature)
-
-
-def _map_values(
-    siret: Any,
-    siren: Any,
-    statut_diffusion: Any,
-    date_creation: Any,
-    tranche_effectifs: Any,
-    date_dernier_traitement: Any,
-    siege: Any,
-    complement: Any,
-    numero: Any,
-    indice: Any,
-    type_voie: Any,
-    libelle_voie: Any,
-    code_postal: Any,
-    libelle_commune: Any,
-    code_commune: Any,
-    date_debut: Any,
-    etat: Any,
-    enseigne1: Any,
-    denomination_usuelle: Any,
-    activite: Any,
-    nomenclature: Any,
-    activite_naf25: Any,
-    denomination: Any,
-    nom: Any,
-    nom_usage: Any,
-    prenom1: Any,
-    prenom_usuel: Any,
-) -> tuple[Any, ...] | Rejection:
-    # Hot path (35,000 records a day, 4 million in a backfill): the empty/[ND] tests are
-    # written inline rather than through _text, whose call would cost more than the test.
-    if siret.__class__ is not str:
-        siret = _text(siret)
-    if siret is None or len(siret) != 14 or not siret_valid(siret):
-        return Rejection(siret, REJECT_INVALID_SIRET, f"invalid SIRET {siret!r}")
-    siren_of_siret = siret[:9]
-    if siren and siren != siren_of_siret and _text(siren) != siren_of_siret:
-        return Rejection(
-            siret, REJECT_INVALID_SIRET, f"SIREN {siren!r} does not match SIRET {siret!r}"
-        )
-
-    name = _name(denomination, nom, nom_usage, prenom1, prenom_usuel)
-    diffusible = statut_diffusion == "O"
-    if name is None and (
-        diffusible
-        or (
-            statut_diffusion == "P"
-            and ND not in (denomination, nom, nom_usage)
-        )
-    ):
-        # A partially diffusible person whose name INSEE masked is stored without a name
-        # (never published); a record that simply has no name is not an establishment we
-        # can show.
-        return Rejection(siret, REJECT_NO_NAME, f"no usable name for SIRET {siret}")
-
-    adresse = _address(complement, numero, indice, type_voie, libelle_voie)
-    if code_postal and not (
-        code_postal.__class__ is str and len(code_postal) == 5 and code_postal.isdigit()
-    ):
-        code_postal = None
-
-    if not nomenclature or nomenclature == ND:
-        nomenclature = None
-    if etat == "A":
-        is_active = True
-        date_fermeture = None
-    else:
-        is_active = False
-        date_fermeture = _parse_date(date_debut) if etat == "F" else None
-    creation = _parse_date(date_creation)
-    if creation == _UNKNOWN_CREATION:
-        creation = None
-
-    nom_commercial = (
-        denomination_usuelle
-        if denomination_usuelle and denomination_usuelle != ND
-        else (enseigne1 if enseigne1 and enseigne1 != ND else None)
+    street_fields = (
+        "numeroVoieEtablissement",
+        "indiceRepetitionEtablissement",
+        "typeVoieEtablissement",
+        "libelleVoieEtablissement",
     )
-    if not diffusible and statut_diffusion != "P":
-        # Non-diffusible ("N", or any value but O/P): the person opted out of publication.
-        # Only identifiers, activity, commune, dates and state are kept.
-        name = nom_commercial = adresse = code_postal = tranche_effectifs = None
-    return (
-        siret,
-        siren_of_siret,
-        name,
-        nom_commercial,
-        adresse,
-        code_postal or None,
-        libelle_commune if libelle_commune and libelle_commune != ND else None,
-        code_commune if code_commune and code_commune != ND else None,
-        _activity_code(activite, nomenclature),
-        nomenclature,
-        _naf(activite_naf25, "NAF2025") if activite_naf25 else None,
-        is_active,
-        creation,
-        date_fermeture,
-        siege if siege is True or siege is False else _bool(siege),
-        tranche_effectifs if tranche_effectifs and tranche_effectifs != ND else None,
-        statut_diffusion if statut_diffusion and statut_diffusion != ND else None,
-        _parse_timestamp(date_dernier_traitement),
+    masked = np.zeros(len(c["siret"]), bool)
+    for name in street_fields:
+        masked |= _true(pc.equal(c[name], ND))
+    numero = _nonempty(c["numeroVoieEtablissement"])
+    indice = _per_value(_nonempty(c["indiceRepetitionEtablissement"]), _repetition, _STRING)
+    # The repetition index only follows a number.
+    indice = _null_where(indice, pc.is_null(numero))
+    type_voie = _per_value(_nonempty(c["typeVoieEtablissement"]), _street_type, _STRING)
+    street = _join([numero, indice, type_voie, _nonempty(c["libelleVoieEtablissement"])], " ")
+    street = _null_where(street, masked | _true(pc.equal(street, "")))
+    return _join([street, _given(c["complementAdresseEtablissement"])], ", ")
+
+
+def _postal_codes(values: pa.Array) -> pa.Array:
+    """Five digits or NULL; non-ASCII text is judged by Python's `isdigit`."""
+    ascii_ok = _true(pc.match_substring_regex(values, r"^[0-9]{5}$"))
+    result = _null_where(values, ~ascii_ok)
+    return _patch(result, values, _true(pc.invert(pc.string_is_ascii(values))), _postal_code)
+
+
+def map_table(data: pa.Table | pa.RecordBatch) -> tuple[pa.Table, list[Rejection]]:
+    """Map SIRENE establishments given as string columns named as `FLAT_FIELDS`.
+
+    Returns the mapped rows (`ENTREPRISE_SCHEMA`, in input order) and the rejected ones
+    (in input order).
+    """
+    c = {name: _column(data, name) for name in FLAT_FIELDS}
+    siret = c["siret"]
+
+    valid = _valid_sirets(siret)
+    siren_of_siret = pc.utf8_slice_codeunits(siret, 0, 9)
+    siren = c["siren"]
+    differs = pc.and_(pc.not_equal(siren, ""), pc.not_equal(siren, siren_of_siret))
+    mismatch = valid & _true(differs)
+    for row in np.flatnonzero(mismatch):
+        # Spaces around the SIREN are forgiven.
+        given = siren[row].as_py()
+        mismatch[row] = _text(given) != siren_of_siret[row].as_py()
+
+    name = _names(c)
+    statut = c["statutDiffusionEtablissement"]
+    diffusible = _true(pc.equal(statut, "O"))
+    partial = _true(pc.equal(statut, "P"))
+    name_masked = np.zeros(len(siret), bool)
+    for field in ("denominationUniteLegale", "nomUniteLegale", "nomUsageUniteLegale"):
+        name_masked |= _true(pc.equal(c[field], ND))
+    # A partially diffusible person whose name INSEE masked is stored without a name (never
+    # published); a record that simply has no name is not an establishment we can show.
+    nameless = _true(pc.is_null(name)) & (diffusible | (partial & ~name_masked))
+
+    etat = c["etatAdministratifEtablissement"]
+    creation = _dates(c["dateCreationEtablissement"])
+    unknown = pc.equal(creation.view(pa.int32()), _UNKNOWN_CREATION_DAYS)
+    creation = _null_where(creation, _true(unknown))
+    closed = pc.fill_null(pc.equal(etat, "F"), False)
+    # The end date of the current period is the closing date of a closed establishment.
+    fermeture = _dates(pc.if_else(closed, c["dateDebut"], _NULL_STRING))
+
+    nomenclature = _given(c["nomenclatureActivitePrincipaleEtablissement"])
+    # Compact codes are dotted in NAF rév. 2, NAF 2025, or when no nomenclature is given.
+    dotted = pc.or_kleene(pc.is_null(nomenclature), pc.is_in(nomenclature, value_set=_DOTTED))
+    activite = pc.dictionary_encode(c["activitePrincipaleEtablissement"])
+    distinct = activite.dictionary.to_pylist()
+    naf_code = pc.if_else(
+        dotted,
+        pa.array([_activity_code(v, True) for v in distinct], _STRING).take(activite.indices),
+        pa.array([_activity_code(v, False) for v in distinct], _STRING).take(activite.indices),
     )
 
+    nom_commercial = pc.coalesce(
+        _given(c["denominationUsuelleEtablissement"]), _given(c["enseigne1Etablissement"])
+    )
+    # Non-diffusible ("N", or any value but O/P): the person opted out of publication. Only
+    # identifiers, activity, commune, dates and state are kept.
+    hidden = ~(diffusible | partial)
+    columns = {
+        "siret": siret,
+        "siren": siren_of_siret,
+        "nom": _null_where(name, hidden),
+        "nom_commercial": _null_where(nom_commercial, hidden),
+        "adresse": _null_where(_addresses(c), hidden),
+        "code_postal": _null_where(_postal_codes(c["codePostalEtablissement"]), hidden),
+        "ville_nom": _given(c["libelleCommuneEtablissement"]),
+        "code_commune": _given(c["codeCommuneEtablissement"]),
+        "naf_code": naf_code,
+        "naf_nomenclature": nomenclature,
+        "naf25_code": _per_value(
+            c["activitePrincipaleNAF25Etablissement"], lambda v: _naf(v, True), _STRING
+        ),
+        "is_active": pc.fill_null(pc.equal(etat, "A"), False),
+        "date_creation": creation,
+        "date_fermeture": fermeture,
+        "est_siege": _per_value(c["etablissementSiege"], _bool, pa.bool_()),
+        "tranche_effectifs": _null_where(_given(c["trancheEffectifsEtablissement"]), hidden),
+        "statut_diffusion": _given(statut),
+        "date_dernier_traitement": _timestamps(c["dateDernierTraitementEtablissement"]),
+    }
+    table = pa.Table.from_arrays(list(columns.values()), schema=ENTREPRISE_SCHEMA)
+
+    rejected = ~valid | mismatch | nameless
+    if not rejected.any():
+        return table, []
+    rows = np.flatnonzero(rejected)
+    rejections = []
+    for i, siret_value, siren_value in zip(
+        rows.tolist(),
+        siret.take(pa.array(rows)).to_pylist(),
+        siren.take(pa.array(rows)).to_pylist(),
+        strict=True,
+    ):
+        if not valid[i]:
+            rejections.append(
+                Rejection(siret_value, REJECT_INVALID_SIRET, f"invalid SIRET {siret_value!r}")
+            )
+        elif mismatch[i]:
+            message = f"SIREN {siren_value!r} does not match SIRET {siret_value!r}"
+            rejections.append(Rejection(siret_value, REJECT_INVALID_SIRET, message))
+        else:
+            message = f"no usable name for SIRET {siret_value}"
+            rejections.append(Rejection(siret_value, REJECT_NO_NAME, message))
+    return table.filter(pa.array(~rejected)), rejections
+
+
+# --- Records and rows --------------------------------------------------------------------
 
 _EMPTY: Mapping[str, Any] = {}
+_ADDRESS_FIELDS = frozenset(fields.ADRESSE)
+_PERIOD_FIELDS = frozenset(fields.CURRENT_PERIODE)
+_UNITE_LEGALE_FIELDS = frozenset(UNITE_LEGALE_NAME_FIELDS)
 
 
 def _current_period(record: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -503,86 +691,120 @@ def _current_period(record: Mapping[str, Any]) -> Mapping[str, Any]:
     return first
 
 
-def map_record(record: Mapping[str, Any]) -> tuple[Any, ...] | Rejection:
-    """Map one API-shaped record to a row (ENTREPRISE_COLUMNS order) or a Rejection."""
-    ul = record.get("uniteLegale") or _EMPTY
-    ad = record.get("adresseEtablissement") or _EMPTY
-    p = _current_period(record)
-    get = record.get
-    pget = p.get
-    return _map_values(
-        get("siret"),
-        get("siren"),
-        get("statutDiffusionEtablissement"),
-        get("dateCreationEtablissement"),
-        get("trancheEffectifsEtablissement"),
-        get("dateDernierTraitementEtablissement"),
-        get("etablissementSiege"),
-        ad.get("complementAdresseEtablissement"),
-        ad.get("numeroVoieEtablissement"),
-        ad.get("indiceRepetitionEtablissement"),
-        ad.get("typeVoieEtablissement"),
-        ad.get("libelleVoieEtablissement"),
-        ad.get("codePostalEtablissement"),
-        ad.get("libelleCommuneEtablissement"),
-        ad.get("codeCommuneEtablissement"),
-        pget("dateDebut"),
-        pget("etatAdministratifEtablissement"),
-        pget("enseigne1Etablissement"),
-        pget("denominationUsuelleEtablissement"),
-        pget("activitePrincipaleEtablissement"),
-        pget("nomenclatureActivitePrincipaleEtablissement"),
-        get("activitePrincipaleNAF25Etablissement"),
-        ul.get("denominationUniteLegale"),
-        ul.get("nomUniteLegale"),
-        ul.get("nomUsageUniteLegale"),
-        ul.get("prenom1UniteLegale"),
-        ul.get("prenomUsuelUniteLegale"),
-    )
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
-def map_flat(values: Sequence[Any]) -> tuple[Any, ...] | Rejection:
-    """Map one flat row (values in FLAT_FIELDS order, e.g. a joined stock row)."""
-    return _map_values(*values)
+def _text_array(values: Sequence[Any]) -> pa.Array:
+    """A string column; JSON booleans and numbers become their text."""
+    try:
+        return pa.array(values, _STRING)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.array([_as_text(v) for v in values], _STRING)
 
 
-def map_flat_dict(row: Mapping[str, Any]) -> tuple[Any, ...] | Rejection:
-    """Map one flat row given as a dict keyed by SIRENE field names (missing keys are NULL)."""
-    return _map_values(*(row.get(field) for field in FLAT_FIELDS))
+def _group_columns(parts: list[Mapping[str, Any]], names: Sequence[str]) -> dict[str, pa.Array]:
+    """The text fields `names` of each part (a record or one of its groups) as columns."""
+    try:
+        # Arrow reads dicts of text as struct rows in one pass.
+        struct = pa.array(parts, pa.struct([(name, _STRING) for name in names]))
+        columns = struct.flatten()
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        columns = [_text_array([part.get(name) for part in parts]) for name in names]
+    return dict(zip(names, columns, strict=True))
+
+
+def records_table(records: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """API-shaped records as `FLAT_FIELDS` string columns (the current period's values)."""
+    records = list(records)
+    groups: dict[str, list[Mapping[str, Any]]] = {
+        "address": [r.get("adresseEtablissement") or _EMPTY for r in records],
+        "period": [_current_period(r) for r in records],
+        "unite": [r.get("uniteLegale") or _EMPTY for r in records],
+        "record": records,
+    }
+    fields_of: dict[str, list[str]] = {group: [] for group in groups}
+    for name in FLAT_FIELDS:
+        if name in _ADDRESS_FIELDS:
+            fields_of["address"].append(name)
+        elif name in _PERIOD_FIELDS:
+            fields_of["period"].append(name)
+        elif name in _UNITE_LEGALE_FIELDS:
+            fields_of["unite"].append(name)
+        elif name != "etablissementSiege":
+            fields_of["record"].append(name)
+    columns = {"etablissementSiege": _text_array([r.get("etablissementSiege") for r in records])}
+    for group, parts in groups.items():
+        columns.update(_group_columns(parts, fields_of[group]))
+    return pa.Table.from_arrays([columns[name] for name in FLAT_FIELDS], names=list(FLAT_FIELDS))
+
+
+_FLAT_ROW = pa.struct([(name, _STRING) for name in FLAT_FIELDS])
+
+
+def rows_table(rows: Iterable[Sequence[Any]]) -> pa.Table:
+    """Flat rows (values in `FLAT_FIELDS` order) as `FLAT_FIELDS` string columns."""
+    rows = rows if isinstance(rows, list) else list(rows)
+    try:
+        # Arrow reads tuples of text as struct rows in one pass, without a transposition.
+        struct = pa.array(rows, _FLAT_ROW)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        struct = pa.array([tuple(_as_text(v) for v in row) for row in rows], _FLAT_ROW)
+    return pa.Table.from_arrays(struct.flatten(), names=list(FLAT_FIELDS))
+
+
+def _python_values(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    if pa.types.is_temporal(column.type):
+        # numpy makes date and datetime objects ten times faster than Arrow's to_pylist.
+        values: list[Any] = column.to_numpy().tolist()
+        return values
+    return column.to_pylist()  # type: ignore[no-any-return]
+
+
+def table_rows(table: pa.Table | pa.RecordBatch) -> list[tuple[Any, ...]]:
+    """A table as tuples of Python values (a mapped one: `ENTREPRISE_COLUMNS` order, what
+    COPY takes)."""
+    return list(zip(*(_python_values(column) for column in table.columns), strict=True))
 
 
 def map_records(
     records: Iterable[Mapping[str, Any]],
 ) -> tuple[list[tuple[Any, ...]], list[Rejection]]:
     """Map API-shaped records: (rows in ENTREPRISE_COLUMNS order, rejections)."""
-    rows: list[tuple[Any, ...]] = []
-    rejections: list[Rejection] = []
-    add_row = rows.append
-    add_rejection = rejections.append
-    for record in records:
-        result = map_record(record)
-        if type(result) is Rejection:
-            add_rejection(result)
-        else:
-            add_row(result)
-    return rows, rejections
+    table, rejections = map_table(records_table(records))
+    return table_rows(table), rejections
 
 
 def map_flat_rows(
     rows_in: Iterable[Sequence[Any]],
 ) -> tuple[list[tuple[Any, ...]], list[Rejection]]:
     """Map flat rows (FLAT_FIELDS order): (rows in ENTREPRISE_COLUMNS order, rejections)."""
-    rows: list[tuple[Any, ...]] = []
-    rejections: list[Rejection] = []
-    add_row = rows.append
-    add_rejection = rejections.append
-    for values in rows_in:
-        result = _map_values(*values)
-        if type(result) is Rejection:
-            add_rejection(result)
-        else:
-            add_row(result)
-    return rows, rejections
+    table, rejections = map_table(rows_table(rows_in))
+    return table_rows(table), rejections
+
+
+def _one(mapped: tuple[list[tuple[Any, ...]], list[Rejection]]) -> tuple[Any, ...] | Rejection:
+    rows, rejections = mapped
+    return rows[0] if rows else rejections[0]
+
+
+def map_record(record: Mapping[str, Any]) -> tuple[Any, ...] | Rejection:
+    """Map one API-shaped record to a row (ENTREPRISE_COLUMNS order) or a Rejection."""
+    return _one(map_records([record]))
+
+
+def map_flat(values: Sequence[Any]) -> tuple[Any, ...] | Rejection:
+    """Map one flat row (values in FLAT_FIELDS order, e.g. a joined stock row)."""
+    return _one(map_flat_rows([values]))
+
+
+def map_flat_dict(row: Mapping[str, Any]) -> tuple[Any, ...] | Rejection:
+    """Map one flat row given as a dict keyed by SIRENE field names (missing keys are NULL)."""
+    return map_flat([row.get(field) for field in FLAT_FIELDS])
 
 
 def row_as_dict(row: Sequence[Any]) -> dict[str, Any]:

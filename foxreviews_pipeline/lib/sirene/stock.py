@@ -10,8 +10,8 @@ The stock has no legal-unit names. They come from StockUniteLegale, joined on si
 the sirens present in the establishment file are kept, as Arrow columns indexed by a sorted
 int64 array (a 4-million-establishment file needs tens of MB, not a dict of Python tuples).
 
-Rows are handed over as tuples in `mapping.FLAT_FIELDS` order, which `mapping.map_flat_rows`
-maps with exactly the rules used for API records.
+Blocks are handed over as Arrow batches of `mapping.FLAT_FIELDS` columns, which
+`mapping.map_table` maps with exactly the rules used for API records.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from foxreviews_pipeline.lib.sirene.mapping import (
     FLAT_FIELDS,
     UNITE_LEGALE_NAME_FIELDS,
     Rejection,
-    map_flat_rows,
+    map_table,
+    table_rows,
 )
 
 if TYPE_CHECKING:
@@ -187,17 +188,21 @@ class UniteLegaleIndex:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def lookup(self, sirens: pa.Array | pa.ChunkedArray, fields: Sequence[str]) -> list[list[Any]]:
-        """For each siren, the values of `fields` (None when the siren is unknown)."""
+    def columns(self, sirens: pa.Array | pa.ChunkedArray, fields: Sequence[str]) -> list[pa.Array]:
+        """For each siren, the values of `fields` as columns (NULL when the siren is unknown)."""
         n = len(sirens)
         if not len(self.keys):
-            return [[None] * n for _ in fields]
+            return [pa.nulls(n, pa.string()) for _ in fields]
         wanted = _siren_keys(sirens)
         pos = np.searchsorted(self.keys, wanted)
         np.minimum(pos, len(self.keys) - 1, out=pos)
         found = self.keys[pos] == wanted
         indices = pa.array(pos, mask=~found)
-        return [self.table.column(f).take(indices).to_pylist() for f in fields]
+        return [self.table.column(f).take(indices).combine_chunks() for f in fields]
+
+    def lookup(self, sirens: pa.Array | pa.ChunkedArray, fields: Sequence[str]) -> list[list[Any]]:
+        """For each siren, the values of `fields` (None when the siren is unknown)."""
+        return [column.to_pylist() for column in self.columns(sirens, fields)]
 
     @classmethod
     def from_mapping(cls, names: Mapping[str, Mapping[str, Any]]) -> UniteLegaleIndex:
@@ -275,36 +280,42 @@ def _as_index(
     return load_unites_legales(unites_legales, only_sirens=needed(), block_size=block_size)
 
 
-def iter_stock_chunks(
+def iter_stock_batches(
     path: str | Path,
     *,
     unites_legales: UnitesLegales = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Stream a StockEtablissement file as lists of tuples in `mapping.FLAT_FIELDS` order.
+) -> Iterator[pa.RecordBatch]:
+    """Stream a StockEtablissement file as batches of `mapping.FLAT_FIELDS` string columns.
 
     `unites_legales` (a StockUniteLegale path, a prepared `UniteLegaleIndex`, or a mapping
-    siren → names) supplies the legal-unit names; without it they are all None.
+    siren → names) supplies the legal-unit names; without them they are all NULL.
     """
     path = Path(path)
     index = _as_index(
         unites_legales, lambda: sirens_of(path, block_size=block_size), block_size
     )
     for batch in iter_batches(path, ETABLISSEMENT_FIELDS, block_size=block_size):
-        n = batch.num_rows
-        etab = {f: batch.column(i).to_pylist() for i, f in enumerate(ETABLISSEMENT_FIELDS)}
         if index is not None:
-            names = dict(
-                zip(
-                    UNITE_LEGALE_NAME_FIELDS,
-                    index.lookup(batch.column("siren"), UNITE_LEGALE_NAME_FIELDS),
-                    strict=True,
-                )
-            )
+            names = index.columns(batch.column("siren"), UNITE_LEGALE_NAME_FIELDS)
         else:
-            names = {f: [None] * n for f in UNITE_LEGALE_NAME_FIELDS}
-        columns = [etab[f] if f in etab else names[f] for f in FLAT_FIELDS]
-        yield list(zip(*columns, strict=True))
+            names = [pa.nulls(batch.num_rows, pa.string()) for _ in UNITE_LEGALE_NAME_FIELDS]
+        by_name = dict(zip(UNITE_LEGALE_NAME_FIELDS, names, strict=True))
+        yield pa.RecordBatch.from_arrays(
+            [by_name[f] if f in by_name else batch.column(f) for f in FLAT_FIELDS],
+            names=list(FLAT_FIELDS),
+        )
+
+
+def iter_stock_chunks(
+    path: str | Path,
+    *,
+    unites_legales: UnitesLegales = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """`iter_stock_batches` as lists of tuples in `mapping.FLAT_FIELDS` order."""
+    for batch in iter_stock_batches(path, unites_legales=unites_legales, block_size=block_size):
+        yield table_rows(batch)
 
 
 def iter_mapped_stock(
@@ -317,8 +328,9 @@ def iter_mapped_stock(
 
     Rows are in `mapping.ENTREPRISE_COLUMNS` order, ready for COPY.
     """
-    for chunk in iter_stock_chunks(path, unites_legales=unites_legales, block_size=block_size):
-        yield map_flat_rows(chunk)
+    for batch in iter_stock_batches(path, unites_legales=unites_legales, block_size=block_size):
+        mapped, rejections = map_table(batch)
+        yield table_rows(mapped), rejections
 
 
 # --- A day out of the stock (the `stock` source of etablissements_raw) -----------------------
