@@ -301,24 +301,32 @@ def fetch_benchmark(rows: int) -> list[str]:
 
 _STOCK_CHILD = r"""
 import json, sys, time, psycopg
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from foxreviews_pipeline.lib.directory.stock import load_stock_partition
 from foxreviews_pipeline.lib.sirene.stock_staging import stage_stock
-url, path, ul = sys.argv[1:4]
+url, path, ul, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def load(partition):
+    with psycopg.connect(url) as conn, conn.transaction():
+        return load_stock_partition(conn, partition)[0]
+
 runs = []
 for _ in range(2):  # the load, then a re-load of the same files
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
         staged = stage_stock(conn, Path(path), Path(ul))
     stage_s = time.perf_counter() - started
-    read = written = rejected = prolocs = 0
-    for partition in sorted(staged.rows_by_partition):  # what the backfill runs, one by one
-        with psycopg.connect(url) as conn, conn.transaction():
-            r, _ = load_stock_partition(conn, partition)
-        read += r.rows_read; written += r.rows_written; rejected += r.rejected
-        prolocs += r.prolocalisations_created
-    runs.append({"s": time.perf_counter() - started, "stage_s": stage_s, "read": read,
-                 "written": written, "rejected": rejected, "prolocs": prolocs})
+    # What the backfill runs: every partition, `workers` at a time (the pool's limit),
+    # the largest first.
+    partitions = sorted(staged.rows_by_partition, key=lambda p: -staged.rows_by_partition[p])
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(load, partitions))
+    runs.append({"s": time.perf_counter() - started, "stage_s": stage_s,
+                 "read": sum(r.rows_read for r in results),
+                 "written": sum(r.rows_written for r in results),
+                 "rejected": sum(r.rejected for r in results),
+                 "prolocs": sum(r.prolocalisations_created for r in results)})
 hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({"runs": runs, "peak_rss_mb": int(hwm.split()[1]) / 1024}))
 """
@@ -348,7 +356,7 @@ def plain_copy(url: str, path: Path) -> float:
 
 
 def stock_benchmark(
-    n: int, work: Path, path: Path | None = None, ul: Path | None = None
+    n: int, work: Path, path: Path | None = None, ul: Path | None = None, workers: int = 2
 ) -> tuple[list[str], dict]:
     """Stages and loads every partition of a stock in a child process (its own peak memory),
     and COPYs the same file plainly for the reference, in the same run."""
@@ -367,7 +375,7 @@ def stock_benchmark(
         load_reference(url)
         copy_s = statistics.median(plain_copy(url, path) for _ in range(3))
         child = subprocess.run(
-            [sys.executable, "-c", _STOCK_CHILD, url, str(path), str(ul or "")],
+            [sys.executable, "-c", _STOCK_CHILD, url, str(path), str(ul or ""), str(workers)],
             capture_output=True, text=True, check=True, cwd=ROOT,
         )
     out = json.loads(child.stdout)
@@ -384,7 +392,8 @@ def stock_benchmark(
     }
     lines = [
         "",
-        f"- stock file {path.name} ({first['read']:,} rows): plain COPY **{copy_s:.1f} s**; "
+        f"- stock file {path.name} ({first['read']:,} rows, partitions {workers} at a time): "
+        f"plain COPY **{copy_s:.1f} s**; "
         f"staged and loaded in **{first['s']:.1f} s** ({copy_s / first['s']:.2f} × COPY, target ≥ 0.2; "
         f"staging {first['stage_s']:.1f} s), {first['written']:,} rows written, "
         f"{first['rejected']:,} rejected, {first['prolocs']:,} ProLocalisations created; "

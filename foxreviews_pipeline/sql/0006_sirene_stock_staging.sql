@@ -20,6 +20,21 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END
 $$;
 
+-- INSEE's `dateDernierTraitementEtablissement` (2024-03-17T04:21:27) as a timestamp, NULL
+-- when it is not in that form. IMMUTABLE although a text → timestamp cast is only STABLE:
+-- an ISO 8601 value reads the same whatever DateStyle, and anything else is NULL here.
+CREATE FUNCTION sirene_timestamp(value text) RETURNS timestamp
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN value ~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?$'
+        THEN CASE  -- and the day exists in its month (no 30 February)
+            WHEN substr(value, 9, 2)::int <= extract(day FROM
+                     (left(value, 7) || '-01')::date + interval '1 month' - interval '1 day')
+            THEN value::timestamp
+        END
+    END
+$$;
+
 -- What is staged: one row, replaced by each staging.
 CREATE TABLE sirene_stock.staged (
     id                   boolean PRIMARY KEY DEFAULT true CHECK (id),

@@ -3,6 +3,8 @@ audited per partition; bad file pairs stop before the directory is touched."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import psycopg
 import pytest
 
@@ -40,6 +42,22 @@ def test_the_partition_of_a_commune_code(database_url, code, partition):
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT sirene_departement(%s)", (code,)).fetchone() == (partition,)
     assert partition in STOCK_PARTITION_KEYS
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-03-17T04:21:27", datetime(2024, 3, 17, 4, 21, 27)),
+        ("2024-02-29T23:59:59.123", datetime(2024, 2, 29, 23, 59, 59, 123000)),
+        ("2024-02-30T00:00:00", None), ("2023-02-29T00:00:00", None),
+        ("2024-13-01T00:00:00", None), ("0000-01-01T00:00:00", None),
+        ("2024-03-17 04:21:27", None), ("garbage", None), ("", None), (None, None),
+    ],
+)
+def test_a_stock_treatment_date_is_read_or_left_null(database_url, value, expected):
+    """What staging compares with the stored version: never an error, whatever the text."""
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT sirene_timestamp(%s)", (value,)).fetchone() == (expected,)
 
 
 def test_every_ville_falls_in_a_departement_partition(database_url):

@@ -77,7 +77,7 @@ from foxreviews_pipeline.lib.sirene.stock import (
     load_unites_legales,
     sirens_of,
 )
-from foxreviews_pipeline.lib.sirene.stock_staging import already_applied, partition_chunks
+from foxreviews_pipeline.lib.sirene.stock_staging import partition_chunks, partition_counts
 
 # Rows per upsert statement (per writer). Smaller batches pay the per-batch statements
 # (staging, ANALYZE, ProLocalisation temp tables) more often; larger ones cost ~1 KB of Python
@@ -341,22 +341,25 @@ def load_stock_partition(
     Raises `PublicationHeld` when a check fails; the caller then rolls back, and nothing of
     the partition is published. `conn` must be inside a transaction block.
     """
-    mapped = (map_flat_rows(chunk) for chunk in partition_chunks(conn, partition, chunk_rows=chunk_rows))
-    result = apply_stock_rows(
-        conn,
-        mapped,
-        partition=f"stock:{partition}",
-        run_id=run_id,
-        chunk_rows=chunk_rows,
-        writers=1,
-        commit_every_chunk=False,
-        on_chunk=on_chunk,
-    )
-    # The partition's rows the directory already holds in this very version were left out
+    staged, pending = partition_counts(conn, partition)
+    if pending:
+        chunks = partition_chunks(conn, partition, chunk_rows=chunk_rows)
+        result = apply_stock_rows(
+            conn,
+            (map_flat_rows(chunk) for chunk in chunks),
+            partition=f"stock:{partition}",
+            run_id=run_id,
+            chunk_rows=chunk_rows,
+            writers=1,
+            commit_every_chunk=False,
+            on_chunk=on_chunk,
+        )
+    else:
+        result = StockLoadResult()
+    # The partition's rows the directory already held in this very version were left out
     # when the stock was staged: unchanged, and read once there.
-    skipped = already_applied(conn, partition)
-    result.unchanged += skipped
-    result.rows_read += skipped
+    result.unchanged += staged - pending
+    result.rows_read += staged - pending
     outcomes = _partition_outcomes(conn, result)
     hold(outcomes)
     return result, outcomes

@@ -75,6 +75,7 @@ REQUIRED_UNITE_LEGALE_COLUMNS = ("siren", *UNITE_LEGALE_NAME_FIELDS)
 MAX_UNMATCHED_SHARE = 0.01
 _SAMPLE = 5
 _COPY_BLOCK = 1 << 20
+NOTHING_STAGED = "no SIRENE stock is staged: materialize the sirene_stock asset first"
 _COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -286,7 +287,9 @@ def _stage(
         ETABLISSEMENT_TABLE,
         etab_columns,
         sql.SQL(
-            'departement text GENERATED ALWAYS AS (sirene_departement("codeCommuneEtablissement")) STORED'
+            'departement text GENERATED ALWAYS AS (sirene_departement("codeCommuneEtablissement")) '
+            'STORED, treated timestamp GENERATED ALWAYS AS '
+            '(sirene_timestamp("dateDernierTraitementEtablissement")) STORED'
         ),
     )
     _create_table(conn, UNITE_LEGALE_TABLE, ul_columns)
@@ -324,15 +327,6 @@ def _counts_by_partition(conn: psycopg.Connection, table: str) -> dict[str, int]
     return {k: int(v) for k, v in rows}
 
 
-# INSEE's stock writes `dateDernierTraitementEtablissement` as 2024-03-17T04:21:27; anything
-# else is simply not recognised as already applied (the partition maps and compares it).
-_TREATED_AT = (
-    'CASE WHEN e."dateDernierTraitementEtablissement" ~ '
-    "'^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,6})?$' "
-    'THEN e."dateDernierTraitementEtablissement"::timestamp END'
-)
-
-
 def _mark_pending(conn: psycopg.Connection) -> dict[str, int]:
     """(Re)build `pending`: the staged establishments whose stored row did not come from this
     very INSEE version mapped by the current rules (a day's `_already_applied`, set-based)."""
@@ -343,8 +337,8 @@ def _mark_pending(conn: psycopg.Connection) -> dict[str, int]:
             "SELECT e.* FROM sirene_stock.etablissement e "
             "WHERE NOT EXISTS (SELECT 1 FROM enterprise_entreprise x WHERE x.siret = e.siret "
             "AND x.source = 'sirene' AND x.mapping_version = {} "
-            "AND x.date_dernier_traitement = {})"
-        ).format(sql.Literal(MAPPING_VERSION), sql.SQL(_TREATED_AT))
+            "AND x.date_dernier_traitement = e.treated)"
+        ).format(sql.Literal(MAPPING_VERSION))
     )
     conn.execute("CREATE INDEX ON sirene_stock.pending (departement)")
     conn.execute("ANALYZE sirene_stock.pending")
@@ -390,14 +384,16 @@ def staged_stock(conn: psycopg.Connection) -> dict[str, Any] | None:
     return dict(zip(names, row, strict=True))
 
 
-def already_applied(conn: psycopg.Connection, partition: str) -> int:
-    """How many staged rows of `partition` the directory held already when they were staged."""
+def partition_counts(conn: psycopg.Connection, partition: str) -> tuple[int, int]:
+    """(rows staged, rows still to apply) for `partition` of the staged stock."""
     row = conn.execute(
-        "SELECT coalesce((rows_by_partition ->> %s)::bigint, 0)"
-        " - coalesce((pending_by_partition ->> %s)::bigint, 0) FROM sirene_stock.staged",
+        "SELECT coalesce((rows_by_partition ->> %s)::bigint, 0),"
+        " coalesce((pending_by_partition ->> %s)::bigint, 0) FROM sirene_stock.staged",
         (partition, partition),
     ).fetchone()
-    return int(row[0]) if row else 0
+    if row is None:
+        raise StockFileError(NOTHING_STAGED)
+    return int(row[0]), int(row[1])
 
 
 def _staged_columns(conn: psycopg.Connection, table: str) -> set[str]:
@@ -411,7 +407,7 @@ def _staged_columns(conn: psycopg.Connection, table: str) -> set[str]:
 def _partition_query(conn: psycopg.Connection) -> sql.Composed:
     etab = _staged_columns(conn, ETABLISSEMENT_TABLE)
     if not etab:
-        raise StockFileError("no SIRENE stock is staged: materialize the sirene_stock asset first")
+        raise StockFileError(NOTHING_STAGED)
     selected: list[sql.Composable] = []
     for name in FLAT_FIELDS:
         if name in UNITE_LEGALE_NAME_FIELDS:
