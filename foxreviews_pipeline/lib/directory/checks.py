@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from foxreviews_pipeline.lib.directory.prolocalisations import SAMPLE_SIZE, ProLocalisationCounts
-from foxreviews_pipeline.lib.sirene.identifiers import siren_valid, siret_valid
+from foxreviews_pipeline.lib.sirene.identifiers import sirets_valid
 
 # Text columns SIRENE ingestion writes: none may ever hold INSEE's "[ND]" mask.
 _TEXT_COLUMNS = ("nom", "nom_commercial", "adresse", "code_postal", "ville_nom", "code_commune")
@@ -110,15 +111,26 @@ def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> Entrep
     ).fetchall()
     audit.rows = len(rows)
     audit.duplicate_sirets = len(rows) - len({r[0] for r in rows})
-    audit.invalid_identifiers = [
-        siret
-        for siret, siren, _ in rows
-        if not (siret_valid(siret) and siren_valid(siren) and siret.startswith(siren))
-    ]
+    audit.invalid_identifiers = _invalid_identifiers(rows)
     nd_sirets = sorted(r[0] for r in rows if r[2])
     audit.nd_rows = len(nd_sirets)
     audit.nd_sample = nd_sirets[:SAMPLE_SIZE]
     return audit
+
+
+def _invalid_identifiers(rows: Sequence[tuple[Any, ...]]) -> list[str]:
+    """The SIRETs of (siret, siren, …) rows that are not valid identifiers: a malformed one
+    (14 ASCII digits, its SIREN the first nine), or a wrong key (`sirets_valid`, at once)."""
+    formed: list[str] = []
+    invalid: list[str] = []
+    for siret, siren, *_ in rows:
+        well_formed = len(siret) == 14 and siret.isascii() and siret.isdigit()
+        (formed if well_formed and siren == siret[:9] else invalid).append(siret)
+    if formed:
+        digits = np.frombuffer("".join(formed).encode("ascii"), np.uint8).reshape(-1, 14) - 48
+        valid = sirets_valid(digits)
+        invalid += [siret for siret, ok in zip(formed, valid.tolist(), strict=True) if not ok]
+    return invalid
 
 
 def audit_diffusion(conn: psycopg.Connection, sirets: Sequence[str]) -> list[dict[str, Any]]:

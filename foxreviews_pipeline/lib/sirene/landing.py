@@ -24,6 +24,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Self
 
+import orjson
+
 from foxreviews_pipeline.lib.gc_pause import paused_gc
 
 FORMAT_VERSION = 1
@@ -207,7 +209,7 @@ def read_partition(folder: Path, day: date | str) -> LandedPartition:
         )
     try:
         with paused_gc():
-            document = json.loads(gzip.decompress(path.read_bytes()))
+            document = orjson.loads(gzip.decompress(path.read_bytes()))
     except (OSError, EOFError, ValueError) as exc:
         raise LandingError(f"{path} is unreadable ({exc}); re-materialize etablissements_raw") from exc
     if document.get("format") != FORMAT_VERSION or document.get("partition") != str(day):
