@@ -28,6 +28,15 @@ from foxreviews_pipeline.lib.directory.ville_stats import (
     refresh_ville_stats,
 )
 
+# What ville_stats is computed from: the directory's assets, daily and stock, and uploads.
+UPSTREAM = {
+    dg.AssetKey(key)
+    for key in (
+        "villes", "entreprises", "pro_localisations", "stock_entreprises",
+        "stock_pro_localisations", "uploaded_files",
+    )
+}
+
 
 def seed(conn: psycopg.Connection) -> None:
     conn.execute(
@@ -221,14 +230,7 @@ def test_asset_reports_the_figures_as_metadata(database_url, tmp_path: Path):
     spec = ville_stats.specs_by_key[dg.AssetKey("ville_stats")]
     assert spec.group_name == "directory"
     assert "postgres" in spec.kinds
-    assert {dep.asset_key for dep in spec.deps} == {
-        dg.AssetKey("villes"),
-        dg.AssetKey("entreprises"),
-        dg.AssetKey("pro_localisations"),
-        dg.AssetKey("stock_entreprises"),
-        dg.AssetKey("stock_pro_localisations"),
-        dg.AssetKey("uploaded_files"),
-    }
+    assert {dep.asset_key for dep in spec.deps} == UPSTREAM
 
 
 # Stand-ins with the real keys and partitioning: what the sensor sees of an import.
@@ -305,14 +307,7 @@ def test_the_sensor_targets_the_named_job_and_follows_the_asset_deps():
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.minimum_interval_seconds == 60
     # Read from the asset: an upstream asset added to its deps is watched without more code.
-    assert set(UPSTREAM_KEYS) == set(ville_stats.dependency_keys) == {
-        dg.AssetKey("villes"),
-        dg.AssetKey("entreprises"),
-        dg.AssetKey("pro_localisations"),
-        dg.AssetKey("stock_entreprises"),
-        dg.AssetKey("stock_pro_localisations"),
-        dg.AssetKey("uploaded_files"),
-    }
+    assert set(UPSTREAM_KEYS) == set(ville_stats.dependency_keys) == UPSTREAM
 
 
 def test_nothing_imported_nothing_requested():

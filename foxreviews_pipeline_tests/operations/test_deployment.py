@@ -190,18 +190,23 @@ def services(project_folder: Path, tmp_path: Path) -> Iterator[dict]:
             made[name].reap()
 
 
-@pytest.mark.slow
-def test_three_services_run_a_partition_and_survive_a_code_server_restart(
-    services, database_url, platform_env
-):
-    load_reference(database_url)
+def start_all(services: dict) -> tuple[Service, Service, Service, int, list[Service]]:
+    """Start the three services and wait until the webserver has loaded the code location."""
     code_server, webserver, daemon = services["code_server"], services["webserver"], services["daemon"]
     port = services["web_port"]
     everyone = [code_server, webserver, daemon]
     for service in everyone:
         service.start()
-
     wait_for("the webserver to load the code location", lambda: location_loaded(port), everyone)
+    return code_server, webserver, daemon, port, everyone
+
+
+@pytest.mark.slow
+def test_three_services_run_a_partition_and_survive_a_code_server_restart(
+    services, database_url, platform_env
+):
+    load_reference(database_url)
+    code_server, webserver, daemon, port, everyone = start_all(services)
 
     # A partition, launched through the webserver's GraphQL API; the daemon dequeues it.
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
@@ -270,12 +275,7 @@ def test_a_stock_backfill_of_three_partitions_runs_one_run_each(
     load_reference(database_url)
     path, ul = tmp_path / "StockEtablissement_utf8.zip", tmp_path / "StockUniteLegale_utf8.zip"
     write_sample_stock(path, 3000, unites_legales_path=ul, seed=11)
-    code_server, webserver, daemon = services["code_server"], services["webserver"], services["daemon"]
-    port = services["web_port"]
-    everyone = [code_server, webserver, daemon]
-    for service in everyone:
-        service.start()
-    wait_for("the webserver to load the code location", lambda: location_loaded(port), everyone)
+    code_server, webserver, daemon, port, everyone = start_all(services)
 
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
     run_id = client.submit_job_execution(
