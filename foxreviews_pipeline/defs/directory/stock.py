@@ -22,7 +22,6 @@ from foxreviews_pipeline.lib.directory.checks import (
     PublicationHeld,
 )
 from foxreviews_pipeline.lib.directory.stock import (
-    DEFAULT_CHUNK_ROWS,
     StockLoadResult,
     load_stock_partition,
 )
@@ -111,7 +110,6 @@ def directory_stock(
                 conn,
                 partition,
                 run_id=context.run.run_id,
-                chunk_rows=DEFAULT_CHUNK_ROWS,
                 on_chunk=progress,
             )
     except StockFileError as exc:

@@ -112,7 +112,7 @@ def sync_prolocalisations(
 def _stage_resolved(conn: psycopg.Connection, scope: list[str]) -> None:
     """`stage_proloc_resolved`: each establishment of the scope with its ville and trade."""
     conn.execute(f"CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}", (scope,))
-    conn.execute("ANALYZE stage_proloc_resolved")
+    conn.execute("ANALYZE stage_proloc_resolved (entreprise_id, ville_id, code_commune)")
     _resolve_by_postal_code(conn)
 
 

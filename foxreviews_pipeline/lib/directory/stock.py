@@ -84,6 +84,11 @@ from foxreviews_pipeline.lib.sirene.stock_staging import partition_chunks, parti
 # objects per row in each of the three places a batch can be (being gathered, queued, being
 # written): 50,000 × 2 writers kept a 4-million-row load near 1 GB of peak RSS.
 DEFAULT_CHUNK_ROWS = 50_000
+# A stock partition's batches: up to three are in memory at once (being read and mapped,
+# queued, being written), in each of the partitions a worker runs side by side. Smaller
+# than a whole file's batches so that a worker's peak is reached, and stays, whatever the
+# size of its départements.
+PARTITION_CHUNK_ROWS = 20_000
 # One connection per core of the usual 2-core host: with a single writer, a third of the
 # machine's CPU sat idle while Python read and mapped the next batch.
 DEFAULT_WRITERS = 2
@@ -332,7 +337,7 @@ def load_stock_partition(
     partition: str,
     *,
     run_id: str | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int = PARTITION_CHUNK_ROWS,
     on_chunk: Callable[[StockLoadResult], None] | None = None,
 ) -> tuple[StockLoadResult, list[CheckOutcome]]:
     """Apply one partition (a département) of the staged stock inside the caller's
