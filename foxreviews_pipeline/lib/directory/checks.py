@@ -16,6 +16,7 @@ import numpy as np
 import psycopg
 
 from foxreviews_pipeline.lib.directory.prolocalisations import SAMPLE_SIZE, ProLocalisationCounts
+from foxreviews_pipeline.lib.gc_pause import paused_gc
 from foxreviews_pipeline.lib.sirene.identifiers import sirets_valid
 
 # Text columns SIRENE ingestion writes: none may ever hold INSEE's "[ND]" mask.
@@ -193,7 +194,10 @@ def audit_publication(
     """
     wanted = set(checks)
     outcomes: list[CheckOutcome] = []
-    audit = audit_entreprises(conn, sirets)
+    # Tens of thousands of result rows on top of a day's landed records: the cyclic
+    # collector would walk that whole heap for objects that hold no cycle.
+    with paused_gc():
+        audit = audit_entreprises(conn, sirets)
     if (ENTREPRISES, "valid_identifiers") in wanted:
         invalid_share = share(len(invalid_rejected), records) if records else 0.0
         outcomes.append(

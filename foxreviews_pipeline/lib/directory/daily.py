@@ -76,14 +76,16 @@ def apply_entreprises(
     partition: str,
     run_id: str | None,
 ) -> EntreprisesResult:
-    done = _already_applied(conn, records)
-    todo = [r for r in records if r.get("siret") not in done] if done else records
+    # A day's records are hundreds of thousands of acyclic objects: the cyclic collector
+    # stays off while they are compared, mapped and written (gc_pause.py).
     with paused_gc():
+        done = _already_applied(conn, records)
+        todo = [r for r in records if r.get("siret") not in done] if done else records
         rows, rejections = map_records(todo)
-    counts = upsert_entreprises(
-        conn, SIRENE_COLUMNS, rows, source="sirene", partition=partition, run_id=run_id,
-        mapping_version=MAPPING_VERSION,
-    )
+        counts = upsert_entreprises(
+            conn, SIRENE_COLUMNS, rows, source="sirene", partition=partition, run_id=run_id,
+            mapping_version=MAPPING_VERSION,
+        )
     counts.unchanged += len(done)
     by_reason = Counter(r.reason for r in rejections)
     sample = [{"siret": r.siret, "reason": r.reason, "message": r.message} for r in rejections[:20]]
@@ -98,4 +100,5 @@ def partition_sirets(records: Sequence[Mapping[str, Any]]) -> list[str]:
 def apply_prolocalisations(
     conn: psycopg.Connection, sirets: Sequence[str], *, partition: str
 ) -> ProLocalisationCounts:
-    return sync_prolocalisations(conn, sirets, partition=partition)
+    with paused_gc():
+        return sync_prolocalisations(conn, sirets, partition=partition)
