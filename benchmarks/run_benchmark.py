@@ -47,10 +47,10 @@ from foxreviews_pipeline.lib.directory.checks import audit_publication, hold  # 
 from foxreviews_pipeline.lib.directory.daily import (  # noqa: E402
     apply_entreprises,
     apply_prolocalisations,
-    partition_sirets,
+    landed_sirets,
 )
 from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises  # noqa: E402
-from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, read_partition  # noqa: E402
+from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, read_columns, read_partition  # noqa: E402
 from foxreviews_pipeline.lib.sirene.mapping import map_records  # noqa: E402
 
 DAY = date(2026, 11, 20)
@@ -162,14 +162,16 @@ def row_by_row(url: str, rows: list[tuple]) -> float:
 
 def pipeline(url: str, landing: Path, partition: str) -> tuple[float, int]:
     started = time.perf_counter()
-    landed = read_partition(landing, partition)
+    # What the day's asset (`directory_day`) does, step for step.
+    landed = read_columns(landing, partition).table
+    batch_sirets = landed_sirets(landed)
+    sirets = list(dict.fromkeys(batch_sirets))
     with psycopg.connect(url) as conn:
-        ent = apply_entreprises(conn, landed.records, partition=partition, run_id="bench")
-        sirets = partition_sirets(landed.records)
+        ent = apply_entreprises(conn, landed, partition=partition, run_id="bench")
         pl = apply_prolocalisations(conn, sirets, partition=partition)
         # The blocking audit runs before every publication: part of the day's cost.
         hold(audit_publication(
-            conn, sirets, records=len(landed.records),
+            conn, batch_sirets, records=landed.num_rows,
             invalid_rejected=ent.invalid_sirets, prolocalisations=pl,
         ))
     return time.perf_counter() - started, ent.counts.changed + pl.changed

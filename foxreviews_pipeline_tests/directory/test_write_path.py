@@ -203,8 +203,8 @@ def test_a_day_applied_again_is_not_mapped_again_unless_the_rules_changed(pg_con
     assert first.counts.inserted > 250
 
     mapped = []
-    real_map = daily.map_records
-    monkeypatch.setattr(daily, "map_records", lambda rs: mapped.append(len(rs)) or real_map(rs))
+    real_map = daily.map_table
+    monkeypatch.setattr(daily, "map_table", lambda t: mapped.append(t.num_rows) or real_map(t))
     again = daily.apply_entreprises(pg_conn, records, partition="2026-11-20", run_id="r2")
     # Only the records that were rejected (never stored) go through the mapping again.
     assert mapped == [first.rejected]

@@ -148,3 +148,34 @@ def test_a_key_given_twice_is_refused_and_nothing_is_written(conn):
         upsert(conn, "item", key=("code",), columns=COLUMNS, rows=[("a", "A", None, 1), ("a", "B", None, 2)])
     conn.rollback()
     assert _stored(conn) == {}
+
+
+def test_an_arrow_table_is_staged_exactly_as_the_same_tuples(pg_conn):
+    from datetime import date, datetime
+
+    import pyarrow as pa
+
+    pg_conn.execute(
+        "CREATE TABLE typed (t text, b boolean, d date, ts timestamp, n smallint, v varchar(14))"
+    )
+    rows = [
+        ("plain", True, date(2026, 11, 20), datetime(2026, 11, 20, 3, 4, 5), 1, "12345678901234"),
+        ("", False, None, datetime(2026, 11, 20, 3, 4, 5, 120), None, ""),
+        (None, None, date(1900, 1, 1), None, -3, None),
+        ('a "quoted", comma', True, None, None, 0, "x"),
+        ("line\nbreak\ttab \\ backslash é", None, None, None, None, "NULL"),
+        ("\\N", False, None, None, None, "ND"),
+    ]
+    names = ["t", "b", "d", "ts", "n", "v"]
+    table = pa.Table.from_pylist(
+        [dict(zip(names, row, strict=True)) for row in rows],
+        schema=pa.schema([("t", pa.string()), ("b", pa.bool_()), ("d", pa.date32()),
+                          ("ts", pa.timestamp("us")), ("n", pa.int16()), ("v", pa.string())]),
+    )
+    assert stage(pg_conn, "from_tuples", like="typed", columns=names, rows=rows) == len(rows)
+    assert stage(pg_conn, "from_arrow", like="typed", columns=names, rows=table) == len(rows)
+    tuples = pg_conn.execute("SELECT * FROM from_tuples").fetchall()
+    assert tuples == rows
+    assert pg_conn.execute("SELECT * FROM from_arrow").fetchall() == tuples
+    with pytest.raises(ValueError, match="are not"):
+        stage(pg_conn, "misnamed", like="typed", columns=list(reversed(names)), rows=table)

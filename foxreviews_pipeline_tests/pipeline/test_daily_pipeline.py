@@ -29,7 +29,12 @@ from foxreviews_pipeline.defs.sirene.assets import RAW_DATASET, etablissements_r
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.lib.settings import load_settings
 from foxreviews_pipeline.lib.sirene import landing as landing_module
-from foxreviews_pipeline.lib.sirene.landing import partition_path, read_partition, write_partition
+from foxreviews_pipeline.lib.sirene.landing import (
+    columns_path,
+    partition_path,
+    read_partition,
+    write_partition,
+)
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, map_records
 from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault
 from foxreviews_pipeline.sample.source import sample_day_source
@@ -293,7 +298,9 @@ def _refused(port: int) -> bool:
 def test_the_landed_file_is_atomic_and_downstream_needs_no_insee(pipeline, monkeypatch):
     pipeline.run([etablissements_raw], DAY1)
     landed = partition_path(pipeline.landing, DAY1)
-    assert sorted(p.name for p in pipeline.landing.iterdir()) == [landed.name]  # no temp file
+    columns = columns_path(pipeline.landing, DAY1)
+    # No temporary file: the partition and its columns.
+    assert sorted(p.name for p in pipeline.landing.iterdir()) == [columns.name, landed.name]
     document = json.loads(gzip.decompress(landed.read_bytes()))
     assert document["partition"] == DAY1 and len(document["etablissements"]) == SIZE
 
@@ -309,7 +316,7 @@ def test_the_landed_file_is_atomic_and_downstream_needs_no_insee(pipeline, monke
         with pytest.raises(OSError, match="No space left"):
             write_partition(pipeline.landing, date.fromisoformat(DAY1), [{"siret": "x"}] * 10, {})
     assert landed.read_bytes() == before
-    assert sorted(p.name for p in pipeline.landing.iterdir()) == [landed.name]
+    assert sorted(p.name for p in pipeline.landing.iterdir()) == [columns.name, landed.name]
 
     # INSEE unreachable: the directory assets only read the landed file.
     assert _refused(9)

@@ -9,14 +9,19 @@ from pathlib import Path
 import pytest
 
 from foxreviews_pipeline.lib.sirene.client import InseeApiError, InseeClient, latest_per_siret
+from foxreviews_pipeline.lib.sirene import landing as landing_module
 from foxreviews_pipeline.lib.sirene.landing import (
     LandedName,
+    LandingError,
     PartitionWriter,
+    columns_path,
     parse_landed_name,
     partition_path,
+    read_columns,
     read_partition,
     write_partition,
 )
+from foxreviews_pipeline.lib.sirene.mapping import records_table
 from foxreviews_pipeline.lib.sirene.sources import land_day_with_client
 from foxreviews_pipeline.sample.day import generate_day
 from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault
@@ -103,7 +108,7 @@ def test_a_read_that_fails_lands_nothing_and_keeps_the_previous_partition(server
     with pytest.raises(InseeApiError, match="448 of the 450"):
         land_day_with_client(make_client(server), DAY, tmp_path, {"source": "t"})
     assert previous.read_bytes() == before
-    assert sorted(tmp_path.iterdir()) == [partition_path(tmp_path, DAY)]
+    assert sorted(tmp_path.iterdir()) == [columns_path(tmp_path, DAY), partition_path(tmp_path, DAY)]
 
 
 def test_a_day_not_complete_reads_and_lands_nothing(server, tmp_path):
@@ -122,3 +127,56 @@ def test_landed_names_are_read_back_by_one_function(tmp_path):
     assert parse_landed_name("2025-03-10.tmp") == LandedName(DAY, is_partition=False)
     for other in (".2025-03-10.json.gz.wait.json", "2025-13-40.json.gz", "2025-03-10", "notes.txt"):
         assert parse_landed_name(other) is None, other
+
+
+def _json_never_read(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the partition's JSON was parsed")
+
+    monkeypatch.setattr(landing_module, "read_partition", refuse)
+
+
+def test_a_landed_day_has_its_columns_read_without_parsing_json(server, tmp_path, monkeypatch):
+    server.set_faults({2: Fault.duplicate(7)})
+    landed = land_day_with_client(make_client(server), DAY, tmp_path, {"source": "t"})
+    expected = records_table(read_partition(tmp_path, DAY).records)
+    with monkeypatch.context() as m:
+        _json_never_read(m)
+        columns = read_columns(tmp_path, DAY)
+    assert columns.path == partition_path(tmp_path, DAY)
+    assert columns.table.num_rows == landed.rows == 450
+    assert columns.table.equals(expected)
+
+
+def _record(siret: str, nom: str) -> dict:
+    return {"siret": siret, "uniteLegale": {"denominationUniteLegale": nom}}
+
+
+def test_columns_that_are_not_of_the_partition_are_rebuilt_from_it(tmp_path, monkeypatch):
+    write_partition(tmp_path, DAY, [_record("11111111111111", "Ancienne")], {})
+    previous_columns = columns_path(tmp_path, DAY).read_bytes()
+    write_partition(tmp_path, DAY, [_record("22222222222222", "Nouvelle")], {})
+    wanted = [("22222222222222", "Nouvelle")]
+
+    def names(table):
+        return list(zip(table.column("siret").to_pylist(),
+                        table.column("denominationUniteLegale").to_pylist(), strict=True))
+
+    # The columns of the previous partition (a crash between the two renames), damaged
+    # columns, no columns: each time the partition is read and the columns made again.
+    for damage in (
+        lambda path: path.write_bytes(previous_columns),
+        lambda path: path.write_bytes(previous_columns[: len(previous_columns) // 2]),
+        lambda path: path.unlink(),
+    ):
+        damage(columns_path(tmp_path, DAY))
+        assert names(read_columns(tmp_path, DAY).table) == wanted
+        with monkeypatch.context() as m:
+            _json_never_read(m)
+            assert names(read_columns(tmp_path, DAY).table) == wanted
+
+
+def test_columns_of_a_day_not_landed_are_a_clear_error(tmp_path):
+    with pytest.raises(LandingError, match="has not been landed"):
+        read_columns(tmp_path, DAY)
+    assert not columns_path(tmp_path, DAY).exists()

@@ -11,7 +11,7 @@ from foxreviews_pipeline.defs.resources import LandingZone
 from foxreviews_pipeline.defs.sirene import assets as raw_assets
 from foxreviews_pipeline.defs.sirene.assets import RAW_DATASET, etablissements_raw
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
-from foxreviews_pipeline.lib.sirene.landing import partition_path
+from foxreviews_pipeline.lib.sirene.landing import columns_path, partition_path
 from foxreviews_pipeline.sample.fake_server import FakeInseeServer
 
 DAY = "2026-08-04"
@@ -94,4 +94,6 @@ def test_a_published_day_lands_and_leaves_only_the_partition(tmp_path):
     result = materialize(SireneSource(source="sample", sample_size=300), tmp_path)
     assert result.success
     folder = tmp_path / RAW_DATASET
-    assert [p.name for p in folder.iterdir()] == [partition_path(folder, DAY).name]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        columns_path(folder, DAY).name, partition_path(folder, DAY).name
+    ]

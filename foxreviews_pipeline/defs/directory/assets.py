@@ -26,10 +26,10 @@ from foxreviews_pipeline.lib.directory.daily import (
     EntreprisesResult,
     apply_entreprises,
     apply_prolocalisations,
-    partition_sirets,
+    landed_sirets,
 )
 from foxreviews_pipeline.lib.directory.prolocalisations import ProLocalisationCounts
-from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, read_partition
+from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, read_columns
 
 
 def _markdown_counts(title: str, counts: dict[str, int]) -> str:
@@ -144,18 +144,18 @@ def directory_day(
     checks inside the same transaction, and publishes both only when every check passes."""
     started = time.perf_counter()
     day = context.partition_key
-    landed = read_partition(landing_zone.path(RAW_DATASET), day)
-    batch_sirets = [r["siret"] for r in landed.records if r.get("siret")]
-    sirets = partition_sirets(landed.records)
+    landed = read_columns(landing_zone.path(RAW_DATASET), day).table
+    batch_sirets = landed_sirets(landed)
+    sirets = list(dict.fromkeys(batch_sirets))
     try:
         with postgres.connection() as conn:
-            result = apply_entreprises(conn, landed.records, partition=day, run_id=context.run.run_id)
+            result = apply_entreprises(conn, landed, partition=day, run_id=context.run.run_id)
             entreprises_done = time.perf_counter()
             counts = apply_prolocalisations(conn, sirets, partition=day)
             outcomes = audit_publication(
                 conn,
                 batch_sirets,
-                records=len(landed.records),
+                records=landed.num_rows,
                 invalid_rejected=result.invalid_sirets,
                 prolocalisations=counts,
             )

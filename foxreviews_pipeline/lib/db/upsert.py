@@ -18,9 +18,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
-from foxreviews_pipeline.lib.db.copy import copy_rows, drop_temp
+from foxreviews_pipeline.lib.db.copy import copy_rows, copy_table, drop_temp
 from foxreviews_pipeline.lib.db.database import one_row
 
 
@@ -46,7 +47,7 @@ def stage(
     *,
     like: str,
     columns: Sequence[str],
-    rows: Iterable[Sequence[object]],
+    rows: Iterable[Sequence[object]] | pa.Table,
     types: Mapping[str, str] | None = None,
     computed: Mapping[str, str | None] | None = None,
     primary_key: Sequence[str] = (),
@@ -55,6 +56,7 @@ def stage(
     """A temporary table `name` (dropped at commit, replaced when staged again in the same
     transaction) holding `rows`; how many.
 
+    `rows` may be an Arrow table whose columns are `columns`, in that order.
     Each of `columns` is typed as in table `like`, unless `types` gives its SQL type (a
     column `like` does not have); `computed` columns (name → SQL type, or None: as in
     `like`) start empty, for the caller to fill. `primary_key` rejects a duplicated key at
@@ -91,7 +93,12 @@ def stage(
                 ),
             )
         )
-    count = copy_rows(conn, name, columns, rows)
+    if isinstance(rows, pa.Table):
+        if rows.column_names != list(columns):
+            raise ValueError(f"the table's columns {rows.column_names} are not {list(columns)}")
+        count = copy_table(conn, name, rows)
+    else:
+        count = copy_rows(conn, name, columns, rows)
     if analyze is True:
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
     elif analyze:

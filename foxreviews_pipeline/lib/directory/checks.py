@@ -107,7 +107,7 @@ def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> Entrep
     audit = EntrepriseAudit()
     nd = " OR ".join(f"{c} = '[ND]'" for c in _TEXT_COLUMNS)
     rows = conn.execute(
-        f"SELECT siret, siren, ({nd}) FROM enterprise_entreprise WHERE siret = ANY(%s)",
+        f"SELECT siret, siren, ({nd}) FROM enterprise_entreprise WHERE siret = ANY(%b)",
         (list(sirets),),
     ).fetchall()
     audit.rows = len(rows)
@@ -144,7 +144,7 @@ def audit_diffusion(conn: psycopg.Connection, sirets: Sequence[str]) -> list[dic
                count(p.id) FILTER (WHERE p.is_active) AS active_prolocalisations
         FROM enterprise_entreprise e
         LEFT JOIN enterprise_prolocalisation p ON p.entreprise_id = e.id
-        WHERE e.siret = ANY(%s)
+        WHERE e.siret = ANY(%b)
           AND NOT entreprise_publishable(e.statut_diffusion, e.nom, e.source)
         GROUP BY e.id
         HAVING (e.statut_diffusion IS DISTINCT FROM 'P' AND ({personal}))

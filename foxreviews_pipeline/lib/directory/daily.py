@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+import numpy as np
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from foxreviews_pipeline.lib.directory.entreprises import (
     SIRENE_COLUMNS,
@@ -27,8 +29,12 @@ from foxreviews_pipeline.lib.gc_pause import paused_gc
 from foxreviews_pipeline.lib.sirene.mapping import (
     MAPPING_VERSION,
     REJECT_INVALID_SIRET,
-    map_records,
+    map_table,
+    records_table,
+    treatment_times,
 )
+
+_TREATED = "dateDernierTraitementEtablissement"
 
 
 @dataclass
@@ -44,57 +50,71 @@ class EntreprisesResult:
         return sum(self.rejected_by_reason.values())
 
 
-def _already_applied(conn: psycopg.Connection, records: Sequence[Mapping[str, Any]]) -> set[str]:
-    """SIRETs whose stored row came from this very INSEE version of the record, mapped by
-    the current rules: mapping them again could only give the same row."""
+def landed_table(records: pa.Table | Sequence[Mapping[str, Any]]) -> pa.Table:
+    """A day's landed records as the mapping's string columns (`read_columns` gives them so;
+    API-shaped records are converted)."""
+    return records if isinstance(records, pa.Table) else records_table(records)
+
+
+def _already_applied(conn: psycopg.Connection, table: pa.Table) -> np.ndarray:
+    """Which rows' stored establishment came from this very INSEE version of the record,
+    mapped by the current rules: mapping them again could only give the same row."""
+    siret = table.column("siret")
     stored = conn.execute(
         """
         SELECT siret, date_dernier_traitement FROM enterprise_entreprise
-        WHERE siret = ANY(%s) AND source = 'sirene' AND mapping_version = %s
+        WHERE siret = ANY(%b) AND source = 'sirene' AND mapping_version = %s
+          AND date_dernier_traitement IS NOT NULL
         """,
-        ([r.get("siret") for r in records], MAPPING_VERSION),
+        (siret.to_pylist(), MAPPING_VERSION),
     ).fetchall()
     if not stored:
-        return set()
-    versions: dict[str, datetime] = dict(stored)
-    done: set[str] = set()
-    for record in records:
-        siret: str | None = record.get("siret")
-        if siret is None:
-            continue  # no stored row has a NULL siret
-        treated = versions.get(siret)
-        raw = record.get("dateDernierTraitementEtablissement")
-        if treated is not None and raw and datetime.fromisoformat(raw) == treated:
-            done.add(siret)
-    return done
+        return np.zeros(table.num_rows, bool)
+    stored_sirets, stored_times = zip(*stored, strict=True)
+    at = pc.index_in(siret, value_set=pa.array(stored_sirets, pa.string()))
+    version = pa.array(stored_times, pa.timestamp("us")).take(at)
+    same = pc.equal(treatment_times(table.column(_TREATED)), version)
+    return np.asarray(same.fill_null(False), bool)
 
 
 def apply_entreprises(
     conn: psycopg.Connection,
-    records: Sequence[Mapping[str, Any]],
+    records: pa.Table | Sequence[Mapping[str, Any]],
     *,
     partition: str,
     run_id: str | None,
 ) -> EntreprisesResult:
-    # A day's records are hundreds of thousands of acyclic objects: the cyclic collector
-    # stays off while they are compared, mapped and written (gc_pause.py).
+    """Map and write a day's records (`landed_table` columns, or API-shaped records)."""
+    table = landed_table(records)
+    # A day's records are many objects: the cyclic collector stays off while they are
+    # compared, mapped and written (gc_pause.py).
     with paused_gc():
-        done = _already_applied(conn, records)
-        todo = [r for r in records if r.get("siret") not in done] if done else records
-        rows, rejections = map_records(todo)
+        done = _already_applied(conn, table)
+        todo = table.filter(pa.array(~done)) if done.any() else table
+        mapped, rejections = map_table(todo)
         counts = upsert_entreprises(
-            conn, SIRENE_COLUMNS, rows, source="sirene", partition=partition, run_id=run_id,
+            conn, SIRENE_COLUMNS, mapped, source="sirene", partition=partition, run_id=run_id,
             mapping_version=MAPPING_VERSION,
         )
-    counts.unchanged += len(done)
+    counts.unchanged += int(done.sum())
     by_reason = Counter(r.reason for r in rejections)
     sample = [{"siret": r.siret, "reason": r.reason, "message": r.message} for r in rejections[:20]]
     invalid = [str(r.siret) for r in rejections if r.reason == REJECT_INVALID_SIRET]
-    return EntreprisesResult(len(records), counts, dict(sorted(by_reason.items())), sample, invalid)
+    return EntreprisesResult(
+        table.num_rows, counts, dict(sorted(by_reason.items())), sample, invalid
+    )
 
 
-def partition_sirets(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(r["siret"] for r in records if r.get("siret")))
+def landed_sirets(records: pa.Table | Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every record's SIRET, in order, repeats included (what the audit counts)."""
+    siret = landed_table(records).column("siret")
+    given: list[str] = siret.filter(pc.and_(pc.is_valid(siret), pc.not_equal(siret, ""))).to_pylist()
+    return given
+
+
+def partition_sirets(records: pa.Table | Sequence[Mapping[str, Any]]) -> list[str]:
+    """The partition's distinct SIRETs, in the order they first appear."""
+    return list(dict.fromkeys(landed_sirets(records)))
 
 
 def apply_prolocalisations(

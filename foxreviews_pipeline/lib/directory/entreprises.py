@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 
 from foxreviews_pipeline.lib.db.copy import drop_temp
@@ -26,6 +28,8 @@ from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 SIRENE_COLUMNS: tuple[str, ...] = ENTREPRISE_COLUMNS
 
 _STAGE = "stage_entreprise"
+# The nomenclature of a row that does not name one (staff uploads).
+_DEFAULT_NOMENCLATURE = "NAFRev2"
 _EXISTING = "stage_entreprise_existing"
 
 
@@ -44,10 +48,57 @@ class UpsertCounts:
         return self.inserted + self.updated
 
 
+def naf_labels(conn: psycopg.Connection) -> dict[tuple[str | None, str | None], str]:
+    """(nomenclature, code) → libellé, for every code of the NAF nomenclatures."""
+    return {
+        (nomenclature, code): libelle
+        for nomenclature, code, libelle in conn.execute(
+            "SELECT nomenclature, code, libelle FROM ref_naf_nomenclature"
+        )
+    }
+
+
+def _noting_sirets(
+    rows: Iterable[Sequence[Any]],
+    columns: Sequence[str],
+    sirets: list[str],
+    labels: dict[tuple[str | None, str | None], str] | None,
+) -> Iterator[Sequence[Any]]:
+    """The rows, each SIRET noted in `sirets` as it goes by, and its NAF libellé appended
+    when `labels` are given."""
+    siret_at = columns.index("siret")
+    if labels is None:
+        for row in rows:
+            sirets.append(row[siret_at])
+            yield row
+        return
+    code_at = columns.index("naf_code")
+    nomenclature_at = columns.index("naf_nomenclature") if "naf_nomenclature" in columns else None
+    for row in rows:
+        sirets.append(row[siret_at])
+        nomenclature = _DEFAULT_NOMENCLATURE if nomenclature_at is None else row[nomenclature_at]
+        yield (*row, labels.get((nomenclature, row[code_at])))
+
+
+def _label_column(
+    table: pa.Table, labels: dict[tuple[str | None, str | None], str]
+) -> pa.Array:
+    """The NAF libellé of each row of `table`, by (naf_nomenclature, naf_code)."""
+    keys = list(labels)
+    known = pa.array([f"{n}\x1f{c}" for n, c in keys], pa.string())
+    nomenclature = (
+        table.column("naf_nomenclature") if "naf_nomenclature" in table.column_names
+        else pa.array([_DEFAULT_NOMENCLATURE] * table.num_rows, pa.string())
+    )
+    wanted = pc.binary_join_element_wise(nomenclature, table.column("naf_code"), "\x1f")
+    found = pc.index_in(wanted, value_set=known)
+    return pa.array([labels[k] for k in keys], pa.string()).take(found)
+
+
 def upsert_entreprises(
     conn: psycopg.Connection,
     columns: Sequence[str],
-    rows: Iterable[Sequence[Any]],
+    rows: Iterable[Sequence[Any]] | pa.Table,
     *,
     source: str,
     partition: str | None = None,
@@ -56,6 +107,9 @@ def upsert_entreprises(
     mapping_version: int | None = None,
 ) -> UpsertCounts:
     """Insert or update establishments by SIRET; return what happened.
+
+    `rows` are tuples in `columns` order, or an Arrow table with those columns (COPYed
+    without a Python object per value).
 
     - `keep_existing_when_null`: an empty value never blanks a stored one (staff uploads).
       SIRENE passes False: a field INSEE now masks or removed must be cleared.
@@ -67,14 +121,21 @@ def upsert_entreprises(
     columns = list(columns)
     if "siret" not in columns:
         raise ValueError("rows must carry a siret")
-    extra = [c for c in ("siren", "naf_libelle") if c not in columns]
-    siret_at = columns.index("siret")
-    sirets: list[str] = []
-
-    def noting_sirets(source_rows: Iterable[Sequence[Any]]) -> Iterator[Sequence[Any]]:
-        for row in source_rows:
-            sirets.append(row[siret_at])
-            yield row
+    labels: dict[tuple[str | None, str | None], str] | None = None
+    if "naf_code" in columns and "naf_libelle" not in columns:
+        labels = naf_labels(conn)
+    sirets: list[str]
+    staged_rows: Iterable[Sequence[Any]] | pa.Table
+    if isinstance(rows, pa.Table):
+        if labels is not None:
+            rows = rows.append_column("naf_libelle", _label_column(rows, labels))
+        sirets = rows.column("siret").to_pylist()
+        staged_rows = rows
+    else:
+        sirets = []
+        staged_rows = _noting_sirets(rows, columns, sirets, labels)
+    if labels is not None:
+        columns.append("naf_libelle")
 
     counts = UpsertCounts(
         staged=stage(
@@ -82,8 +143,8 @@ def upsert_entreprises(
             _STAGE,
             like="enterprise_entreprise",
             columns=columns,
-            rows=noting_sirets(rows),
-            computed=dict.fromkeys(extra),
+            rows=staged_rows,
+            computed=dict.fromkeys(c for c in ("siren", "naf_libelle") if c not in columns),
         )
     )
     if not counts.staged:
@@ -93,15 +154,6 @@ def upsert_entreprises(
     # Only the join key: enough for the planner to pick hash joins, a fraction of the cost.
     conn.execute(f"ANALYZE {_STAGE} (siret)")
 
-    if "naf_code" in columns and "naf_libelle" not in columns:
-        nomenclature = "s.naf_nomenclature" if "naf_nomenclature" in columns else "'NAFRev2'"
-        conn.execute(
-            f"""
-            UPDATE {_STAGE} s SET naf_libelle = n.libelle
-            FROM ref_naf_nomenclature n
-            WHERE n.nomenclature = {nomenclature} AND n.code = s.naf_code
-            """
-        )
     data_columns = [c for c in dict.fromkeys([*columns, "siren", "naf_libelle"]) if c != "siret"]
     if "naf_code" not in columns:
         data_columns.remove("naf_libelle")
@@ -116,7 +168,7 @@ def upsert_entreprises(
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE {existing} ON COMMIT DROP AS SELECT siret, is_active, {cols} "
-            "FROM enterprise_entreprise WHERE siret = ANY(%s)"
+            "FROM enterprise_entreprise WHERE siret = ANY(%b)"
         ).format(
             existing=sql.Identifier(_EXISTING),
             cols=sql.SQL(", ").join(

@@ -82,7 +82,7 @@ _RESOLVED = """
     LEFT JOIN category_categorie cat ON cat.id = sub.categorie_id
     -- An array through the SIRET index: the plan stays an index lookup per establishment
     -- whatever the size of the table or the freshness of its statistics.
-    WHERE e.siret = ANY(%s)
+    WHERE e.siret = ANY(%b)
 """
 
 
@@ -184,7 +184,7 @@ def _stage_existing(conn: psycopg.Connection) -> None:
         """
         CREATE TEMP TABLE stage_proloc_existing ON COMMIT DROP AS
         SELECT id, entreprise_id, sous_categorie_id, ville_id, is_active
-        FROM enterprise_prolocalisation WHERE entreprise_id = ANY(%s)
+        FROM enterprise_prolocalisation WHERE entreprise_id = ANY(%b)
         """,
         (ids,),
     )

@@ -512,6 +512,13 @@ def _timestamps(values: pa.Array) -> pa.Array:
     return _patch(result, values, ~ok & _true(pc.is_valid(values)), _parse_timestamp)
 
 
+def treatment_times(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`dateDernierTraitementEtablissement` values as the timestamps the mapping stores."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return _timestamps(values.cast(_STRING))
+
+
 def _valid_sirets(siret: pa.Array) -> np.ndarray:
     well_formed = _true(pc.match_substring_regex(siret, r"^[0-9]{14}$"))
     valid = np.zeros(len(siret), bool)
