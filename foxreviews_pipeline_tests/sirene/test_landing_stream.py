@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from foxreviews_pipeline.lib.sirene.client import InseeApiError, InseeClient, latest_per_siret
 from foxreviews_pipeline.lib.sirene import landing as landing_module
+from foxreviews_pipeline.lib.sirene.client import InseeApiError, InseeClient, latest_per_siret
 from foxreviews_pipeline.lib.sirene.landing import (
     LandedName,
     LandingError,
