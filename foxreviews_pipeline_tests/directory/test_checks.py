@@ -22,3 +22,26 @@ def test_audit_finds_invalid_identifiers_and_masked_values(pg_conn):
 def test_share_of_nothing_is_complete():
     assert share(0, 0) == 1.0
     assert share(19, 20) == 0.95
+
+
+
+def test_audit_lists_masked_rows_in_order_and_keys_from_one_string(pg_conn):
+    # The table's constraints keep malformed SIRETs out; the keys are what the audit checks.
+    pg_conn.execute(
+        """
+        INSERT INTO enterprise_entreprise (siret, siren, nom, code_postal, code_commune) VALUES
+          ('44306184100047', '443061841', 'COMMUNE MASQUEE', NULL, '[ND]'),
+          ('30613890001294', '306138900', 'AUSSI MASQUEE', NULL, '[ND]'),
+          ('30613890003091', '306138900', 'CLE FAUSSE', NULL, '69123'),
+          ('30613890003092', '306138900', 'VALIDE', NULL, '69123')
+        """
+    )
+    audit = audit_entreprises(pg_conn, [
+        "44306184100047", "30613890001294", "30613890003091", "30613890003092",
+        "30613890003092", "00000000000000",
+    ])
+    assert audit.rows == 4 and audit.duplicate_sirets == 0
+    assert audit.invalid_identifiers == ["30613890003091"]
+    assert (audit.nd_rows, audit.nd_sample) == (2, ["30613890001294", "44306184100047"])
+    empty = audit_entreprises(pg_conn, [])
+    assert (empty.rows, empty.invalid_identifiers, empty.nd_sample) == (0, [], [])
