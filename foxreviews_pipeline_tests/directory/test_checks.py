@@ -45,3 +45,22 @@ def test_audit_lists_masked_rows_in_order_and_keys_from_one_string(pg_conn):
     assert (audit.nd_rows, audit.nd_sample) == (2, ["30613890001294", "44306184100047"])
     empty = audit_entreprises(pg_conn, [])
     assert (empty.rows, empty.invalid_identifiers, empty.nd_sample) == (0, [], [])
+
+
+def test_audit_still_finds_malformed_identifiers_if_the_constraints_were_gone(pg_conn):
+    pg_conn.execute("ALTER TABLE enterprise_entreprise DROP CONSTRAINT enterprise_entreprise_siret_check")
+    pg_conn.execute("ALTER TABLE enterprise_entreprise DROP CONSTRAINT enterprise_entreprise_check")
+    malformed = ["7328293200007A", "73282932000é4", "7328293200007", "73282932000074"]
+    pg_conn.execute(
+        """
+        INSERT INTO enterprise_entreprise (siret, siren, nom, code_commune) VALUES
+          ('7328293200007A', '732829320', 'LETTRE', '75056'),
+          ('73282932000é4', '732829320', 'ACCENT', '75056'),
+          ('7328293200007', '732829320', 'COURT', '75056'),
+          ('73282932000074', '732829321', 'SIREN FAUX', '75056'),
+          ('30613890003092', '306138900', 'VALIDE', '69123')
+        """
+    )
+    audit = audit_entreprises(pg_conn, [*malformed, "30613890003092"])
+    assert audit.rows == 5 and audit.duplicate_sirets == 0
+    assert sorted(audit.invalid_identifiers) == sorted(malformed)

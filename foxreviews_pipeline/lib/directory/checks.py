@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.directory.prolocalisations import SAMPLE_SIZE, ProLocalisationCounts
 from foxreviews_pipeline.lib.gc_pause import paused_gc
 from foxreviews_pipeline.lib.sirene.identifiers import sirets_valid
@@ -104,41 +103,35 @@ class EntrepriseAudit:
 
 
 def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> EntrepriseAudit:
-    """What the establishments of these SIRETs look like in the table, now.
-
-    The server sums the rows up in one result row: the well-formed SIRETs (14 ASCII digits,
-    their SIREN the first nine) as one string whose keys numpy checks at once, the others,
-    and those holding a masked value."""
+    """What the establishments of these SIRETs look like in the table, now."""
+    audit = EntrepriseAudit()
     nd = " OR ".join(f"{c} = '[ND]'" for c in _TEXT_COLUMNS)
-    rows, distinct, formed, malformed, nd_sirets = one_row(
-        conn.execute(
-            f"""
-            SELECT count(*), count(DISTINCT siret),
-                   coalesce(string_agg(siret, '') FILTER (WHERE formed), ''),
-                   coalesce(array_agg(siret) FILTER (WHERE NOT formed), '{{}}'),
-                   coalesce(array_agg(siret ORDER BY siret) FILTER (WHERE nd), '{{}}')
-            FROM (
-                SELECT siret,
-                       coalesce(siret ~ '^[0-9]{{14}}$' AND siren = left(siret, 9), false) AS formed,
-                       ({nd}) AS nd
-                FROM enterprise_entreprise WHERE siret = ANY(%b)
-            ) e
-            """,
-            (list(sirets),),
-        )
-    )
-    invalid: list[str] = list(malformed)
+    rows = conn.execute(
+        f"SELECT siret, siren, ({nd}) FROM enterprise_entreprise WHERE siret = ANY(%b)",
+        (list(sirets),),
+    ).fetchall()
+    audit.rows = len(rows)
+    audit.duplicate_sirets = len(rows) - len({r[0] for r in rows})
+    audit.invalid_identifiers = _invalid_identifiers(rows)
+    nd_sirets = sorted(r[0] for r in rows if r[2])
+    audit.nd_rows = len(nd_sirets)
+    audit.nd_sample = nd_sirets[:SAMPLE_SIZE]
+    return audit
+
+
+def _invalid_identifiers(rows: Sequence[tuple[Any, ...]]) -> list[str]:
+    """The SIRETs of (siret, siren, …) rows that are not valid identifiers: a malformed one
+    (14 ASCII digits, its SIREN the first nine), or a wrong key (`sirets_valid`, at once)."""
+    formed: list[str] = []
+    invalid: list[str] = []
+    for siret, siren, *_ in rows:
+        well_formed = len(siret) == 14 and siret.isascii() and siret.isdigit()
+        (formed if well_formed and siren == siret[:9] else invalid).append(siret)
     if formed:
-        digits = np.frombuffer(formed.encode("ascii"), np.uint8).reshape(-1, 14) - 48
-        for row in np.flatnonzero(~sirets_valid(digits)).tolist():
-            invalid.append(formed[row * 14 : row * 14 + 14])
-    return EntrepriseAudit(
-        rows=rows,
-        duplicate_sirets=rows - distinct,
-        invalid_identifiers=invalid,
-        nd_rows=len(nd_sirets),
-        nd_sample=list(nd_sirets[:SAMPLE_SIZE]),
-    )
+        digits = np.frombuffer("".join(formed).encode("ascii"), np.uint8).reshape(-1, 14) - 48
+        valid = sirets_valid(digits)
+        invalid += [siret for siret, ok in zip(formed, valid.tolist(), strict=True) if not ok]
+    return invalid
 
 
 def audit_diffusion(conn: psycopg.Connection, sirets: Sequence[str]) -> list[dict[str, Any]]:
