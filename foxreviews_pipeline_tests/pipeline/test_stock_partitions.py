@@ -204,3 +204,53 @@ def test_loading_before_staging_names_the_missing_step(database_url, tmp_path):
     assert "materialize the sirene_stock asset first" in str(
         result.failure_data_for_node("directory_stock").error
     )
+
+
+def test_a_partition_read_in_small_batches_loads_what_the_file_holds(database_url, tmp_path):
+    """Batches of 7 rows: the COPY stream is cut across Arrow's blocks, every batch is mapped,
+    written and checked on its own, and together they leave what the file holds."""
+    from math import ceil
+
+    from foxreviews_pipeline.lib.directory.stock import load_stock_partition
+
+    path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
+    write_sample_stock(path, 600, unites_legales_path=ul, seed=9)
+    with psycopg.connect(database_url) as conn:
+        staged = stage_stock(conn, path, ul)
+    read = 0
+    for partition, rows in staged.rows_by_partition.items():
+        with psycopg.connect(database_url) as conn, conn.transaction():
+            result, outcomes = load_stock_partition(conn, partition, chunk_rows=7)
+        assert result.chunks == ceil(rows / 7) and result.rows_read == rows
+        assert all(o.passed for o in outcomes)
+        read += result.rows_read
+    expected, rejected = _expected(path, ul)
+    with psycopg.connect(database_url) as conn:
+        assert _table(conn) == expected
+    assert read == 600 == len(expected) + sum(rejected.values())
+
+
+def test_one_row_per_siret_on_columns_is_the_rule_on_rows():
+    import pyarrow as pa
+
+    from foxreviews_pipeline.lib.directory.stock import dedupe_latest, latest_per_siret
+    from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
+
+    def row(siret, treated, nom):
+        values = dict.fromkeys(ENTREPRISE_COLUMNS)
+        values.update(siret=siret, date_dernier_traitement=treated, nom=nom)
+        return tuple(values[c] for c in ENTREPRISE_COLUMNS)
+
+    old, new = datetime(2024, 1, 1), datetime(2025, 6, 1)
+    rows = [
+        row("30613890003092", new, "B récent"), row("30613890003092", old, "B ancien"),
+        row("44306184100047", None, "A sans date"), row("44306184100047", old, "A daté"),
+        row("55203253400646", old, "C premier"), row("55203253400646", old, "C second"),
+        row("73282932000074", None, "D seul"),
+    ]
+    table = pa.Table.from_pylist([dict(zip(ENTREPRISE_COLUMNS, r, strict=True)) for r in rows])
+    kept = [tuple(r.values()) for r in latest_per_siret(table).to_pylist()]
+    assert kept == dedupe_latest(rows)
+    assert [r[ENTREPRISE_COLUMNS.index("nom")] for r in kept] == [
+        "B récent", "A daté", "C second", "D seul"
+    ]

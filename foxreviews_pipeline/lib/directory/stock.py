@@ -30,14 +30,16 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from foxreviews_pipeline.lib.directory.checks import (
     BLOCKING_CHECKS,
@@ -67,7 +69,7 @@ from foxreviews_pipeline.lib.sirene.mapping import (
     MAPPING_VERSION,
     REJECT_INVALID_SIRET,
     Rejection,
-    map_flat_rows,
+    map_table,
 )
 from foxreviews_pipeline.lib.sirene.stock import (
     DEFAULT_BLOCK_SIZE,
@@ -77,7 +79,7 @@ from foxreviews_pipeline.lib.sirene.stock import (
     load_unites_legales,
     sirens_of,
 )
-from foxreviews_pipeline.lib.sirene.stock_staging import partition_chunks, partition_counts
+from foxreviews_pipeline.lib.sirene.stock_staging import partition_counts, partition_tables
 
 # Rows per upsert statement (per writer). Smaller batches pay the per-batch statements
 # (staging, ANALYZE, ProLocalisation temp tables) more often; larger ones cost ~1 KB of Python
@@ -348,16 +350,8 @@ def load_stock_partition(
     """
     staged, pending = partition_counts(conn, partition)
     if pending:
-        chunks = partition_chunks(conn, partition, chunk_rows=chunk_rows)
-        result = apply_stock_rows(
-            conn,
-            (map_flat_rows(chunk) for chunk in chunks),
-            partition=f"stock:{partition}",
-            run_id=run_id,
-            chunk_rows=chunk_rows,
-            writers=1,
-            commit_every_chunk=False,
-            on_chunk=on_chunk,
+        result = _apply_partition(
+            conn, partition, run_id=run_id, chunk_rows=chunk_rows, on_chunk=on_chunk
         )
     else:
         result = StockLoadResult()
@@ -368,6 +362,52 @@ def load_stock_partition(
     outcomes = _partition_outcomes(conn, result)
     hold(outcomes)
     return result, outcomes
+
+
+def _apply_partition(
+    conn: psycopg.Connection,
+    partition: str,
+    *,
+    run_id: str | None,
+    chunk_rows: int,
+    on_chunk: Callable[[StockLoadResult], None] | None,
+) -> StockLoadResult:
+    """The partition's staged rows, batch by batch on Arrow columns: read (by a connection
+    of their own), mapped, one row per SIRET, written and their row checks run, all in the
+    caller's transaction."""
+    totals = _Totals(StockLoadResult(), time.perf_counter(), on_chunk)
+    _tune_session(conn)
+    with paused_gc(), _connect_like(conn) as reader:
+        for table in partition_tables(reader, partition, chunk_rows=chunk_rows):
+            mapped, rejections = map_table(table)
+            totals.add_read(mapped, rejections)
+            unique = latest_per_siret(mapped)
+            totals.result.duplicates += mapped.num_rows - unique.num_rows
+            counts, pl, outcomes = _write_batch(
+                conn, unique, partition=f"stock:{partition}", run_id=run_id, commit=False
+            )
+            totals.add_batch(counts, pl, outcomes)
+    return totals.finish()
+
+
+def latest_per_siret(mapped: pa.Table) -> pa.Table:
+    """`dedupe_latest` of a mapped Arrow table: one row per SIRET, the latest
+    `date_dernier_traitement` (no date is the oldest; on a tie the later row), by SIRET."""
+    order = pc.sort_indices(  # a stable sort: on a tie, the later row stays after
+        mapped,
+        sort_keys=[
+            ("siret", "ascending", "at_start"),
+            ("date_dernier_traitement", "ascending", "at_start"),
+        ],
+    )
+    ordered = mapped.take(order)
+    siret = ordered.column("siret").combine_chunks()
+    if len(siret) < 2:
+        return ordered
+    # The last row of each run of one SIRET.
+    last = np.ones(len(siret), bool)
+    last[:-1] = np.asarray(pc.not_equal(siret.slice(0, len(siret) - 1), siret.slice(1)))
+    return ordered if last.all() else ordered.filter(pa.array(last))
 
 
 def _partition_outcomes(conn: psycopg.Connection, result: StockLoadResult) -> list[CheckOutcome]:
@@ -402,7 +442,7 @@ def _partition_outcomes(conn: psycopg.Connection, result: StockLoadResult) -> li
 
 def _write_batch(
     connection: psycopg.Connection,
-    rows: list[tuple[Any, ...]],
+    rows: list[tuple[Any, ...]] | pa.Table,
     *,
     partition: str,
     run_id: str | None,
@@ -413,7 +453,9 @@ def _write_batch(
         connection, SIRENE_COLUMNS, rows, source=STOCK_SOURCE, partition=partition,
         run_id=run_id, mapping_version=MAPPING_VERSION,
     )
-    sirets = [r[_SIRET] for r in rows]
+    sirets: list[str] = (
+        rows.column("siret").to_pylist() if isinstance(rows, pa.Table) else [r[_SIRET] for r in rows]
+    )
     pl = sync_prolocalisations(connection, sirets, partition=partition)
     # Write–audit–publish per batch: a batch that fails a blocking check is rolled back
     # and stops the load; the batches committed before it passed the same checks.
@@ -447,7 +489,7 @@ class _Totals:
         self._deactivated: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def add_read(self, rows: list[tuple[Any, ...]], rejections: list[Rejection]) -> None:
+    def add_read(self, rows: Sized, rejections: list[Rejection]) -> None:
         result = self.result
         result.rows_read += len(rows) + len(rejections)
         for rejection in rejections:

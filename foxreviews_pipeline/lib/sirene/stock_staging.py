@@ -6,7 +6,7 @@ times. So the `sirene_stock` asset COPYs both files, unchanged, into unlogged ta
 schema `sirene_stock` (PostgreSQL's fastest way in), indexes the establishments by
 département and the legal units by siren, and checks that the two files belong together;
 each département is then read on its own, with the legal units joined in the database
-(`partition_chunks`), and mapped by the same rules as a day.
+(`partition_tables`), and mapped by the same rules as a day.
 
 Staging replaces the previous one in one transaction, so a partition load never sees half a
 staging, and a bad pair of files leaves the previous staging (and the directory) as it was.
@@ -423,20 +423,72 @@ def _partition_query(conn: psycopg.Connection) -> sql.Composed:
     ).format(sql.SQL(", ").join(selected))
 
 
-def partition_chunks(
-    conn: psycopg.Connection, partition: str, *, chunk_rows: int
-) -> Iterator[list[tuple[Any, ...]]]:
-    """The staged establishments of one partition, joined with their legal units, as lists of
-    tuples in `mapping.FLAT_FIELDS` order, read through a server-side cursor.
+class _CopyOut(io.RawIOBase):
+    """A readable file over the data of a `COPY … TO STDOUT`."""
 
-    `conn` must be in a transaction (the cursor lives in it) and may run other statements
-    between chunks.
+    def __init__(self, copy: psycopg.Copy) -> None:
+        self._copy = copy
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pending:
+            self._pending = memoryview(self._copy.read())
+            if not self._pending:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+# COPY's CSV as Arrow reads it back: an unquoted empty field is NULL, a quoted one an empty
+# string, and no other text (not "NA", not "null") is taken for a NULL.
+_CSV_BLOCK_BYTES = 8 << 20
+_COPY_CSV_CONVERT = pacsv.ConvertOptions(
+    column_types={name: pa.string() for name in FLAT_FIELDS},
+    null_values=[""],
+    strings_can_be_null=True,
+    quoted_strings_can_be_null=False,
+)
+
+
+def partition_tables(
+    reader: psycopg.Connection, partition: str, *, chunk_rows: int
+) -> Iterator[pa.Table]:
+    """The staged establishments of one partition, joined with their legal units, as Arrow
+    tables of at most `chunk_rows` rows in `mapping.FLAT_FIELDS` columns.
+
+    The rows come through `COPY … TO STDOUT` on `reader`, a connection of their own (the
+    staged tables are committed data; the writer's transaction goes on beside), parsed by
+    Arrow's CSV reader block by block: no Python object per value, and memory bounded by a
+    block, whatever the size of the partition.
     """
     if partition not in STOCK_PARTITION_KEYS:
         raise ValueError(f"unknown stock partition {partition!r}")
-    query = _partition_query(conn)
-    with conn.cursor(name=f"stock_{partition.lower()}") as cur:
-        cur.itersize = chunk_rows
-        cur.execute(query, (partition,))
-        while rows := cur.fetchmany(chunk_rows):
-            yield rows
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be at least 1")
+    query = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(_partition_query(reader))
+    with reader.cursor() as cur, cur.copy(query, (partition,)) as copy:
+        blocks = pacsv.open_csv(
+            io.BufferedReader(_CopyOut(copy), 1 << 20),
+            read_options=pacsv.ReadOptions(
+                column_names=list(FLAT_FIELDS), block_size=_CSV_BLOCK_BYTES
+            ),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=_COPY_CSV_CONVERT,
+        )
+        held: list[pa.RecordBatch] = []
+        rows = 0
+        for block in blocks:
+            held.append(block)
+            rows += block.num_rows
+            while rows >= chunk_rows:
+                table = pa.Table.from_batches(held)
+                yield table.slice(0, chunk_rows).combine_chunks()
+                rest = table.slice(chunk_rows)
+                held, rows = rest.to_batches(), rest.num_rows
+        if rows:
+            yield pa.Table.from_batches(held).combine_chunks()
