@@ -179,3 +179,26 @@ def test_an_arrow_table_is_staged_exactly_as_the_same_tuples(pg_conn):
     assert pg_conn.execute("SELECT * FROM from_arrow").fetchall() == tuples
     with pytest.raises(ValueError, match="are not"):
         stage(pg_conn, "misnamed", like="typed", columns=list(reversed(names)), rows=table)
+
+
+def test_a_stage_is_analyzed_from_a_small_sample_and_the_target_is_restored(pg_conn):
+    from foxreviews_pipeline.lib.db.upsert import STAGE_STATISTICS_TARGET, analyze_stage
+
+    pg_conn.execute("SET LOCAL default_statistics_target = 250")
+    pg_conn.execute(
+        "CREATE TEMP TABLE big_stage AS "
+        "SELECT g AS id, g % 7 AS kind, g AS other FROM generate_series(1, 20000) g"
+    )
+    analyze_stage(pg_conn, "big_stage", ["id", "kind"])
+    stats = dict(pg_conn.execute(
+        "SELECT attname, n_distinct FROM pg_stats WHERE tablename = 'big_stage'"
+    ).fetchall())
+    assert stats == {"id": -1.0, "kind": 7.0}  # only the columns asked for, and right
+    # The histogram has as many buckets as the target: the small one was used...
+    bounds = pg_conn.execute(
+        "SELECT array_length(histogram_bounds::text::int[], 1) FROM pg_stats "
+        "WHERE tablename = 'big_stage' AND attname = 'id'"
+    ).fetchone()
+    assert bounds == (STAGE_STATISTICS_TARGET + 1,)
+    # ... and the transaction's own target is back.
+    assert pg_conn.execute("SHOW default_statistics_target").fetchone() == ("250",)

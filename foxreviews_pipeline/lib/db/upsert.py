@@ -100,10 +100,36 @@ def stage(
     else:
         count = copy_rows(conn, name, columns, rows)
     if analyze is True:
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
+        analyze_stage(conn, name)
     elif analyze:
-        conn.execute(sql.SQL("ANALYZE {} ({})").format(sql.Identifier(name), _names(analyze)))
+        analyze_stage(conn, name, analyze)
     return count
+
+
+# The statistics of a temporary stage only tell the planner its size and how distinct its
+# join keys are: a 3,000-row sample (statistics target 10) says that as well as the default
+# 30,000 rows — a whole day's stage — in a seventh of the time.
+STAGE_STATISTICS_TARGET = 10
+
+
+def analyze_stage(conn: psycopg.Connection, name: str, columns: Sequence[str] = ()) -> None:
+    """ANALYZE a temporary stage (on `columns` only, if given) from a small sample; the
+    transaction's statistics target is left as it was."""
+    previous = one_row(
+        conn.execute(
+            "SELECT current_setting('default_statistics_target'), "
+            "set_config('default_statistics_target', %s, true)",
+            (str(STAGE_STATISTICS_TARGET),),
+        )
+    )[0]
+    try:
+        target = sql.Identifier(name)
+        if columns:
+            conn.execute(sql.SQL("ANALYZE {} ({})").format(target, _names(columns)))
+        else:
+            conn.execute(sql.SQL("ANALYZE {}").format(target))
+    finally:
+        conn.execute("SELECT set_config('default_statistics_target', %s, true)", (previous,))
 
 
 def keeps(keep_existing_when_null: bool | Collection[str], column: str) -> bool:

@@ -56,17 +56,21 @@ def landed_table(records: pa.Table | Sequence[Mapping[str, Any]]) -> pa.Table:
     return records if isinstance(records, pa.Table) else records_table(records)
 
 
-def _already_applied(conn: psycopg.Connection, table: pa.Table) -> np.ndarray:
-    """Which rows' stored establishment came from this very INSEE version of the record,
-    mapped by the current rules: mapping them again could only give the same row."""
+def _already_applied(conn: psycopg.Connection, table: pa.Table, partition: str) -> np.ndarray:
+    """Which rows this partition already wrote from this very INSEE version of the record,
+    mapped by the current rules: mapping them again could only give the same row.
+
+    Found through the `last_partition` index: nothing to read on a day's first run, the
+    day's own rows on a re-run. A row another partition wrote last is mapped again, and
+    the upsert finds it unchanged."""
     siret = table.column("siret")
     stored = conn.execute(
         """
         SELECT siret, date_dernier_traitement FROM enterprise_entreprise
-        WHERE siret = ANY(%b) AND source = 'sirene' AND mapping_version = %s
+        WHERE last_partition = %s AND source = 'sirene' AND mapping_version = %s
           AND date_dernier_traitement IS NOT NULL
         """,
-        (siret.to_pylist(), MAPPING_VERSION),
+        (partition, MAPPING_VERSION),
     ).fetchall()
     if not stored:
         return np.zeros(table.num_rows, bool)
@@ -89,7 +93,7 @@ def apply_entreprises(
     # A day's records are many objects: the cyclic collector stays off while they are
     # compared, mapped and written (gc_pause.py).
     with paused_gc():
-        done = _already_applied(conn, table)
+        done = _already_applied(conn, table, partition)
         todo = table.filter(pa.array(~done)) if done.any() else table
         mapped, rejections = map_table(todo)
         counts = upsert_entreprises(

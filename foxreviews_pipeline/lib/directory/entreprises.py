@@ -20,7 +20,7 @@ from psycopg import sql
 
 from foxreviews_pipeline.lib.db.copy import drop_temp
 from foxreviews_pipeline.lib.db.database import one_row
-from foxreviews_pipeline.lib.db.upsert import new_value, stage, upsert_statement
+from foxreviews_pipeline.lib.db.upsert import analyze_stage, new_value, stage, upsert_statement
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 
 # What SIRENE ingestion writes, in the mapping's order; `naf_libelle` is looked up from
@@ -152,7 +152,7 @@ def upsert_entreprises(
     if "siren" not in columns:
         conn.execute(f"UPDATE {_STAGE} SET siren = left(siret, 9)")
     # Only the join key: enough for the planner to pick hash joins, a fraction of the cost.
-    conn.execute(f"ANALYZE {_STAGE} (siret)")
+    analyze_stage(conn, _STAGE, ["siret"])
 
     data_columns = [c for c in dict.fromkeys([*columns, "siren", "naf_libelle"]) if c != "siret"]
     if "naf_code" not in columns:
@@ -179,7 +179,7 @@ def upsert_entreprises(
         ),
         (sirets,),
     )
-    conn.execute(f"ANALYZE {_EXISTING} (siret)")
+    analyze_stage(conn, _EXISTING, ["siret"])
 
     old_cols = sql.SQL(", ").join(sql.SQL("e.{}").format(sql.Identifier(c)) for c in data_columns)
     new_cols = sql.SQL(", ").join(new_value(c, keep_existing_when_null, "s", "e") for c in data_columns)

@@ -16,6 +16,7 @@ import psycopg
 
 from foxreviews_pipeline.lib.db.copy import drop_temp
 from foxreviews_pipeline.lib.db.database import one_row
+from foxreviews_pipeline.lib.db.upsert import analyze_stage
 
 
 @dataclass
@@ -112,7 +113,7 @@ def sync_prolocalisations(
 def _stage_resolved(conn: psycopg.Connection, scope: list[str]) -> None:
     """`stage_proloc_resolved`: each establishment of the scope with its ville and trade."""
     conn.execute(f"CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}", (scope,))
-    conn.execute("ANALYZE stage_proloc_resolved (entreprise_id, ville_id, code_commune)")
+    analyze_stage(conn, "stage_proloc_resolved", ["entreprise_id", "ville_id", "code_commune"])
     _resolve_by_postal_code(conn)
 
 
@@ -188,8 +189,8 @@ def _stage_existing(conn: psycopg.Connection) -> None:
         """,
         (ids,),
     )
-    conn.execute("ANALYZE stage_proloc_desired")
-    conn.execute("ANALYZE stage_proloc_existing")
+    analyze_stage(conn, "stage_proloc_desired")
+    analyze_stage(conn, "stage_proloc_existing")
 
 
 def _create_new(conn: psycopg.Connection, partition: str | None) -> int:
