@@ -350,12 +350,18 @@ def read_columns(folder: Path, day: date | str) -> LandedColumns:
     landed = read_partition(folder, day)
     with paused_gc():
         table = records_table(landed.records).cast(expected)
-    tmp = columns_path(folder, day).with_name(f".{columns_path(folder, day).name}.rebuild.tmp")
+    target = columns_path(folder, day)
+    tmp: Path | None = None
     try:
+        # A name of its own: two runs rebuilding the same day never write one file.
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        tmp = Path(name)
         _write_columns(tmp, expected, table.to_batches())
-        os.replace(tmp, columns_path(folder, day))
+        os.replace(tmp, target)
     except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only landing zone: the columns serve this run only
+        if tmp is not None:  # a read-only landing zone: the columns serve this run only
+            tmp.unlink(missing_ok=True)
     return LandedColumns(path, table)
 
 
