@@ -423,36 +423,25 @@ def _partition_query(conn: psycopg.Connection) -> sql.Composed:
     ).format(sql.SQL(", ").join(selected))
 
 
-class _CopyOut(io.RawIOBase):
-    """A readable file over the data of a `COPY … TO STDOUT`."""
-
-    def __init__(self, copy: psycopg.Copy) -> None:
-        self._copy = copy
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if not self._pending:
-            self._pending = memoryview(self._copy.read())
-            if not self._pending:
-                return 0
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-
 # COPY's CSV as Arrow reads it back: an unquoted empty field is NULL, a quoted one an empty
 # string, and no other text (not "NA", not "null") is taken for a NULL.
-_CSV_BLOCK_BYTES = 8 << 20
+_COPY_CSV_READ = pacsv.ReadOptions(column_names=list(FLAT_FIELDS))
+_COPY_CSV_PARSE = pacsv.ParseOptions(newlines_in_values=True)
 _COPY_CSV_CONVERT = pacsv.ConvertOptions(
     column_types={name: pa.string() for name in FLAT_FIELDS},
     null_values=[""],
     strings_can_be_null=True,
     quoted_strings_can_be_null=False,
 )
+
+
+def _parse_rows(data: bytearray) -> pa.Table:
+    return pacsv.read_csv(
+        pa.BufferReader(pa.py_buffer(data)),
+        read_options=_COPY_CSV_READ,
+        parse_options=_COPY_CSV_PARSE,
+        convert_options=_COPY_CSV_CONVERT,
+    )
 
 
 def partition_tables(
@@ -462,9 +451,9 @@ def partition_tables(
     tables of at most `chunk_rows` rows in `mapping.FLAT_FIELDS` columns.
 
     The rows come through `COPY … TO STDOUT` on `reader`, a connection of their own (the
-    staged tables are committed data; the writer's transaction goes on beside), parsed by
-    Arrow's CSV reader block by block: no Python object per value, and memory bounded by a
-    block, whatever the size of the partition.
+    staged tables are committed data; the writer's transaction goes on beside), and each
+    batch is parsed by Arrow's CSV reader: no Python object per value, and memory bounded by
+    a batch, whatever the size of the partition.
     """
     if partition not in STOCK_PARTITION_KEYS:
         raise ValueError(f"unknown stock partition {partition!r}")
@@ -472,23 +461,16 @@ def partition_tables(
         raise ValueError("chunk_rows must be at least 1")
     query = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(_partition_query(reader))
     with reader.cursor() as cur, cur.copy(query, (partition,)) as copy:
-        blocks = pacsv.open_csv(
-            io.BufferedReader(_CopyOut(copy), 1 << 20),
-            read_options=pacsv.ReadOptions(
-                column_names=list(FLAT_FIELDS), block_size=_CSV_BLOCK_BYTES
-            ),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=_COPY_CSV_CONVERT,
-        )
-        held: list[pa.RecordBatch] = []
+        # PostgreSQL sends a COPY TO one row per message: a batch is `chunk_rows` messages,
+        # gathered as they come (the server waits while a batch is written) and parsed at
+        # once. Arrow's streaming reader would read up to 32 blocks ahead instead.
+        data = bytearray()
         rows = 0
-        for block in blocks:
-            held.append(block)
-            rows += block.num_rows
-            while rows >= chunk_rows:
-                table = pa.Table.from_batches(held)
-                yield table.slice(0, chunk_rows).combine_chunks()
-                rest = table.slice(chunk_rows)
-                held, rows = rest.to_batches(), rest.num_rows
+        while row := copy.read():
+            data += row
+            rows += 1
+            if rows == chunk_rows:
+                yield _parse_rows(data)
+                data, rows = bytearray(), 0
         if rows:
-            yield pa.Table.from_batches(held).combine_chunks()
+            yield _parse_rows(data)
