@@ -111,9 +111,10 @@ def _write_document(
         b'{"format":' + _encode(FORMAT_VERSION) + b',"partition":' + _encode(day.isoformat())
         + b',"meta":' + _encode(meta) + b',"etablissements":['
     )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     columns = _ColumnsWriter(folder, day)
+    tmp_name: str | None = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "wb") as raw:
             digest = hashlib.sha256()
             # Level 1: 5x smaller than plain JSON at a fraction of level 9's CPU cost.
@@ -136,7 +137,8 @@ def _write_document(
         os.replace(tmp_name, target)
         _sync_folder(folder)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
         columns.discard()
         raise
     return target
