@@ -103,33 +103,36 @@ def reset_directory(url: str) -> None:
         conn.execute("VACUUM ANALYZE enterprise_prolocalisation")
 
 
-def bare_copy_upsert(url: str, rows: list[tuple]) -> float:
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in SIRENE_COLUMNS)
+_BARE_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in SIRENE_COLUMNS)
+
+
+def bare_write(conn: psycopg.Connection, rows: str) -> None:
+    """The bare set-based write of both tables from the pre-mapped establishments of table
+    `rows`: one `INSERT … SELECT … ON CONFLICT` for them, one for their ProLocalisations."""
     updates = sql.SQL(", ").join(
         sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in SIRENE_COLUMNS[1:]
     )
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO enterprise_entreprise ({cols}) SELECT {cols} FROM {rows} "
+            "ON CONFLICT (siret) DO UPDATE SET {updates}"
+        ).format(cols=_BARE_COLUMNS, rows=sql.Identifier(rows), updates=updates)
+    )
+    # What we write too: a ProLocalisation per active establishment × trade × ville.
+    conn.execute(sql.SQL(BARE_PROLOCALISATIONS).format(rows=sql.Identifier(rows)))
+
+
+def bare_copy_upsert(url: str, rows: list[tuple]) -> float:
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
         conn.execute(
-            sql.SQL("CREATE TEMP TABLE bare_stage ON COMMIT DROP AS SELECT {} FROM enterprise_entreprise WITH NO DATA").format(cols)
+            sql.SQL("CREATE TEMP TABLE bare_stage ON COMMIT DROP AS SELECT {} FROM enterprise_entreprise WITH NO DATA").format(_BARE_COLUMNS)
         )
-        with conn.cursor() as cur, cur.copy(sql.SQL("COPY bare_stage ({}) FROM STDIN").format(cols)) as copy:
+        with conn.cursor() as cur, cur.copy(sql.SQL("COPY bare_stage ({}) FROM STDIN").format(_BARE_COLUMNS)) as copy:
             for row in rows:
                 copy.write_row(row)
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO enterprise_entreprise ({cols}) SELECT {cols} FROM bare_stage "
-                "ON CONFLICT (siret) DO UPDATE SET {updates}"
-            ).format(cols=cols, updates=updates)
-        )
-        # What we write too: a ProLocalisation per active establishment × trade × ville.
-        conn.execute(bare_prolocalisations("bare_stage"))
+        bare_write(conn, "bare_stage")
     return time.perf_counter() - started
-
-
-def bare_prolocalisations(rows: str) -> sql.Composed:
-    """ProLocalisations for the pre-mapped establishments of table `rows`, in one statement."""
-    return sql.SQL(BARE_PROLOCALISATIONS).format(rows=sql.Identifier(rows))
 
 
 BARE_PROLOCALISATIONS = """
@@ -383,25 +386,15 @@ def bare_directory_write(url: str) -> float:
     mapped, written again into the emptied tables by the server itself — one `INSERT …
     SELECT … ON CONFLICT` for the establishments, one for their ProLocalisations, no client,
     no mapping, no audit."""
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in SIRENE_COLUMNS)
-    updates = sql.SQL(", ").join(
-        sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in SIRENE_COLUMNS[1:]
-    )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("CREATE UNLOGGED TABLE bench_premapped AS SELECT {} FROM enterprise_entreprise").format(cols)
+            sql.SQL("CREATE UNLOGGED TABLE bench_premapped AS SELECT {} FROM enterprise_entreprise").format(_BARE_COLUMNS)
         )
         conn.execute("VACUUM ANALYZE bench_premapped")
     reset_directory(url)
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO enterprise_entreprise ({cols}) SELECT {cols} FROM bench_premapped "
-                "ON CONFLICT (siret) DO UPDATE SET {updates}"
-            ).format(cols=cols, updates=updates)
-        )
-        conn.execute(bare_prolocalisations("bench_premapped"))
+        bare_write(conn, "bench_premapped")
     return time.perf_counter() - started
 
 

@@ -116,11 +116,6 @@ def landed_sirets(records: pa.Table | Sequence[Mapping[str, Any]]) -> list[str]:
     return given
 
 
-def partition_sirets(records: pa.Table | Sequence[Mapping[str, Any]]) -> list[str]:
-    """The partition's distinct SIRETs, in the order they first appear."""
-    return list(dict.fromkeys(landed_sirets(records)))
-
-
 def apply_prolocalisations(
     conn: psycopg.Connection, sirets: Sequence[str], *, partition: str
 ) -> ProLocalisationCounts:
