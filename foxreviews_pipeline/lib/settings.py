@@ -30,6 +30,8 @@ DEFAULT_POOL_WAIT_TIMEOUT_S = 1800
 # partitions would only show as "missing" days nobody will fill. A fixed date rather than a
 # rolling window: partitions never disappear from the UI as the window moves.
 DEFAULT_PARTITIONS_START = date(2026, 11, 1)
+# INSEE's switch of APE codes to NAF 2025 (décret n° 2025-736).
+DEFAULT_SAMPLE_NAF2025_FROM = date(2027, 1, 1)
 
 # The source checkout, the folder holding pyproject.toml (an editable install runs from it).
 # Only the tests and scripts, which run from a checkout, use it; the package's own files
@@ -67,6 +69,9 @@ class Settings:
     pool_wait_timeout_s: int = DEFAULT_POOL_WAIT_TIMEOUT_S
     # FOXREVIEWS_PARTITIONS_START: the first daily SIRENE partition.
     partitions_start: date = DEFAULT_PARTITIONS_START
+    # FOXREVIEWS_SAMPLE_NAF2025_FROM: from this day the sample source states activities in
+    # NAF 2025, as INSEE does from 2027-01-01 (set earlier to see a switch day today).
+    sample_naf2025_from: date = DEFAULT_SAMPLE_NAF2025_FROM
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -81,7 +86,8 @@ class Settings:
             f"insee_requests_per_minute={self.insee_requests_per_minute}, "
             f"upload_dir={self.upload_dir}, raw_retention_days={self.raw_retention_days}, "
             f"pool_wait_timeout_s={self.pool_wait_timeout_s}, "
-            f"partitions_start={self.partitions_start.isoformat()})"
+            f"partitions_start={self.partitions_start.isoformat()}, "
+            f"sample_naf2025_from={self.sample_naf2025_from.isoformat()})"
         )
 
 
@@ -223,6 +229,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     return Settings(
         partitions_start=load_partitions_start(env),
+        sample_naf2025_from=_date_setting(
+            env, "FOXREVIEWS_SAMPLE_NAF2025_FROM", DEFAULT_SAMPLE_NAF2025_FROM
+        ),
         database_url=database_url,
         home=home,
         sirene_source=source,
@@ -240,18 +249,20 @@ def load_partitions_start(environ: Mapping[str, str] | None = None) -> date:
     """FOXREVIEWS_PARTITIONS_START (YYYY-MM-DD), read alone: the partitions definition needs
     it when its module is imported, before any other setting matters."""
     env = os.environ if environ is None else environ
-    raw = (env.get("FOXREVIEWS_PARTITIONS_START") or "").strip()
+    return _date_setting(env, "FOXREVIEWS_PARTITIONS_START", DEFAULT_PARTITIONS_START)
+
+
+def _date_setting(env: Mapping[str, str], name: str, default: date) -> date:
+    raw = (env.get(name) or "").strip()
     if not raw:
-        return DEFAULT_PARTITIONS_START
+        return default
     try:
-        start = date.fromisoformat(raw)
+        value = date.fromisoformat(raw)
     except ValueError:
-        start = None
-    if start is None or len(raw) != 10 or not date(2000, 1, 1) <= start <= date(2100, 1, 1):
-        raise ConfigurationError(
-            f"FOXREVIEWS_PARTITIONS_START must be a date YYYY-MM-DD from 2000 on, got {raw!r}"
-        )
-    return start
+        value = None
+    if value is None or len(raw) != 10 or not date(2000, 1, 1) <= value <= date(2100, 1, 1):
+        raise ConfigurationError(f"{name} must be a date YYYY-MM-DD from 2000 on, got {raw!r}")
+    return value
 
 
 def load_dotenv_file() -> None:

@@ -16,15 +16,18 @@ long-closed establishments still coded in NAF rév. 1, a few foreign or code-les
 
 from __future__ import annotations
 
+import copy
 import gc
 import random
 import unicodedata
+import zlib
 from bisect import bisect
 from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from itertools import accumulate
 from typing import Any
 
+from foxreviews_pipeline.lib.reference.naf2025 import NAF2025_SWITCH
 from foxreviews_pipeline.lib.sirene import fields
 from foxreviews_pipeline.lib.sirene.identifiers import (
     LA_POSTE_SIREN,
@@ -556,21 +559,65 @@ def _mask(record: dict[str, Any]) -> None:
             period[key] = ND
 
 
+def naf25_code(naf25: Mapping[str, str | Sequence[str]], rev2: str, siret: str) -> str | None:
+    """The NAF 2025 code of an establishment with this rév. 2 code: one of its correspondents,
+    always the same for the same SIRET."""
+    targets = naf25.get(rev2)
+    if not targets:
+        return None
+    if isinstance(targets, str):
+        return targets
+    return sorted(targets)[zlib.crc32(siret.encode()) % len(targets)]
+
+
+def _add_naf25(
+    record: dict[str, Any], naf25: Mapping[str, str | Sequence[str]], *, stated: bool
+) -> None:
+    current = record["periodesEtablissement"][0]
+    if current["nomenclatureActivitePrincipaleEtablissement"] != "NAFRev2":
+        return
+    code = naf25_code(naf25, current["activitePrincipaleEtablissement"], record["siret"])
+    record["activitePrincipaleNAF25Etablissement"] = code
+    if stated and code:
+        current["activitePrincipaleEtablissement"] = code
+        current["nomenclatureActivitePrincipaleEtablissement"] = "NAF2025"
+
+
+def switch_to_naf2025(records: Sequence[Mapping[str, Any]], day: date) -> list[dict[str, Any]]:
+    """The same records as INSEE sends them once the switch is made: processed on `day`,
+    their current activity stated in NAF 2025 (their `activitePrincipaleNAF25Etablissement`),
+    nothing else changed."""
+    switched = []
+    for record in records:
+        new = copy.deepcopy(dict(record))
+        current = new["periodesEtablissement"][0]
+        code = new.get("activitePrincipaleNAF25Etablissement")
+        if code and current["nomenclatureActivitePrincipaleEtablissement"] == "NAFRev2":
+            current["activitePrincipaleEtablissement"] = code
+            current["nomenclatureActivitePrincipaleEtablissement"] = "NAF2025"
+        new["dateDernierTraitementEtablissement"] = f"{day.isoformat()}T05:00:00.000"
+        switched.append(new)
+    return switched
+
+
 def generate_day(
     day: date,
     communes: Sequence[Sequence[str]] | None = None,
     naf_codes: Sequence[str] | None = None,
     n: int = 35_000,
     seed: int = 0,
-    naf25: Mapping[str, str] | None = None,
+    naf25: Mapping[str, str | Sequence[str]] | None = None,
+    naf2025_from: date = NAF2025_SWITCH,
 ) -> list[dict[str, Any]]:
     """The synthetic establishments processed by INSEE on `day`, in API Sirene JSON shape.
 
     `communes`: (code INSEE, code postal, libellé) tuples, arrondissements included;
-    `naf_codes`: NAF rév. 2 sous-classes; `naf25`: an optional NAF rév. 2 → NAF 2025
-    correspondence used to fill `activitePrincipaleNAF25Etablissement` on part of the records
-    (left null without it, as there is no offline source of NAF 2025 codes). Same arguments →
-    same records; the order of `communes` and `naf_codes` does not matter.
+    `naf_codes`: NAF rév. 2 sous-classes; `naf25`: a NAF rév. 2 → NAF 2025 correspondence
+    (one code or several per rév. 2 code) that fills `activitePrincipaleNAF25Etablissement`
+    of every rév. 2 record, the same code for an establishment on every day (left null
+    without it). From `naf2025_from` on, as INSEE from 2027-01-01, the current period states
+    its activity in NAF 2025. Same arguments → same records; the order of `communes` and
+    `naf_codes` does not matter.
     """
     if n < 0:
         raise ValueError("n must be >= 0")
@@ -598,7 +645,7 @@ def generate_day(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _build(records, chosen, r, day, tables, seed, naf25)
+        _build(records, chosen, r, day, tables, seed, naf25, naf2025_from)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -612,9 +659,9 @@ def _build(
     day: date,
     tables: _Tables,
     seed: int,
-    naf25: Mapping[str, str] | None,
+    naf25: Mapping[str, str | Sequence[str]] | None,
+    naf2025_from: date,
 ) -> None:
-    naf25_share = 0.3 if naf25 else 0.0
     for born, k, is_update in chosen:
         identity = _day_slot(born) * _IDS_PER_DAY + k
         record = _identity_record(identity, born, tables, seed)
@@ -624,11 +671,8 @@ def _build(
             _close_new(record, r, day)
         if record["statutDiffusionEtablissement"] == "P":
             _mask(record)
-        if naf25 and r.random() < naf25_share:
-            current = record["periodesEtablissement"][0]
-            record["activitePrincipaleNAF25Etablissement"] = naf25.get(
-                current["activitePrincipaleEtablissement"]
-            )
+        if naf25:
+            _add_naf25(record, naf25, stated=day >= naf2025_from)
         record["dateDernierTraitementEtablissement"] = _timestamp(r, day)
         records.append(record)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from foxreviews_pipeline.lib.constants import PARIS
+from foxreviews_pipeline.lib.reference.naf2025 import NAF2025_SWITCH, correspondents
 from foxreviews_pipeline.lib.sirene.client import InseeClient, make_limiter
 from foxreviews_pipeline.lib.sirene.sources import LandedDay, land_day_with_client
 from foxreviews_pipeline.sample.day import generate_day
@@ -23,13 +24,19 @@ SAMPLE_REQUESTS_PER_MINUTE = 60_000
 
 
 @functools.lru_cache(maxsize=1)
-def _sample_inputs() -> tuple[list[tuple[str, str, str]], list[str]]:
-    return sample_communes(), sample_naf_codes()
+def _sample_inputs() -> tuple[list[tuple[str, str, str]], list[str], dict[str, tuple[str, ...]]]:
+    return sample_communes(), sample_naf_codes(), correspondents()
 
 
-def sample_day_source(size: int) -> Callable[[date], list[dict[str, Any]]]:
-    communes, naf_codes = _sample_inputs()
-    return lambda day: generate_day(day, communes, naf_codes, n=size)
+def sample_day_source(
+    size: int, naf2025_from: date = NAF2025_SWITCH
+) -> Callable[[date], list[dict[str, Any]]]:
+    """Sample days: every rév. 2 record carries its NAF 2025 code (INSEE's correspondence);
+    from `naf2025_from` on, the activity is stated in NAF 2025."""
+    communes, naf_codes, naf25 = _sample_inputs()
+    return lambda day: generate_day(
+        day, communes, naf_codes, n=size, naf25=naf25, naf2025_from=naf2025_from
+    )
 
 
 def sample_processed_at(day: date) -> datetime:
@@ -42,10 +49,15 @@ def sample_processed_at(day: date) -> datetime:
 
 
 def land_sample_day(
-    day: date, folder: Path, *, size: int = 35_000, meta: dict[str, Any] | None = None
+    day: date,
+    folder: Path,
+    *,
+    size: int = 35_000,
+    meta: dict[str, Any] | None = None,
+    naf2025_from: date = NAF2025_SWITCH,
 ) -> LandedDay:
     with FakeInseeServer(
-        day_source=sample_day_source(size), api_key=SAMPLE_API_KEY,
+        day_source=sample_day_source(size, naf2025_from), api_key=SAMPLE_API_KEY,
         last_processed_at=sample_processed_at(day),
     ) as server:
         limiter = make_limiter(SAMPLE_REQUESTS_PER_MINUTE)

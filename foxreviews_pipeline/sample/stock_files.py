@@ -15,12 +15,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from foxreviews_pipeline.lib.reference.naf2025 import correspondents
 from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
 from foxreviews_pipeline.lib.sirene.stock import (
     LAYOUTS,
     STOCK_UNITE_LEGALE_COLUMNS,
     UNITE_LEGALE_JOIN_COLUMNS,
 )
+from foxreviews_pipeline.sample.day import naf25_code
 
 
 def api_record_to_stock_row(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,6 +210,7 @@ def _sample_rows(n: int, seed: int) -> Iterator[tuple[dict[str, Any], dict[str, 
     rng = random.Random(seed)
     naf_codes = [c for c, _ in _NAF_REV2]
     naf_weights = [w for _, w in _NAF_REV2]
+    naf25 = correspondents()
     produced = 0
     # StockUniteLegale lists each legal unit once: a siren drawn twice is drawn again.
     drawn: set[int] = set()
@@ -299,7 +302,7 @@ def _sample_rows(n: int, seed: int) -> Iterator[tuple[dict[str, Any], dict[str, 
                 "nomenclatureActivitePrincipaleEtablissement": nomenclature,
                 "caractereEmployeurEtablissement": rng.choice("NO"),
                 "activitePrincipaleNAF25Etablissement": (
-                    None if old_naf else naf[:5] + rng.choice("ABCZ")
+                    None if old_naf else naf25_code(naf25, naf, siren + nic)
                 ),
             }
             if diffusion == "P":

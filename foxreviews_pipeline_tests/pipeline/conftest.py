@@ -8,12 +8,20 @@ from foxreviews_pipeline.lib.reference.load import (
     load_villes,
 )
 from foxreviews_pipeline.lib.reference.naf import NAF_REV2, load_naf
+from foxreviews_pipeline.lib.reference.naf2025 import (
+    NAF_2025,
+    load_correspondence,
+    load_correspondence_table,
+    load_naf2025,
+)
 from foxreviews_pipeline.lib.reference.taxonomy import load_taxonomy
 
 
 def load_reference(url: str, *, villes: bool = True) -> None:
     with psycopg.connect(url) as conn:
         load_naf_nomenclature(conn, load_naf(), NAF_REV2)
+        load_naf_nomenclature(conn, load_naf2025(), NAF_2025)
+        load_correspondence_table(conn, load_correspondence())
         load_trade_taxonomy(conn, load_taxonomy())
         if villes:
             load_villes(conn, load_communes(), load_aliases())

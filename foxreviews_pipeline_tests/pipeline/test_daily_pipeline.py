@@ -86,7 +86,7 @@ def pipeline(platform_env, database_url) -> Pipeline:
     result = dg.materialize([*REFERENCE_ASSETS, *REFERENCE_CHECKS], resources=resources)
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
-    assert materialization_metadata(result)["naf_nomenclature"]["rows"] == 732
+    assert materialization_metadata(result)["naf_nomenclature"]["rows_naf_rev2"] == 732
     return Pipeline(database_url, settings.home / "landing" / RAW_DATASET, resources)
 
 

@@ -62,7 +62,8 @@ def test_materialize_into_an_empty_database_then_again(resources, pg_conn):
     assert all(_checks(first).values()), _checks(first)
     assert len(_checks(first)) == len(REFERENCE_CHECKS)
     naf, taxonomy, ville = (_metadata(first, k) for k in ("naf_nomenclature", "trade_taxonomy", "villes"))
-    assert (naf["rows"], naf["inserted"]) == (732, 732)
+    assert (naf["rows"], naf["inserted"]) == (732 + 747, 732 + 747)
+    assert (naf["rows_naf_rev2"], naf["rows_naf2025"], naf["correspondence_pairs"]) == (732, 747, 1223)
     assert taxonomy["naf_codes_mapped"] + taxonomy["naf_codes_excluded"] == 732
     assert (ville["rows"], ville["inserted"], ville["source"]) == (34_969, 34_969, "snapshot")
 
@@ -71,6 +72,7 @@ def test_materialize_into_an_empty_database_then_again(resources, pg_conn):
     covered = pg_conn.execute("""
         SELECT count(*) FROM ref_naf_nomenclature n
         JOIN ref_naf_mapping m ON m.nomenclature = n.nomenclature AND m.naf_code = n.code
+        WHERE n.nomenclature = 'NAFRev2'
     """).fetchone()[0]
     assert covered == 732
     assert pg_conn.execute("SELECT count(*) FROM location_ville WHERE is_active").fetchone()[0] == 34_969

@@ -196,6 +196,14 @@ def _activity_code(activite: str | None, nomenclature: str | None) -> str | None
     return _naf(activite, nomenclature)
 
 
+def _naf25(activite: Any, activite_naf25: Any, nomenclature: str | None) -> str | None:
+    """INSEE's NAF 2025 field, else the principal activity when stated in NAF 2025."""
+    code = _naf(activite_naf25, "NAF2025") if activite_naf25 else None
+    if code is None and nomenclature == "NAF2025":
+        code = _activity_code(activite, nomenclature)
+    return code
+
+
 def _map_values(
     siret: Any,
     siren: Any,
@@ -289,7 +297,7 @@ def _map_values(
         code_commune if code_commune and code_commune != ND else None,
         _activity_code(activite, nomenclature),
         nomenclature,
-        _naf(activite_naf25, "NAF2025") if activite_naf25 else None,
+        _naf25(activite, activite_naf25, nomenclature),
         is_active,
         creation,
         date_fermeture,

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from foxreviews_pipeline.lib.reference.naf2025 import correspondents
 from foxreviews_pipeline.lib.sirene.fields import (
     ADRESSE,
     ADRESSE2,
@@ -30,6 +31,7 @@ from foxreviews_pipeline.sample.day import (
     FALLBACK_NAF_CODES,
     NAF_REV1_CODES,
     generate_day,
+    switch_to_naf2025,
 )
 
 DAY = date(2025, 3, 10)
@@ -231,11 +233,48 @@ def test_old_nomenclature_and_naf25(day):
     assert all(current(r)["etatAdministratifEtablissement"] == "F" for r in rev1)
     assert all(r["activitePrincipaleNAF25Etablissement"] is None for r in day)
 
-    # Any correspondence works; these values only check that the field gets filled.
-    correspondence = {code: f"{code[:5]}Y" for code in FALLBACK_NAF_CODES}
-    with_naf25 = generate_day(DAY, naf25=correspondence, n=2000)
-    filled = [r for r in with_naf25 if r["activitePrincipaleNAF25Etablissement"]]
-    assert 0.15 < len(filled) / len(with_naf25) < 0.45
+    naf25 = correspondents()
+    with_naf25 = generate_day(DAY, naf25=naf25, n=2000)
+    for record in with_naf25:
+        period = current(record)
+        code = record["activitePrincipaleNAF25Etablissement"]
+        if period[nomenclature] == "NAFRev2":
+            # Every rév. 2 record carries one of the codes INSEE pairs with its rév. 2 code.
+            assert code in naf25[period["activitePrincipaleEtablissement"]]
+        else:
+            assert code is None
+    # An establishment keeps its NAF 2025 code from one day to the next.
+    next_day = {r["siret"]: r for r in generate_day(DAY + timedelta(days=1), naf25=naf25, n=2000)}
+    same = [
+        (r["activitePrincipaleNAF25Etablissement"], next_day[r["siret"]]["activitePrincipaleNAF25Etablissement"])
+        for r in with_naf25
+        if r["siret"] in next_day
+        and current(r)["activitePrincipaleEtablissement"]
+        == current(next_day[r["siret"]])["activitePrincipaleEtablissement"]
+    ]
+    assert same and all(a == b for a, b in same)
+
+
+def test_from_the_switch_the_sample_states_naf2025():
+    naf25 = correspondents()
+    before = generate_day(DAY, naf25=naf25, n=500, naf2025_from=DAY + timedelta(days=1))
+    after = generate_day(DAY, naf25=naf25, n=500, naf2025_from=DAY)
+    assert [r["siret"] for r in before] == [r["siret"] for r in after]
+    nomenclature = "nomenclatureActivitePrincipaleEtablissement"
+    assert {current(r)[nomenclature] for r in before} == {"NAFRev2", "NAFRev1"}
+    assert {current(r)[nomenclature] for r in after} == {"NAF2025", "NAFRev1"}
+    for old, new in zip(before, after, strict=True):
+        if current(old)[nomenclature] == "NAFRev2":
+            assert current(new)["activitePrincipaleEtablissement"] == old["activitePrincipaleNAF25Etablissement"]
+            assert new["activitePrincipaleNAF25Etablissement"] == old["activitePrincipaleNAF25Etablissement"]
+    # The switch helper gives the same shape from records landed before the switch.
+    switched = switch_to_naf2025(before, DAY + timedelta(days=40))
+    assert [current(r)["activitePrincipaleEtablissement"] for r in switched] == [
+        current(r)["activitePrincipaleEtablissement"] for r in after
+    ]
+    assert {r["dateDernierTraitementEtablissement"][:10] for r in switched} == {
+        (DAY + timedelta(days=40)).isoformat()
+    }
 
 
 def test_street_types_mix_abbreviations_and_labels_and_optional_fields_are_null(day):

@@ -90,6 +90,7 @@ def _prolocalisations_metadata(counts: ProLocalisationCounts, started: float) ->
         "not_published": dg.MetadataValue.int(counts.not_published),
         "unmatched": dg.MetadataValue.int(counts.unmatched),
         "unmatched_by_reason": dg.MetadataValue.json(counts.unmatched_by_reason),
+        "naf2025": dg.MetadataValue.json(counts.naf2025),
         "summary": dg.MetadataValue.md(_markdown_counts("Unmatched", counts.unmatched_by_reason)),
         "duration_s": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
     }

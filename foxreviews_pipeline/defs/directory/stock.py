@@ -63,6 +63,7 @@ def _prolocalisations_metadata(result: StockLoadResult) -> dict[str, dg.Metadata
             result.prolocalisations_deactivated_by_reason
         ),
         "unmatched_by_reason": dg.MetadataValue.json(result.prolocalisations_unmatched_by_reason),
+        "naf2025": dg.MetadataValue.json(result.prolocalisations.naf2025),
     }
 
 

@@ -1,5 +1,6 @@
 """The reference group: NAF nomenclature, trade taxonomy and villes, every later asset's joins."""
 
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -7,6 +8,7 @@ from pydantic import Field
 
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource
+from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 from foxreviews_pipeline.lib.reference import geo_api
 from foxreviews_pipeline.lib.reference.communes import load_aliases, load_communes
 from foxreviews_pipeline.lib.reference.load import (
@@ -16,6 +18,16 @@ from foxreviews_pipeline.lib.reference.load import (
     load_villes,
 )
 from foxreviews_pipeline.lib.reference.naf import NAF_REV2, load_naf
+from foxreviews_pipeline.lib.reference.naf2025 import (
+    NAF_2025,
+    Naf2025Coverage,
+    learn_naf2025_mapping,
+    load_correspondence,
+    load_correspondence_table,
+    load_naf2025,
+    naf2025_sirets_to_resync,
+    write_review_file,
+)
 from foxreviews_pipeline.lib.reference.taxonomy import load_taxonomy
 
 GROUP = "reference"
@@ -37,20 +49,29 @@ def _table(rows: dict[str, LoadCounts]) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="1", owners=OWNERS)
+@dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="2", owners=OWNERS)
 def naf_nomenclature(postgres: PostgresResource) -> dg.MaterializeResult:
-    """The 732 sous-classes of INSEE's NAF rév. 2 (table `ref_naf_nomenclature`), with
-    their labels and their section / division / groupe / classe.
+    """The 732 sous-classes of INSEE's NAF rév. 2 and the 747 of NAF 2025, the APE
+    nomenclature from 2027-01-01 (table `ref_naf_nomenclature`, keyed by nomenclature and
+    code), with their labels and their section / division / groupe / classe, and INSEE's
+    correspondence between the two (`ref_naf_correspondence`).
 
     Every establishment's activity code is shown with its label from here (never a
-    placeholder such as "Activité 62.01Z"). Source: the shipped snapshot of NAF rév. 2,
-    labels identical to INSEE's.
+    placeholder such as "Activité 62.01Z"). Source: the shipped snapshots, labels as INSEE
+    publishes them.
     """
-    codes = load_naf()
     with postgres.connection() as conn:
-        counts = load_naf_nomenclature(conn, codes, NAF_REV2)
+        counts = load_naf_nomenclature(conn, load_naf(), NAF_REV2)
+        counts_2025 = load_naf_nomenclature(conn, load_naf2025(), NAF_2025)
+        pairs = load_correspondence_table(conn, load_correspondence())
     return dg.MaterializeResult(
-        metadata={**_counts_metadata(counts), "nomenclature": dg.MetadataValue.text(NAF_REV2)}
+        metadata={
+            **_counts_metadata(counts + counts_2025),
+            "nomenclature": dg.MetadataValue.text(NAF_REV2),
+            "rows_naf_rev2": dg.MetadataValue.int(counts.rows),
+            "rows_naf2025": dg.MetadataValue.int(counts_2025.rows),
+            "correspondence_pairs": dg.MetadataValue.int(pairs),
+        }
     )
 
 
@@ -64,17 +85,34 @@ def trade_taxonomy(postgres: PostgresResource) -> dg.MaterializeResult:
     with a reason; a trade removed from the file is deactivated, never deleted.
     """
     taxonomy = load_taxonomy()
+    naf2025 = load_naf2025()
     with postgres.connection() as conn:
         counts = load_trade_taxonomy(conn, taxonomy)
-    mapped = sum(1 for m in taxonomy.mappings if m.sous_categorie)
+        coverage = learn_naf2025_mapping(conn, [c.code for c in naf2025])
+        # Establishments mapped through NAF 2025 whose code's mapping changed: a code just
+        # mapped publishes the establishments that waited for it.
+        resynced = sync_prolocalisations(
+            conn, naf2025_sirets_to_resync(conn, coverage.changed_codes), partition="trade_taxonomy"
+        )
+    review_file = write_review_file(
+        Path(postgres.home) / "review" / "naf2025_review.csv",
+        coverage.review,
+        {c.code: c.libelle for c in naf2025},
+    )
+    mapped = sum(1 for m in taxonomy.mappings if m.sous_categorie and m.nomenclature == NAF_REV2)
+    rev2_rows = sum(1 for m in taxonomy.mappings if m.nomenclature == NAF_REV2)
     return dg.MaterializeResult(
         metadata={
+            **{k: _metadata_number(v) for k, v in coverage.as_dict().items()},
+            "naf2025_review_file": dg.MetadataValue.path(str(review_file)),
+            "naf2025_to_review_top": dg.MetadataValue.md(_review_table(coverage)),
+            "naf2025_prolocalisations_created": dg.MetadataValue.int(resynced.created + resynced.reactivated),
             **_counts_metadata(counts.total),
             "rows": dg.MetadataValue.int(counts.sous_categories.rows),
             "categories": dg.MetadataValue.int(counts.categories.rows),
             "sous_categories": dg.MetadataValue.int(counts.sous_categories.rows),
             "naf_codes_mapped": dg.MetadataValue.int(mapped),
-            "naf_codes_excluded": dg.MetadataValue.int(len(taxonomy.mappings) - mapped),
+            "naf_codes_excluded": dg.MetadataValue.int(rev2_rows - mapped),
             "by_table": dg.MetadataValue.md(_table({
                 "category_categorie": counts.categories,
                 "subcategory_souscategorie": counts.sous_categories,
@@ -82,6 +120,28 @@ def trade_taxonomy(postgres: PostgresResource) -> dg.MaterializeResult:
             })),
         }
     )
+
+
+def _metadata_number(value: int | float) -> dg.MetadataValue:
+    if isinstance(value, float):
+        return dg.MetadataValue.float(value)
+    return dg.MetadataValue.int(value)
+
+
+def _review_table(coverage: Naf2025Coverage, limit: int = 20) -> str:
+    if not coverage.review:
+        return "No NAF 2025 code left to review."
+    lines = [
+        f"{coverage.to_review} NAF 2025 codes to review (the {min(limit, coverage.to_review)} "
+        "with most establishments):", "",
+        "| code | establishments | evidence | reason |", "|---|---:|---|---|",
+    ]
+    lines += [
+        f"| {d.code} | {d.establishments} | "
+        f"{'; '.join(f'{k}: {n}' for k, n in d.evidence.items()) or '—'} | {d.reason} |"
+        for d in coverage.review[:limit]
+    ]
+    return "\n".join(lines)
 
 
 class VillesConfig(dg.Config):

@@ -22,6 +22,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 insee_requests_per_minute=settings.insee_requests_per_minute,
                 stock_path=str(settings.stock_path) if settings.stock_path else None,
                 quota_state_path=str(settings.home / "run" / "insee_quota.sqlite"),
+                sample_naf2025_from=settings.sample_naf2025_from.isoformat(),
             )
         },
     )

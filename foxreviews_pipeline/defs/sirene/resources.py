@@ -11,6 +11,7 @@ from pydantic import Field
 from foxreviews_pipeline.lib.settings import (
     DEFAULT_INSEE_BASE_URL,
     DEFAULT_REQUESTS_PER_MINUTE,
+    DEFAULT_SAMPLE_NAF2025_FROM,
     DEFAULT_SAMPLE_SIZE,
     DEFAULT_SOURCE,
 )
@@ -28,6 +29,8 @@ class SireneSource(dg.ConfigurableResource):
     insee_requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
     stock_path: str | None = None
     sample_size: int = DEFAULT_SAMPLE_SIZE
+    # From this day (YYYY-MM-DD) the sample states activities in NAF 2025.
+    sample_naf2025_from: str = DEFAULT_SAMPLE_NAF2025_FROM.isoformat()
     # Shared by every process using the key: consecutive runs never exceed the quota.
     quota_state_path: str | None = None
 
@@ -38,7 +41,10 @@ class SireneSource(dg.ConfigurableResource):
         if self.source == "sample":
             from foxreviews_pipeline.sample.source import land_sample_day
 
-            return land_sample_day(day, folder, size=self.sample_size, meta=meta)
+            return land_sample_day(
+                day, folder, size=self.sample_size, meta=meta,
+                naf2025_from=date.fromisoformat(self.sample_naf2025_from),
+            )
         if self.source == "api":
             if not self.insee_api_key:
                 raise dg.Failure(

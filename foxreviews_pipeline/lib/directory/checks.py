@@ -53,7 +53,9 @@ BLOCKING_CHECKS: dict[tuple[str, str], str] = {
         f"At least {MIN_VILLE_SHARE:.0%} of the batch's active establishments resolve to a ville."
     ),
     (PRO_LOCALISATIONS, "trades_resolved"): (
-        f"At least {MIN_TRADE_SHARE:.0%} of the batch's active establishments map to a trade."
+        f"At least {MIN_TRADE_SHARE:.0%} of the batch's active establishments map to a trade "
+        "(those whose NAF 2025 code is listed but not mapped yet are left out: a change of "
+        "nomenclature is not an unknown code)."
     ),
 }
 # Uploads are staff decisions row by row: shares of a batch say nothing about them.
@@ -258,7 +260,8 @@ def audit_publication(
     if pl is not None and (PRO_LOCALISATIONS, "trades_resolved") in wanted:
         outcomes.append(
             _share_outcome(
-                "trades_resolved", pl, pl.trade_resolved, MIN_TRADE_SHARE, pl.unresolved_trade_sample
+                "trades_resolved", pl, pl.trade_resolved, MIN_TRADE_SHARE, pl.unresolved_trade_sample,
+                pending=pl.trade_pending,
             )
         )
     return outcomes
@@ -270,19 +273,21 @@ def _share_outcome(
     resolved: int,
     minimum: float,
     sample: list[dict[str, Any]],
+    *,
+    pending: int = 0,
 ) -> CheckOutcome:
-    """A check that enough of the batch's active establishments resolved."""
-    resolved_share = share(resolved, pl.active)
-    return CheckOutcome(
-        PRO_LOCALISATIONS,
-        name,
-        resolved_share >= minimum,
-        {
-            "offending": pl.active - resolved,
-            "share": round(resolved_share, 4),
-            "active": pl.active,
-            "resolved": resolved,
-            "unmatched_by_reason": pl.unmatched_by_reason,
-            "sample": sample,
-        },
-    )
+    """A check that enough of the batch's active establishments resolved; `pending` of them
+    are left out of the count (waiting for a mapping, not unresolvable)."""
+    considered = pl.active - pending
+    resolved_share = share(resolved, considered)
+    metadata: dict[str, Any] = {
+        "offending": considered - resolved,
+        "share": round(resolved_share, 4),
+        "active": pl.active,
+        "resolved": resolved,
+        "unmatched_by_reason": pl.unmatched_by_reason,
+        "sample": sample,
+    }
+    if pending:
+        metadata["pending_naf2025_mapping"] = pending
+    return CheckOutcome(PRO_LOCALISATIONS, name, resolved_share >= minimum, metadata)

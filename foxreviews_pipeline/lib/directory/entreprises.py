@@ -95,6 +95,40 @@ def _label_column(
     return pa.array([labels[k] for k in keys], pa.string()).take(found)
 
 
+_NAF_COLUMNS = ("naf_code", "naf_nomenclature", "naf25_code", "naf_rev2_code")
+
+
+def _keep_rev2_code(conn: psycopg.Connection, *, naf25_given: bool) -> None:
+    """Staged NAF 2025 rows whose activity only switched nomenclature keep the rév. 2 code of
+    the stored row, so that their trade stays the one it was (docs/data-model.md, "NAF 2025").
+
+    A switch alone: the stored row is rév. 2 and its NAF 2025 code is the staged code (or,
+    when it has none, INSEE's correspondence pairs its rév. 2 code with the staged code), or
+    the stored row is NAF 2025 already with the same code. Any other NAF 2025 row is a real
+    change of activity, mapped through NAF 2025."""
+    if not naf25_given:
+        return
+    conn.execute(
+        sql.SQL(
+            """
+            UPDATE {stage} s
+            SET naf_rev2_code = CASE WHEN e.naf_nomenclature = 'NAFRev2' THEN e.naf_code
+                                     ELSE e.naf_rev2_code END
+            FROM {existing} e
+            WHERE e.siret = s.siret AND s.naf_nomenclature = 'NAF2025'
+              AND CASE
+                  WHEN e.naf_nomenclature = 'NAFRev2' THEN coalesce(
+                      e.naf25_code = s.naf_code,
+                      EXISTS (SELECT 1 FROM ref_naf_correspondence c
+                              WHERE c.naf_rev2 = e.naf_code AND c.naf2025 = s.naf_code))
+                  WHEN e.naf_nomenclature = 'NAF2025' THEN e.naf_code = s.naf_code
+                  ELSE false
+              END
+            """
+        ).format(stage=sql.Identifier(_STAGE), existing=sql.Identifier(_EXISTING))
+    )
+
+
 def upsert_entreprises(
     conn: psycopg.Connection,
     columns: Sequence[str],
@@ -137,6 +171,11 @@ def upsert_entreprises(
     if labels is not None:
         columns.append("naf_libelle")
 
+    # The rév. 2 code kept across a switch to NAF 2025 (`_keep_rev2_code`).
+    keeps_rev2 = "naf_nomenclature" in columns and "naf_rev2_code" not in columns
+    computed = [c for c in ("siren", "naf_libelle") if c not in columns]
+    if keeps_rev2:
+        computed.append("naf_rev2_code")
     counts = UpsertCounts(
         staged=stage(
             conn,
@@ -144,7 +183,7 @@ def upsert_entreprises(
             like="enterprise_entreprise",
             columns=columns,
             rows=staged_rows,
-            computed=dict.fromkeys(c for c in ("siren", "naf_libelle") if c not in columns),
+            computed=dict.fromkeys(computed),
         )
     )
     if not counts.staged:
@@ -157,6 +196,8 @@ def upsert_entreprises(
     data_columns = [c for c in dict.fromkeys([*columns, "siren", "naf_libelle"]) if c != "siret"]
     if "naf_code" not in columns:
         data_columns.remove("naf_libelle")
+    if keeps_rev2:
+        data_columns.append("naf_rev2_code")
     if mapping_version is not None:
         conn.execute(f"ALTER TABLE {_STAGE} ADD COLUMN mapping_version smallint DEFAULT {int(mapping_version)}")
         data_columns.append("mapping_version")
@@ -173,13 +214,17 @@ def upsert_entreprises(
             existing=sql.Identifier(_EXISTING),
             cols=sql.SQL(", ").join(
                 sql.Identifier(c)
-                for c in dict.fromkeys([*data_columns, "date_dernier_traitement"])
+                for c in dict.fromkeys(
+                    [*data_columns, "date_dernier_traitement", *(_NAF_COLUMNS if keeps_rev2 else ())]
+                )
                 if c != "is_active"
             ),
         ),
         (sirets,),
     )
     analyze_stage(conn, _EXISTING, ["siret"])
+    if keeps_rev2:
+        _keep_rev2_code(conn, naf25_given="naf25_code" in columns)
 
     old_cols = sql.SQL(", ").join(sql.SQL("e.{}").format(sql.Identifier(c)) for c in data_columns)
     new_cols = sql.SQL(", ").join(new_value(c, keep_existing_when_null, "s", "e") for c in data_columns)

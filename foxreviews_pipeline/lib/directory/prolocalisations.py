@@ -30,6 +30,11 @@ class ProLocalisationCounts:
     reactivated: int = 0
     deactivated: int = 0
     not_published: int = 0  # active, but their diffusion status forbids a page
+    # Active, with a NAF 2025 code of the list not mapped yet and no trade to keep: waiting
+    # for the mapping, not a sign of unknown codes (the trades_resolved gate leaves them out).
+    trade_pending: int = 0
+    # How the NAF 2025 rules applied (`NAF2025_COUNTS`).
+    naf2025: dict[str, int] = field(default_factory=dict)
     deactivated_by_reason: dict[str, int] = field(default_factory=dict)
     unmatched_by_reason: dict[str, int] = field(default_factory=dict)
     # A few of the day's active establishments left without a ville / a trade, for the audit.
@@ -48,12 +53,13 @@ class ProLocalisationCounts:
         """Add another batch's counts to these (samples kept to SAMPLE_SIZE)."""
         for name in (
             "establishments", "active", "ville_resolved", "trade_resolved", "desired",
-            "created", "reactivated", "deactivated", "not_published",
+            "created", "reactivated", "deactivated", "not_published", "trade_pending",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for mine, theirs in (
             (self.deactivated_by_reason, other.deactivated_by_reason),
             (self.unmatched_by_reason, other.unmatched_by_reason),
+            (self.naf2025, other.naf2025),
         ):
             for reason, n in theirs.items():
                 mine[reason] = mine.get(reason, 0) + n
@@ -69,21 +75,49 @@ class ProLocalisationCounts:
 # missing (resolved afterwards, see `_resolve_by_postal_code`).
 _RESOLVED = """
     SELECT e.id AS entreprise_id, e.siret, e.is_active, e.naf_code, e.naf_nomenclature,
-           e.code_commune, v.id AS ville_id, e.code_postal, e.ville_nom,
+           e.naf25_code, e.code_commune, v.id AS ville_id, e.code_postal, e.ville_nom,
            entreprise_publishable(e.statut_diffusion, e.nom, e.source) AS publishable,
-           m.sous_categorie_id, m.excluded_reason,
+           m.sous_categorie_id, m.excluded_reason, m.nomenclature AS mapped_through,
            (m.naf_code IS NOT NULL) AS naf_known,
+           (n.code IS NOT NULL) AS naf_listed,
+           -- Mapped through rév. 2 while NAF 2025 says another trade: rév. 2 decides.
+           (m.nomenclature = 'NAFRev2' AND o.naf_code IS NOT NULL
+            AND o.sous_categorie_id IS DISTINCT FROM m.sous_categorie_id) AS trades_differ,
+           false AS trade_kept,
            (sub.id IS NOT NULL AND sub.is_active AND cat.is_active) AS trade_active
     FROM enterprise_entreprise e
     LEFT JOIN location_commune_alias a ON a.code_insee = e.code_commune
     LEFT JOIN location_ville v ON v.code_insee = coalesce(a.ville_code_insee, e.code_commune)
                               AND v.is_active
-    LEFT JOIN ref_naf_mapping m ON m.nomenclature = e.naf_nomenclature AND m.naf_code = e.naf_code
+    -- Through the nomenclature the record states; a NAF 2025 record whose activity only
+    -- switched nomenclature through the rév. 2 code it kept (docs/data-model.md, "NAF 2025").
+    LEFT JOIN ref_naf_mapping m
+        ON m.nomenclature = CASE WHEN e.naf_rev2_code IS NOT NULL AND e.naf_nomenclature = 'NAF2025'
+                                 THEN 'NAFRev2' ELSE e.naf_nomenclature END
+       AND m.naf_code = CASE WHEN e.naf_rev2_code IS NOT NULL AND e.naf_nomenclature = 'NAF2025'
+                             THEN e.naf_rev2_code ELSE e.naf_code END
+    LEFT JOIN ref_naf_mapping o ON o.nomenclature = 'NAF2025' AND o.naf_code = e.naf25_code
+    LEFT JOIN ref_naf_nomenclature n ON n.nomenclature = e.naf_nomenclature AND n.code = e.naf_code
     LEFT JOIN subcategory_souscategorie sub ON sub.id = m.sous_categorie_id
     LEFT JOIN category_categorie cat ON cat.id = sub.categorie_id
     -- An array through the SIRET index: the plan stays an index lookup per establishment
     -- whatever the size of the table or the freshness of its statistics.
     WHERE e.siret = ANY(%b)
+"""
+
+# Why an active establishment has no page; the first that applies.
+_UNMATCHED_REASON = """
+    CASE
+        WHEN naf_code IS NULL THEN 'no_naf_code'
+        WHEN coalesce(naf_nomenclature, '') NOT IN ('NAFRev2', 'NAF2025') THEN 'old_naf_nomenclature'
+        WHEN NOT naf_known AND NOT trade_kept AND naf_nomenclature = 'NAF2025' AND naf_listed
+            THEN 'naf2025_unmapped'
+        WHEN NOT naf_known AND NOT trade_kept THEN 'naf_code_unknown'
+        WHEN excluded_reason IS NOT NULL THEN 'naf_excluded'
+        WHEN NOT trade_active THEN 'trade_inactive'
+        WHEN ville_id IS NULL AND code_commune IS NULL THEN 'no_commune'
+        WHEN ville_id IS NULL THEN 'commune_unknown'
+    END
 """
 
 
@@ -115,6 +149,42 @@ def _stage_resolved(conn: psycopg.Connection, scope: list[str]) -> None:
     conn.execute(f"CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}", (scope,))
     analyze_stage(conn, "stage_proloc_resolved", ["entreprise_id", "ville_id", "code_commune"])
     _resolve_by_postal_code(conn)
+    _keep_trades(conn)
+
+
+# The NAF 2025 figures of a batch's active establishments (ProLocalisationCounts.naf2025).
+NAF2025_COUNTS: dict[str, str] = {
+    "stated_naf2025": "the activity is stated in NAF 2025",
+    "kept_rev2_trade": "NAF 2025 by a switch alone: mapped through the rév. 2 code kept",
+    "mapped_naf2025": "mapped through the NAF 2025 mapping",
+    "naf2025_unmapped": "a NAF 2025 code of the list that is not mapped yet",
+    "unmapped_kept_trade": "of those, establishments that keep the trade of their page",
+    "trades_differ": "rév. 2 and NAF 2025 point to different trades: the rév. 2 trade is kept",
+}
+
+
+def _keep_trades(conn: psycopg.Connection) -> None:
+    """Establishments whose NAF 2025 code is not mapped yet keep the trade of their active
+    page: a code waiting for review never retires a page."""
+    conn.execute(
+        """
+        UPDATE stage_proloc_resolved r
+        SET sous_categorie_id = k.sous_categorie_id, excluded_reason = NULL,
+            trade_kept = true, trade_active = k.trade_active
+        FROM (
+            SELECT DISTINCT ON (p.entreprise_id) p.entreprise_id, p.sous_categorie_id,
+                   (sub.is_active AND cat.is_active) AS trade_active
+            FROM enterprise_prolocalisation p
+            JOIN subcategory_souscategorie sub ON sub.id = p.sous_categorie_id
+            JOIN category_categorie cat ON cat.id = sub.categorie_id
+            WHERE p.is_active AND p.entreprise_id IN (
+                SELECT entreprise_id FROM stage_proloc_resolved
+                WHERE naf_nomenclature = 'NAF2025' AND NOT naf_known AND naf_listed)
+            ORDER BY p.entreprise_id, p.id
+        ) k
+        WHERE r.entreprise_id = k.entreprise_id
+        """
+    )
 
 
 def _count_resolution(conn: psycopg.Connection, counts: ProLocalisationCounts) -> None:
@@ -124,37 +194,40 @@ def _count_resolution(conn: psycopg.Connection, counts: ProLocalisationCounts) -
             """
             SELECT count(*), count(*) FILTER (WHERE ville_id IS NOT NULL),
                    count(*) FILTER (WHERE sous_categorie_id IS NOT NULL AND trade_active),
-                   count(*) FILTER (WHERE NOT publishable)
+                   count(*) FILTER (WHERE NOT publishable),
+                   count(*) FILTER (WHERE naf_nomenclature = 'NAF2025' AND NOT naf_known
+                                    AND naf_listed AND NOT trade_kept),
+                   count(*) FILTER (WHERE naf_nomenclature = 'NAF2025'),
+                   count(*) FILTER (WHERE naf_nomenclature = 'NAF2025' AND mapped_through = 'NAFRev2'),
+                   count(*) FILTER (WHERE mapped_through = 'NAF2025'),
+                   count(*) FILTER (WHERE naf_nomenclature = 'NAF2025' AND NOT naf_known AND naf_listed),
+                   count(*) FILTER (WHERE trade_kept),
+                   count(*) FILTER (WHERE trades_differ)
             FROM stage_proloc_resolved WHERE is_active
             """
         )
     )
-    counts.active, counts.ville_resolved, counts.trade_resolved, counts.not_published = row
+    (
+        counts.active, counts.ville_resolved, counts.trade_resolved, counts.not_published,
+        counts.trade_pending, *naf2025,
+    ) = row
+    counts.naf2025 = dict(zip(NAF2025_COUNTS, naf2025, strict=True))
     counts.unresolved_ville_sample = _sample(
         conn, "ville_id IS NULL", "siret, code_commune, code_postal, ville_nom"
     )
     counts.unresolved_trade_sample = _sample(
         conn,
         "(sous_categorie_id IS NULL OR NOT trade_active)",
-        "siret, naf_code, naf_nomenclature, excluded_reason",
+        "siret, naf_code, naf_nomenclature, naf25_code, excluded_reason",
     )
     counts.unmatched_by_reason = _unmatched_by_reason(conn)
 
 
 def _unmatched_by_reason(conn: psycopg.Connection) -> dict[str, int]:
     rows = conn.execute(
-        """
+        f"""
         SELECT reason, count(*) FROM (
-            SELECT CASE
-                WHEN naf_code IS NULL THEN 'no_naf_code'
-                WHEN coalesce(naf_nomenclature, '') <> 'NAFRev2' THEN 'old_naf_nomenclature'
-                WHEN NOT naf_known THEN 'naf_code_unknown'
-                WHEN excluded_reason IS NOT NULL THEN 'naf_excluded'
-                WHEN NOT trade_active THEN 'trade_inactive'
-                WHEN ville_id IS NULL AND code_commune IS NULL THEN 'no_commune'
-                WHEN ville_id IS NULL THEN 'commune_unknown'
-            END AS reason
-            FROM stage_proloc_resolved WHERE is_active
+            SELECT {_UNMATCHED_REASON} AS reason FROM stage_proloc_resolved WHERE is_active
         ) r WHERE reason IS NOT NULL GROUP BY reason ORDER BY reason
         """
     )

@@ -169,8 +169,9 @@ def load_trade_taxonomy(conn: psycopg.Connection, taxonomy: Taxonomy) -> Taxonom
     stage(
         conn, "stage_naf_mapping",
         like="ref_naf_mapping",
-        columns=("nomenclature", "naf_code", "sous_categorie", "excluded_reason"),
-        rows=((m.nomenclature, m.naf_code, m.sous_categorie, m.excluded_reason) for m in taxonomy.mappings),
+        columns=("nomenclature", "naf_code", "sous_categorie", "excluded_reason", "basis"),
+        rows=((m.nomenclature, m.naf_code, m.sous_categorie, m.excluded_reason, "reviewed")
+              for m in taxonomy.mappings),
         types={"sous_categorie": "text"},
         computed={"sous_categorie_id": "bigint"},
         primary_key=("nomenclature", "naf_code"),
@@ -182,12 +183,13 @@ def load_trade_taxonomy(conn: psycopg.Connection, taxonomy: Taxonomy) -> Taxonom
     upserted = upsert(
         conn, "ref_naf_mapping", stage_name="stage_naf_mapping",
         key=("nomenclature", "naf_code"),
-        columns=("nomenclature", "naf_code", "sous_categorie_id", "excluded_reason"),
+        columns=("nomenclature", "naf_code", "sous_categorie_id", "excluded_reason", "basis"),
     )
-    # Only the nomenclatures the file carries: a NAF 2025 mapping loaded from elsewhere stays.
+    # Reviewed rows that left the file; rows learned from the directory (lib/reference/
+    # naf2025.py) are rewritten by their own step.
     deleted = _count(conn, """
         DELETE FROM ref_naf_mapping t
-        WHERE t.nomenclature IN (SELECT DISTINCT nomenclature FROM stage_naf_mapping)
+        WHERE t.basis = 'reviewed'
           AND NOT EXISTS (SELECT 1 FROM stage_naf_mapping m
                           WHERE m.nomenclature = t.nomenclature AND m.naf_code = t.naf_code)
         RETURNING 1

