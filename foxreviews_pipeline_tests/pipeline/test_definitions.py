@@ -39,6 +39,7 @@ EXPECTED_SCHEDULES = {
     "sirene_daily_schedule": "0 8 * * *",
     "ville_stats_nightly": "0 2 * * *",
     "cleanup_weekly": "0 3 * * 0",
+    "naf2025_mapping_nightly": "30 1 * * *",
 }
 EXPECTED_SENSORS = {"upload_sensor", "ville_stats_after_import"}
 

@@ -12,6 +12,7 @@ from dagster._utils.schedules import schedule_execution_time_iterator
 
 from foxreviews_pipeline.defs.directory.ville_stats import ville_stats_nightly_schedule
 from foxreviews_pipeline.defs.maintenance.cleanup import cleanup_schedule
+from foxreviews_pipeline.defs.reference.definitions import naf2025_mapping_nightly_schedule
 from foxreviews_pipeline.defs.sirene.jobs import sirene_daily_job
 from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
 from foxreviews_pipeline.defs.sirene.schedules import sirene_daily_schedule
@@ -73,8 +74,9 @@ WINDOWS = [
         (sirene_daily_schedule, "0 8 * * *", "sirene_daily"),
         (ville_stats_nightly_schedule, "0 2 * * *", "ville_stats_refresh"),
         (cleanup_schedule, "0 3 * * 0", "cleanup"),
+        (naf2025_mapping_nightly_schedule, "30 1 * * *", "naf2025_mapping"),
     ],
-    ids=["sirene_daily", "ville_stats_nightly", "cleanup_weekly"],
+    ids=["sirene_daily", "ville_stats_nightly", "cleanup_weekly", "naf2025_mapping_nightly"],
 )
 def test_cron_timezone_and_default_status(schedule, cron, job_name):
     assert schedule.cron_schedule == cron

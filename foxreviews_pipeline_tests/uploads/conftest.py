@@ -41,12 +41,16 @@ def seed_reference(conn: psycopg.Connection) -> None:
           ('10.71C', 'Boulangerie et boulangerie-pâtisserie', 'C', '10', '10.7', '10.71'),
           ('43.22A', 'Travaux d''installation d''eau et de gaz en tous locaux', 'F', '43', '43.2', '43.22'),
           ('62.01Z', 'Programmation informatique', 'J', '62', '62.0', '62.01');
+        INSERT INTO ref_naf_nomenclature (nomenclature, code, libelle, section, division, groupe, classe)
+        VALUES ('NAF2025', '10.71H', 'Boulangerie et boulangerie-pâtisserie', 'C', '10', '10.7', '10.71');
         INSERT INTO category_categorie (id, slug, nom) VALUES
           (1, 'alimentation', 'Alimentation'), (2, 'batiment', 'Bâtiment');
         INSERT INTO subcategory_souscategorie (id, categorie_id, slug, nom) VALUES
           (10, 1, 'boulangerie-patisserie', 'Boulangerie-pâtisserie'), (20, 2, 'plombier', 'Plombier');
         INSERT INTO ref_naf_mapping (naf_code, sous_categorie_id, excluded_reason) VALUES
           ('10.71C', 10, NULL), ('43.22A', 20, NULL), ('62.01Z', NULL, 'not a consumer trade');
+        INSERT INTO ref_naf_mapping (nomenclature, naf_code, sous_categorie_id, basis) VALUES
+          ('NAF2025', '10.71H', 10, 'evidence');
         INSERT INTO location_ville (id, code_insee, nom, slug, nom_normalise, code_postal_principal,
                                     codes_postaux, departement, region, population) VALUES
           (100, '69123', 'Lyon', 'lyon', 'lyon', '69001', '["69001","69002","69003"]', '69',

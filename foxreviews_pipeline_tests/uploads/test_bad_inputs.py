@@ -227,7 +227,7 @@ CASES = [
         "entreprises.csv",
         HEADER + GOOD_ROW.replace("10.71C", "99.99Z"),
         "unknown_naf_code",
-        "unknown NAF code 99.99Z (not in the NAF rév. 2 nomenclature)",
+        "unknown NAF code 99.99Z (neither a NAF rév. 2 nor a NAF 2025 code)",
         row=2,
         column="naf_code",
         total_rows=1,

@@ -166,12 +166,26 @@ def test_mixed_file_ends_partial_with_exactly_its_good_rows(env: UploadEnv):
             "row": 6,
             "column": "naf_code",
             "code": "unknown_naf_code",
-            "reason": "unknown NAF code 99.99Z (not in the NAF rév. 2 nomenclature)",
+            "reason": "unknown NAF code 99.99Z (neither a NAF rév. 2 nor a NAF 2025 code)",
         },
     ]
     assert [r[0] for r in entreprises(env)] == sorted([SIRET_A, SIRET_C])
     assert log["stored_path"].startswith("archive/")
     assert env.files("rejected") == []
+
+
+def test_a_naf2025_code_is_stored_in_its_nomenclature_and_maps_to_its_trade(env: UploadEnv):
+    env.drop("entreprises_2027.csv", f"siret,nom,code_postal,ville_nom,naf_code\n{SIRET_A},BOULANGERIE MARTIN,69001,Lyon,10.71H\n")
+    _, outcome = env.process("entreprises_2027.csv")
+    assert_success(env, outcome, 1)
+    assert env.query(
+        "SELECT naf_code, naf_nomenclature, naf_libelle FROM enterprise_entreprise WHERE siret = %s",
+        (SIRET_A,),
+    ) == [("10.71H", "NAF2025", "Boulangerie et boulangerie-pâtisserie")]
+    assert env.query(
+        "SELECT p.sous_categorie_id FROM enterprise_prolocalisation p "
+        "JOIN enterprise_entreprise e ON e.id = p.entreprise_id WHERE p.is_active"
+    ) == [(10,)]
 
 
 def test_empty_cells_and_missing_columns_never_blank_stored_values(env: UploadEnv):

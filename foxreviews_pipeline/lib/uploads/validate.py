@@ -527,7 +527,7 @@ def check_known_naf(validated: Validated, known: Iterable[str]) -> None:
                 RowError(
                     row.row,
                     "naf_code",
-                    f"unknown NAF code {code} (not in the NAF rév. 2 nomenclature)",
+                    f"unknown NAF code {code} (neither a NAF rév. 2 nor a NAF 2025 code)",
                     "unknown_naf_code",
                 )
             )

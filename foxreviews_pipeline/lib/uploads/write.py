@@ -54,14 +54,17 @@ class WriteResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def known_naf_codes(conn: psycopg.Connection, codes: set[str]) -> set[str]:
+def known_naf_codes(conn: psycopg.Connection, codes: set[str]) -> dict[str, str]:
+    """code → its nomenclature, for the codes of `codes` that NAF rév. 2 or NAF 2025 lists
+    (the two share no code, so a code names its nomenclature)."""
     if not codes:
-        return set()
+        return {}
     found = conn.execute(
-        "SELECT code FROM ref_naf_nomenclature WHERE nomenclature = 'NAFRev2' AND code = ANY(%s)",
+        "SELECT code, nomenclature FROM ref_naf_nomenclature "
+        "WHERE nomenclature IN ('NAFRev2', 'NAF2025') AND code = ANY(%s)",
         (sorted(codes),),
     ).fetchall()
-    return {code for (code,) in found}
+    return dict(found)
 
 
 def write(
@@ -102,9 +105,12 @@ def write_entreprises(
         for r in rows:
             if r.values.get("is_active") is None:
                 r.values["is_active"] = stored.get(r.values["siret"], True)
-    for r in rows:
-        if "naf_code" in columns:
-            r.values["naf_nomenclature"] = "NAFRev2" if r.values.get("naf_code") else None
+    if "naf_code" in columns:
+        nomenclature_of = known_naf_codes(
+            conn, {code for r in rows if (code := r.values.get("naf_code"))}
+        )
+        for r in rows:
+            r.values["naf_nomenclature"] = nomenclature_of.get(r.values.get("naf_code") or "")
     withheld = _withhold_personal_fields(conn, rows, columns)
     counts = upsert_entreprises(
         conn,
