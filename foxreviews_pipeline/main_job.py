@@ -221,12 +221,15 @@ def run_day(day: str | None, settings: Settings) -> int:
     ent = daily.get("entreprises", {})
     pl = daily.get("pro_localisations", {})
     vs = stats.get("ville_stats", {})
+    tx = ref.get("trade_taxonomy", {})
+    n25 = pl.get("naf2025") or {}
     checks = [ref["__checks__"], daily["__checks__"], stats["__checks__"]]
     passed = sum(c["passed"] for c in checks)
     failed = [name for c in checks for name in c["failed"]]
     lines = [
         f"Day {target}: done in {elapsed:.1f} s",
-        f"  reference      NAF codes {ref.get('naf_nomenclature', {}).get('rows', '?')}, "
+        f"  reference      NAF codes {ref.get('naf_nomenclature', {}).get('rows_naf_rev2', '?')} rév. 2 "
+        f"+ {ref.get('naf_nomenclature', {}).get('rows_naf2025', '?')} NAF 2025, "
         f"villes {ref.get('villes', {}).get('rows', '?')}",
         f"  landed         {raw.get('rows', 0)} records in {raw.get('api_calls', 0)} API calls "
         f"({raw.get('retries', 0)} retries, {raw.get('http_429', 0)} × 429)",
@@ -234,6 +237,11 @@ def run_day(day: str | None, settings: Settings) -> int:
         f"{ent.get('closed', 0)} closed, {ent.get('unchanged', 0)} unchanged, {ent.get('rejected', 0)} rejected",
         f"  ProLocalisations {pl.get('created', 0)} created, {pl.get('reactivated', 0)} reactivated, "
         f"{pl.get('deactivated', 0)} retired, {pl.get('unmatched', 0)} unmatched",
+        f"  NAF 2025       {n25.get('stated_naf2025', 0)} active establishments stated in NAF 2025 "
+        f"({n25.get('kept_rev2_trade', 0)} kept their rév. 2 trade, {n25.get('mapped_naf2025', 0)} mapped "
+        f"through NAF 2025, {n25.get('naf2025_unmapped', 0)} waiting for a mapping); mapping "
+        f"{tx.get('naf2025_mapped', '?')} of {tx.get('naf2025_codes', '?')} codes, "
+        f"{tx.get('naf2025_to_review', '?')} to review",
         f"  ville_stats    {vs.get('total_entreprises_actives', '?')} active entreprises, "
         f"{vs.get('total_prolocalisations_actives', '?')} active ProLocalisations",
         f"  checks         {passed} passed" + (f", FAILED: {', '.join(failed)}" if failed else ""),

@@ -243,6 +243,7 @@ def test_interrupted_load_keeps_whole_batches_and_a_rerun_converges(seeded, new_
         kept, orphans = conn.execute(
             """
             SELECT count(*), count(*) FILTER (WHERE e.is_active AND m.sous_categorie_id IS NOT NULL
+                                              AND entreprise_publishable(e.statut_diffusion, e.nom, e.source)
                                               AND NOT EXISTS (SELECT 1 FROM enterprise_prolocalisation p
                                                               WHERE p.entreprise_id = e.id))
             FROM enterprise_entreprise e

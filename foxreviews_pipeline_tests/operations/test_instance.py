@@ -51,6 +51,23 @@ def test_the_instance_uses_dagster_postgres_documented_storage():
     assert not (PROJECT_ROOT / "dagster.yaml").exists()  # no second, unused instance file
 
 
+def test_run_retries_never_rerun_a_run_the_code_failed_on_purpose(tmp_path, monkeypatch):
+    """A held-back day or a permanent error fails its step; the daemon's run retries are for
+    runs that died, so a failed step is not retried as a whole run."""
+    import dagster as dg
+
+    home = tmp_path / "dagster"
+    write_instance_yaml(home)
+    # The instance as the daemon reads it, on SQLite storage: only its settings are read.
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    config.pop("storage")
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.run_retries_enabled
+        assert instance.run_retries_max_retries == 2
+        assert instance.run_retries_retry_on_asset_or_op_failure is False
+
+
 def test_the_instance_file_is_a_copy_of_the_template(tmp_path):
     target = write_instance_yaml(tmp_path / "dagster")
     assert yaml.safe_load(target.read_text()) == yaml.safe_load(TEMPLATE.read_text())

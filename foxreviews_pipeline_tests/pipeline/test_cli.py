@@ -17,6 +17,7 @@ from foxreviews_pipeline.lib.db.server import with_database
 from foxreviews_pipeline.lib.settings import PROJECT_ROOT
 
 DAY = "2026-11-20"
+NEXT_DAY = "2026-11-21"
 
 
 def _env() -> dict[str, str]:
@@ -46,7 +47,8 @@ def test_the_main_command_runs_a_day_end_to_end(platform_env, dagster_storage_db
     assert f"Day {DAY}: done in" in out
     for label in ("reference", "landed", "entreprises", "ProLocalisations", "ville_stats", "checks"):
         assert re.search(rf"^\s+{label}\s", out, re.M), f"no {label!r} line in:\n{out}"
-    assert re.search(r"^\s+reference\s+NAF codes 732, villes 3\d{4}$", out, re.M), out
+    assert re.search(r"^\s+reference\s+NAF codes 732 rév. 2 \+ 747 NAF 2025, villes 3\d{4}$", out, re.M), out
+    assert re.search(r"^\s+NAF 2025\s+0 active establishments stated in NAF 2025 .*; mapping \d+ of 747 codes", out, re.M), out
     assert re.search(r"^\s+landed\s+35000 records in \d+ API calls \(0 retries, 0 × 429\)$", out, re.M), out
     assert re.search(r"^\s+checks\s+15 passed$", out, re.M), out
 
@@ -64,6 +66,30 @@ def test_the_main_command_runs_a_day_end_to_end(platform_env, dagster_storage_db
     with psycopg.connect(dagster_url) as conn:
         jobs = [j for (j,) in conn.execute("SELECT pipeline_name FROM runs ORDER BY create_timestamp")]
     assert jobs == ["reference_data", "sirene_daily", "ville_stats_refresh"]
+
+    # A sample switch day: the next day's records state their activity in NAF 2025. It is
+    # published, and the establishments of the first day keep their pages.
+    pages = "SELECT count(*) FROM enterprise_prolocalisation WHERE is_active"
+    before = _count(database_url, pages)
+    switch = subprocess.run(
+        [*_foxreviews(), "run-day", "--date", NEXT_DAY],
+        cwd=PROJECT_ROOT, env={**_env(), "FOXREVIEWS_SAMPLE_NAF2025_FROM": NEXT_DAY},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert switch.returncode == 0, switch.stderr[-3000:]
+    out = switch.stdout
+    assert re.search(r"^\s+checks\s+15 passed$", out, re.M), out
+    stated = int(re.search(r"NAF 2025\s+(\d+) active establishments stated in NAF 2025", out).group(1))
+    assert stated > 20_000
+    kept = int(re.search(r"\((\d+) kept their rév. 2 trade", out).group(1))
+    assert kept == _count(
+        database_url,
+        "SELECT count(*) FROM enterprise_entreprise WHERE naf_rev2_code IS NOT NULL AND is_active",
+    ) > 0
+    assert re.search(r"ProLocalisations \d+ created, \d+ reactivated, 0 retired", out) or _count(
+        database_url, "SELECT count(*) FROM enterprise_prolocalisation WHERE deactivation_reason LIKE 'trade%'"
+    ) == 0, out
+    assert _count(database_url, pages) > before
 
 
 @pytest.mark.slow

@@ -289,7 +289,7 @@ def test_informations_tell_whether_a_day_is_published(server):
     server.last_processed_at = datetime(2025, 3, 11, 7, 21, 46, 628000)
     client = make_client(server)
     info = client.informations()
-    assert client.last_processed_date(info) == date(2025, 3, 11)
+    assert client.publication(date(2025, 3, 10), info).last_processed_at.date() == date(2025, 3, 11)
     assert client.is_day_published(date(2025, 3, 10), info)
     assert not client.is_day_published(date(2025, 3, 11), info)
     assert client.is_day_published(date(2025, 3, 9))

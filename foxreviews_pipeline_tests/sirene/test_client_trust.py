@@ -106,22 +106,52 @@ def _establishments(document: dict) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("change", "named"),
+    "change",
     [
-        (lambda d: _establishments(d).pop("dateDerniereMiseADisposition"), "dateDerniereMiseADisposition"),
+        lambda d: d.pop("etatsDesServices"),
+        lambda d: d.pop("etatService"),
+        lambda d: d.update(etatsDesServices="UP"),
+        lambda d: d.update(etatsDesServices=[{"Collection": "Établissements"}]),
+        # Field names in other letter case.
+        lambda d: d.update(EtatService=d.pop("etatService"), EtatsDesServices=d.pop("etatsDesServices")),
+        lambda d: d.update(
+            DatesDernieresMisesAJourDesDonnees=[
+                {k[0].upper() + k[1:]: v for k, v in c.items()}
+                for c in d.pop("datesDernieresMisesAJourDesDonnees")
+            ]
+        ),
+    ],
+    ids=["no_etatsDesServices", "no_etatService", "not_a_list", "no_etatCollection",
+         "capitalised_states", "capitalised_dates"],
+)
+def test_optional_informations_fields_never_hold_a_published_day(server, change):
+    """Every field of `/informations` is optional in INSEE's OpenAPI: a state not reported is
+    not a reason to wait; the publication dates alone decide."""
+    server.last_processed_at = datetime(2026, 8, 5, 0, 5, 52, 648000)
+    server.made_available_at = datetime(2026, 8, 5, 7, 20, 43)
+    server.informations_document = _informations_with(server, change)
+    publication = make_client(server).publication(date(2026, 8, 4))
+    assert publication.complete, publication.describe()
+    assert not make_client(server).publication(date(2026, 8, 5)).complete
+
+
+@pytest.mark.parametrize(
+    ("change", "missing"),
+    [
+        (lambda d: _establishments(d).pop("dateDerniereMiseADisposition"), "dateDerniereMiseADisposition=missing"),
         (lambda d: _establishments(d).update(dateDernierTraitementMaximum="hier soir"),
-         "dateDernierTraitementMaximum"),
-        (lambda d: d.pop("etatsDesServices"), "etatsDesServices"),
-        (lambda d: d.pop("etatService"), "etatService"),
-        (lambda d: d.update(datesDernieresMisesAJourDesDonnees=[]), "datesDernieresMisesAJourDesDonnees"),
+         "dateDernierTraitementMaximum=missing"),
+        (lambda d: d.update(datesDernieresMisesAJourDesDonnees=[]), "dateDerniereMiseADisposition=missing"),
+        (lambda d: d.pop("datesDernieresMisesAJourDesDonnees"), "dateDernierTraitementMaximum=missing"),
     ],
 )
-def test_missing_or_malformed_informations_name_the_field(server, change, named):
-    server.last_processed_at = datetime(2026, 8, 5, 0, 5, 52, 648000)
+def test_missing_or_unreadable_dates_leave_the_day_waiting_and_say_which(server, change, missing):
+    server.last_processed_at = datetime(2026, 8, 3, 23, 50)
+    server.made_available_at = datetime(2026, 8, 4, 6, 10)
     server.informations_document = _informations_with(server, change)
-    with pytest.raises(InseeApiError, match=named) as caught:
-        make_client(server).publication(date(2026, 8, 4))
-    assert "/informations" in str(caught.value)
+    publication = make_client(server).publication(date(2026, 8, 4))
+    assert not publication.complete
+    assert missing in publication.describe()
 
 
 # -- counts against header.total --------------------------------------------------------

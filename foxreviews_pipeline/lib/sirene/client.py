@@ -28,7 +28,7 @@ import math
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -66,6 +66,7 @@ MAX_GET_PARAMS_LENGTH = 2000
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # INSEE spells it "Établissements"; compared without accents or case.
 ESTABLISHMENTS_COLLECTION = "etablissements"
+ESTABLISHMENTS_LABEL = "Établissements"
 # A day is about 35,000 records; a day beyond this is a mass update better read from the
 # stock file (at 30 requests a minute, a million records already take 33 minutes).
 MAX_DAY_RECORDS = 1_000_000
@@ -273,8 +274,12 @@ class Publication:
         )
 
 
+# What a state INSEE did not report reads as: only a state reported, and not UP, is "down".
+NOT_REPORTED = "not reported"
+
+
 def _is_up(state: str) -> bool:
-    return state.strip().upper() == "UP"
+    return state == NOT_REPORTED or state.strip().upper() == "UP"
 
 
 def _stamp(value: datetime | None) -> str:
@@ -285,65 +290,67 @@ def _informations_error(message: str) -> InseeApiError:
     return InseeApiError(f"INSEE /informations: {message}", path="/informations")
 
 
-def _paris_time(value: Any, field: str, collection: str) -> datetime:
-    """A Paris local time from `/informations` (INSEE sends no offset; one is converted)."""
+def _field(document: Mapping[str, Any], name: str) -> Any:
+    """A field of `/informations` in any letter case, None when absent: INSEE's OpenAPI makes
+    every field of the document optional."""
+    if name in document:
+        return document[name]
+    wanted = name.casefold()
+    for key, value in document.items():
+        if str(key).casefold() == wanted:
+            return value
+    return None
+
+
+def _paris_time(value: Any) -> datetime | None:
+    """A Paris local time from `/informations` (INSEE sends no offset; one is converted);
+    None when missing or unreadable: the day then waits, as any day not published yet."""
     if not isinstance(value, str) or not value.strip():
-        raise _informations_error(f"{field} of collection {collection!r} is missing or empty")
+        return None
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise _informations_error(
-            f"{field} of collection {collection!r} is not a date-time: {value!r}"
-        ) from None
+        return None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(PARIS).replace(tzinfo=None)
     return parsed
 
 
-def _entry_for_collection(info: dict[str, Any], list_field: str, name_field: str) -> dict[str, Any]:
-    entries = info.get(list_field)
+def _entry_for_collection(
+    info: Mapping[str, Any], list_field: str, name_field: str
+) -> Mapping[str, Any] | None:
+    """The establishments collection's entry of the list `list_field`, if there is one."""
+    entries = _field(info, list_field)
     if not isinstance(entries, list):
-        raise _informations_error(f"{list_field} is missing or not a list")
+        return None
     for entry in entries:
-        if isinstance(entry, dict) and _normalise(str(entry.get(name_field, ""))) == (
+        if isinstance(entry, dict) and _normalise(str(_field(entry, name_field) or "")) == (
             ESTABLISHMENTS_COLLECTION
         ):
             return entry
-    raise _informations_error(
-        f"{list_field} has no entry whose {name_field} is the establishments collection "
-        "('Établissements')"
-    )
+    return None
+
+
+def _state(value: Any) -> str:
+    return value.strip() if isinstance(value, str) and value.strip() else NOT_REPORTED
 
 
 def parse_publication(info: Any, day: date) -> Publication:
-    """Read `/informations` for `day`; an INSEE error naming the field when one is missing
-    or malformed. When the collection is reported down, the dates are optional."""
+    """Read `/informations` for `day`. Every field is optional (INSEE's OpenAPI) and read in
+    any letter case: a state not reported is not "down", and only the publication dates
+    decide; missing or unreadable dates leave the day waiting, within the usual bound."""
     if not isinstance(info, dict):
         raise _informations_error("the answer is not a JSON object")
-    service_state = info.get("etatService")
-    if not isinstance(service_state, str) or not service_state.strip():
-        raise _informations_error("etatService is missing or empty")
-    state_entry = _entry_for_collection(info, "etatsDesServices", "Collection")
-    collection_state = state_entry.get("etatCollection")
-    if not isinstance(collection_state, str) or not collection_state.strip():
-        raise _informations_error("etatCollection of the establishments collection is missing")
-    up = _is_up(service_state) and _is_up(collection_state)
-    available: datetime | None
-    processed: datetime | None
-    try:
-        dates = _entry_for_collection(info, "datesDernieresMisesAJourDesDonnees", "collection")
-        name = str(dates.get("collection"))
-        available = _paris_time(dates.get("dateDerniereMiseADisposition"),
-                                "dateDerniereMiseADisposition", name)
-        processed = _paris_time(dates.get("dateDernierTraitementMaximum"),
-                                "dateDernierTraitementMaximum", name)
-    except InseeApiError:
-        if up:
-            raise
-        # A service reported down may publish no dates: it is waited for either way.
-        name = str(state_entry.get("Collection"))
-        available = processed = None
-    return Publication(day, name, available, processed, service_state, collection_state)
+    state_entry = _entry_for_collection(info, "etatsDesServices", "Collection") or {}
+    dates = _entry_for_collection(info, "datesDernieresMisesAJourDesDonnees", "collection") or {}
+    return Publication(
+        day,
+        str(_field(dates, "collection") or _field(state_entry, "Collection") or ESTABLISHMENTS_LABEL),
+        _paris_time(_field(dates, "dateDerniereMiseADisposition")),
+        _paris_time(_field(dates, "dateDernierTraitementMaximum")),
+        _state(_field(info, "etatService")),
+        _state(_field(state_entry, "etatCollection")),
+    )
 
 
 class InseeClient:
@@ -435,16 +442,6 @@ class InseeClient:
         """Whether `day` is complete at INSEE, and the `/informations` fields that say so."""
         info = informations if informations is not None else self.informations()
         return parse_publication(info, day)
-
-    def last_processed_at(self, informations: dict[str, Any] | None = None) -> datetime:
-        """`dateDernierTraitementMaximum` of the establishments collection (Paris time)."""
-        info = informations if informations is not None else self.informations()
-        dates = _entry_for_collection(info, "datesDernieresMisesAJourDesDonnees", "collection")
-        return _paris_time(dates.get("dateDernierTraitementMaximum"),
-                           "dateDernierTraitementMaximum", str(dates.get("collection")))
-
-    def last_processed_date(self, informations: dict[str, Any] | None = None) -> date:
-        return self.last_processed_at(informations).date()
 
     def is_day_published(self, day: date, informations: dict[str, Any] | None = None) -> bool:
         """Whether `day` is complete at INSEE (see `Publication`)."""
