@@ -103,7 +103,7 @@ def test_partitions_load_what_the_file_holds_and_reload_writes_nothing(database_
     assert sum(rejected.values()) + len(expected) == 2000
     for result in first.values():
         checks = result.get_asset_check_evaluations()
-        assert len(checks) == 6 and all(c.passed for c in checks)
+        assert len(checks) == 7 and all(c.passed for c in checks)
     again = stock_runs.load_all(database_url, home)
     assert all(
         stock_runs.materialization(r, "stock_entreprises")["inserted"]

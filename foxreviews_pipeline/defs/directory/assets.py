@@ -158,6 +158,7 @@ def directory_day(
                 batch_sirets,
                 records=landed.num_rows,
                 invalid_rejected=result.invalid_sirets,
+                unusable_rejected=result.unusable_sirets,
                 prolocalisations=counts,
             )
             hold(outcomes)  # raising here rolls the transaction back: nothing is published

@@ -67,6 +67,12 @@ class SireneSource(dg.ConfigurableResource):
                     allow_retries=False,
                 )
             from foxreviews_pipeline.lib.sirene.stock import read_stock_day
+            from foxreviews_pipeline.lib.sirene.stock_staging import StockFileError
 
-            return sources.land_fetched_day(read_stock_day(Path(self.stock_path), day), day, folder, meta)
+            try:
+                fetched = read_stock_day(Path(self.stock_path), day)
+            except StockFileError as exc:
+                # A file does not mend itself: no retry.
+                raise dg.Failure(str(exc), allow_retries=False) from None
+            return sources.land_fetched_day(fetched, day, folder, meta)
         raise dg.Failure(f"unknown SIRENE source {self.source!r}", allow_retries=False)

@@ -33,6 +33,10 @@ MIN_TRADE_SHARE = 0.25
 # INSEE's identifiers are checked at the source: more than this share of a batch failing
 # Luhn means a corrupt extract, not a few odd records.
 MAX_INVALID_SHARE = 0.01
+# Records rejected for any other reason (today: no usable name). A real day has a handful; a
+# day that names nobody (a stock read without its StockUniteLegale, a broken extract) is not
+# a day to publish.
+MAX_UNUSABLE_SHARE = 0.05
 
 ENTREPRISES = "entreprises"
 PRO_LOCALISATIONS = "pro_localisations"
@@ -42,6 +46,11 @@ BLOCKING_CHECKS: dict[tuple[str, str], str] = {
     (ENTREPRISES, "valid_identifiers"): (
         "Every stored SIRET and SIREN is valid (Luhn; La Poste's rule) and at most "
         f"{MAX_INVALID_SHARE:.0%} of the batch was rejected as an invalid SIRET."
+    ),
+    (ENTREPRISES, "records_usable"): (
+        f"At most {MAX_UNUSABLE_SHARE:.0%} of the batch's records were rejected for a reason "
+        "other than an invalid identifier (no usable name): a batch that names nobody is a "
+        "broken extract."
     ),
     (ENTREPRISES, "one_row_per_siret"): "The batch's records and stored rows hold each SIRET once.",
     (ENTREPRISES, "no_nd_stored"): "INSEE's [ND] mask never reaches the table as if it were data.",
@@ -58,8 +67,14 @@ BLOCKING_CHECKS: dict[tuple[str, str], str] = {
         "nomenclature is not an unknown code)."
     ),
 }
-# Uploads are staff decisions row by row: shares of a batch say nothing about them.
-ROW_CHECKS = tuple(k for k in BLOCKING_CHECKS if k[0] == ENTREPRISES)
+# Checks on shares of a batch's records: they describe INSEE data, so uploads (staff
+# decisions row by row) and single stock batches do not run them.
+SHARE_CHECKS = (
+    (ENTREPRISES, "records_usable"),
+    (PRO_LOCALISATIONS, "villes_resolved"),
+    (PRO_LOCALISATIONS, "trades_resolved"),
+)
+ROW_CHECKS = tuple(k for k in BLOCKING_CHECKS if k not in SHARE_CHECKS)
 
 
 @dataclass(frozen=True)
@@ -185,13 +200,15 @@ def audit_publication(
     *,
     records: int,
     invalid_rejected: Sequence[str] = (),
+    unusable_rejected: Sequence[str] = (),
     prolocalisations: ProLocalisationCounts | None = None,
     checks: Sequence[tuple[str, str]] = tuple(BLOCKING_CHECKS),
 ) -> list[CheckOutcome]:
     """Every blocking check of `checks` on what this transaction sees for `sirets`.
 
     `records` is how many records the batch held (before mapping); `invalid_rejected` the
-    SIRETs the mapping rejected as invalid; `prolocalisations` what the ProLocalisation sync
+    SIRETs the mapping rejected as invalid, `unusable_rejected` those it rejected for another
+    reason; `prolocalisations` what the ProLocalisation sync
     of the batch found (needed for the share checks).
     """
     wanted = set(checks)
@@ -213,6 +230,21 @@ def audit_publication(
                     "invalid_rejected": len(invalid_rejected),
                     "rejected_share": round(invalid_share, 4),
                     "sample": [*audit.invalid_identifiers, *invalid_rejected][:SAMPLE_SIZE],
+                },
+            )
+        )
+    if (ENTREPRISES, "records_usable") in wanted:
+        unusable_share = share(len(unusable_rejected), records) if records else 0.0
+        outcomes.append(
+            CheckOutcome(
+                ENTREPRISES,
+                "records_usable",
+                unusable_share <= MAX_UNUSABLE_SHARE,
+                {
+                    "offending": len(unusable_rejected),
+                    "rejected_share": round(unusable_share, 4),
+                    "records": records,
+                    "sample": list(unusable_rejected[:SAMPLE_SIZE]),
                 },
             )
         )

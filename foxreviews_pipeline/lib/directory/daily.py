@@ -44,6 +44,7 @@ class EntreprisesResult:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     rejected_sample: list[dict[str, str | None]] = field(default_factory=list)
     invalid_sirets: list[str] = field(default_factory=list)
+    unusable_sirets: list[str] = field(default_factory=list)  # rejected for another reason
 
     @property
     def rejected(self) -> int:
@@ -104,8 +105,9 @@ def apply_entreprises(
     by_reason = Counter(r.reason for r in rejections)
     sample = [{"siret": r.siret, "reason": r.reason, "message": r.message} for r in rejections[:20]]
     invalid = [str(r.siret) for r in rejections if r.reason == REJECT_INVALID_SIRET]
+    unusable = [str(r.siret) for r in rejections if r.reason != REJECT_INVALID_SIRET]
     return EntreprisesResult(
-        table.num_rows, counts, dict(sorted(by_reason.items())), sample, invalid
+        table.num_rows, counts, dict(sorted(by_reason.items())), sample, invalid, unusable
     )
 
 

@@ -125,6 +125,7 @@ class StockLoadResult:
     # For the audit of a whole partition: the SIRETs rejected as invalid, the ProLocalisation
     # counts of every batch added up, and each batch's row-check outcomes.
     invalid_sirets: list[str] = field(default_factory=list)
+    unusable_sirets: list[str] = field(default_factory=list)  # rejected for another reason
     prolocalisations: ProLocalisationCounts = field(default_factory=ProLocalisationCounts)
     batch_outcomes: dict[tuple[str, str], list[CheckOutcome]] = field(default_factory=dict)
 
@@ -434,6 +435,7 @@ def _partition_outcomes(conn: psycopg.Connection, result: StockLoadResult) -> li
         conn,
         [],
         records=result.rows_read,
+        unusable_rejected=result.unusable_sirets,
         prolocalisations=result.prolocalisations,
         checks=[k for k in BLOCKING_CHECKS if k not in ROW_CHECKS],
     )
@@ -496,6 +498,8 @@ class _Totals:
             self._rejected[rejection.reason] += 1
             if rejection.reason == REJECT_INVALID_SIRET:
                 result.invalid_sirets.append(str(rejection.siret))
+            else:
+                result.unusable_sirets.append(str(rejection.siret))
             if len(result.rejected_sample) < _REJECTED_SAMPLE_SIZE:
                 result.rejected_sample.append(
                     {

@@ -200,6 +200,15 @@ class UniteLegaleIndex:
         indices = pa.array(pos, mask=~found)
         return [self.table.column(f).take(indices).combine_chunks() for f in fields]
 
+    def found(self, sirens: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """For each siren, whether the index has its legal unit."""
+        wanted = _siren_keys(sirens)
+        if not len(self.keys):
+            return np.zeros(len(wanted), bool)
+        pos = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+        found: np.ndarray = self.keys[pos] == wanted
+        return found
+
     def lookup(self, sirens: pa.Array | pa.ChunkedArray, fields: Sequence[str]) -> list[list[Any]]:
         """For each siren, the values of `fields` (None when the siren is unknown)."""
         return [column.to_pylist() for column in self.columns(sirens, fields)]
@@ -380,22 +389,48 @@ def read_stock_day(
     next to the stock file. One row per SIRET: the stock holds each establishment once.
     """
     from foxreviews_pipeline.lib.sirene.sources import FetchedDay
+    from foxreviews_pipeline.lib.sirene.stock_staging import (
+        MAX_UNMATCHED_SHARE,
+        StockFileError,
+        check_headers,
+        read_header,
+    )
 
     started = time.perf_counter()
     path = Path(path)
+    etablissement_columns = read_header(path)
     if unites_legales is None:
         unites_legales = find_unites_legales(path)
+        if unites_legales is None:
+            raise StockFileError(
+                f"no StockUniteLegale file beside {path}: put the StockUniteLegale file of the "
+                f"same extract (StockUniteLegale_utf8.zip) in {path.parent}; without it no "
+                "establishment has a name"
+            )
+    unite_legale_file = Path(unites_legales) if isinstance(unites_legales, (str, Path)) else None
+    check_headers(
+        etablissement_columns,
+        read_header(unite_legale_file) if unite_legale_file else ["siren", *UNITE_LEGALE_NAME_FIELDS],
+        (path, unite_legale_file or path),
+    )
     prefix = day.isoformat()
     columns = [*STOCK_ETABLISSEMENT_COLUMNS]
     scanned = 0
     kept: list[pa.RecordBatch] = []
-    for batch in iter_batches(path, columns, block_size=block_size):
-        scanned += batch.num_rows
-        treated = batch.column("dateDernierTraitementEtablissement")
-        mask = pc.fill_null(pc.starts_with(treated, prefix), False)
-        selected = batch.filter(mask)
-        if selected.num_rows:
-            kept.append(selected)
+    try:
+        for batch in iter_batches(path, columns, block_size=block_size):
+            scanned += batch.num_rows
+            treated = batch.column("dateDernierTraitementEtablissement")
+            mask = pc.fill_null(pc.starts_with(treated, prefix), False)
+            selected = batch.filter(mask)
+            if selected.num_rows:
+                kept.append(selected)
+    except (pa.ArrowInvalid, zipfile.BadZipFile, EOFError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StockFileError(
+            f"{path}: cannot be read to its end after {scanned} rows ({first_line}): a "
+            "truncated or damaged file; download it again"
+        ) from exc
     records: list[dict[str, Any]] = []
     if kept:
         table = pa.Table.from_batches(kept)
@@ -403,6 +438,13 @@ def read_stock_day(
         index = _as_index(
             unites_legales, lambda: np.unique(_siren_keys(sirens)), block_size
         )
+        unmatched = int((~index.found(sirens)).sum()) if index is not None else table.num_rows
+        if unmatched > MAX_UNMATCHED_SHARE * table.num_rows:
+            raise StockFileError(
+                f"{unite_legale_file or 'the legal units given'}: {unmatched} of the "
+                f"{table.num_rows} establishments of {day} have no legal unit in it: not the "
+                f"StockUniteLegale file of the same extract as {path}; supply that one"
+            )
         names = dict(
             zip(
                 UNITE_LEGALE_JOIN_COLUMNS,
