@@ -87,8 +87,19 @@ def _cmd_instance(args, settings) -> int:
 
 
 def _cmd_run_day(args, settings) -> int:
+    from datetime import date
+
     from foxreviews_pipeline.main_job import run_day
 
+    if args.date is not None:
+        try:
+            if len(args.date) != 10:
+                raise ValueError("not of the form YYYY-MM-DD")
+            date.fromisoformat(args.date)
+        except ValueError as exc:
+            print(f"foxreviews: --date must be a day YYYY-MM-DD, got {args.date!r} ({exc})",
+                  file=sys.stderr)
+            return 2
     return run_day(args.date, settings)
 
 

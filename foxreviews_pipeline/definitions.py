@@ -7,6 +7,8 @@ Dagster command that imports it (every `dg`/`dagster` command loads the `.env` o
 folder it starts in) or by `foxreviews`, never here.
 """
 
+import sys
+
 import dagster as dg
 
 from foxreviews_pipeline.defs.directory import definitions as directory
@@ -15,9 +17,15 @@ from foxreviews_pipeline.defs.reference import definitions as reference
 from foxreviews_pipeline.defs.resources import build_resources
 from foxreviews_pipeline.defs.sirene import definitions as sirene
 from foxreviews_pipeline.defs.uploads import definitions as uploads
-from foxreviews_pipeline.lib.settings import load_settings
+from foxreviews_pipeline.lib.settings import ConfigurationError, load_settings
 
-settings = load_settings()
+try:
+    settings = load_settings()
+except ConfigurationError as exc:
+    # Dagster's tools print the import error with a stack trace: the first line they show
+    # is this one, naming the variable; the error is raised again, alone, without context.
+    print(f"foxreviews: {exc}", file=sys.stderr, flush=True)
+    raise ConfigurationError(str(exc)) from None
 
 defs = dg.Definitions.merge(
     *(

@@ -27,6 +27,7 @@ from foxreviews_pipeline.lib.db.errors import (
     one_line_cause,
     probe,
 )
+from foxreviews_pipeline.lib.db.server import DAGSTER_DATABASE_SUFFIX, database_name, with_database
 from foxreviews_pipeline.lib.settings import Settings
 from foxreviews_pipeline.recovery import (
     PoolWaitTimeout,
@@ -167,11 +168,18 @@ def _explain(exc: BaseException, data_url: str | None, log_path: Path) -> Except
     lost = isinstance(exc, _LostDatabase) or connection_error_in(exc) is not None
     if lost and data_url is not None:
         cause = probe(data_url)
+        if cause is not None:
+            return DatabaseUnreachable(data_url, cause)
+        # The data answers: the connection lost may be Dagster's own storage, beside it.
+        storage_url = with_database(data_url, database_name(data_url) + DAGSTER_DATABASE_SUFFIX)
+        storage_cause = probe(storage_url)
+        if storage_cause is not None:
+            return DatabaseUnreachable(storage_url, storage_cause, "Dagster's database")
         if isinstance(exc, _LostDatabase):
             fallback = str(exc)
         else:
             fallback = one_line_cause(str(connection_error_in(exc)))
-        return DatabaseUnreachable(data_url, cause or f"connection lost ({fallback})")
+        return DatabaseUnreachable(data_url, f"connection lost ({fallback})")
     with open(log_path, "a", encoding="utf-8") as stream:
         traceback.print_exception(exc, file=stream)
     return RunFailed(
@@ -184,6 +192,13 @@ def run_day(day: str | None, settings: Settings) -> int:
 
     paris_today = datetime.now(PARIS).date()
     target = date.fromisoformat(day) if day else paris_today - timedelta(days=1)
+    last = paris_today - timedelta(days=1)
+    if not settings.partitions_start <= target <= last:
+        raise RunFailed(
+            f"--date {target} is outside the SIRENE partitions, which run from "
+            f"{settings.partitions_start} (FOXREVIEWS_PARTITIONS_START) to {last} "
+            "(yesterday, Paris time)"
+        )
     started = time.perf_counter()
     terminal = sys.stderr
 

@@ -93,3 +93,29 @@ def test_an_unreachable_database_at_start_is_one_line(platform_env, database_url
         "connection refused"
     )
     assert _lines(done.stderr) == [expected]
+
+
+@pytest.mark.slow
+def test_dagster_database_down_with_the_data_up_names_dagster_database(
+    platform_env, database_url, dagster_storage_db, tmp_path
+):
+    """Dagster's storage refuses connections while the data database answers: the line
+    names Dagster's database, not the data's."""
+    import psycopg
+
+    from foxreviews_pipeline.lib.db.server import with_database
+
+    # Creates Dagster's database (its .env block goes to a file of the test's own).
+    assert run_foxreviews("instance", "--env-file", str(tmp_path / ".env")).returncode == 0
+    admin = with_database(database_url, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{dagster_storage_db}" ALLOW_CONNECTIONS false')
+    try:
+        done = run_foxreviews("run-day", "--date", DAY)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{dagster_storage_db}" ALLOW_CONNECTIONS true')
+    assert done.returncode != 0
+    last = _lines(done.stderr)[-1]
+    assert last.startswith("foxreviews: Dagster's database unreachable at "), done.stderr[-2000:]
+    assert dagster_storage_db in last and "not currently accepting connections" in last

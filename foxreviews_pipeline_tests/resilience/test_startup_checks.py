@@ -78,3 +78,54 @@ def test_check_passes_on_a_reachable_database(platform_env):
     done = run_foxreviews("check", timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Settings(database=postgresql://")
+
+
+@pytest.mark.parametrize(
+    ("date", "rc", "message"),
+    [
+        ("2026-02-30", 2, "foxreviews: --date must be a day YYYY-MM-DD, got '2026-02-30' (day is out of range for month)"),
+        ("20261120", 2, "foxreviews: --date must be a day YYYY-MM-DD, got '20261120' (not of the form YYYY-MM-DD)"),
+        ("2025-06-01", 1, "foxreviews: --date 2025-06-01 is outside the SIRENE partitions, which run from "
+                          "2026-11-01 (FOXREVIEWS_PARTITIONS_START) to "),
+        ("2099-01-01", 1, "foxreviews: --date 2099-01-01 is outside the SIRENE partitions"),
+    ],
+)
+def test_a_wrong_date_is_one_line_naming_the_valid_range(platform_env, date, rc, message):
+    done = run_foxreviews("run-day", "--date", date)
+    assert done.returncode == rc
+    assert done.stdout == ""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+
+
+def test_dg_check_defs_with_a_bad_variable_names_it_on_the_first_line(tmp_path):
+    """`dg check defs` in a project folder of its own (the project's `.env` would point it at
+    the project's instance): the first line it prints to stderr names the variable."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from foxreviews_pipeline.lib.settings import PROJECT_ROOT
+
+    venv = Path(sys.executable).parent.parent
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
+    (project / "foxreviews_pipeline").symlink_to(PROJECT_ROOT / "foxreviews_pipeline")
+    (project / ".venv").symlink_to(venv)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOXREVIEWS_")}
+    env.update(
+        FOXREVIEWS_SIRENE_SOURCE="bogus", FOXREVIEWS_HOME=str(tmp_path / "fx"),
+        VIRTUAL_ENV=str(project / ".venv"), DAGSTER_HOME=str(home),
+    )
+    done = subprocess.run(
+        [str(venv / "bin" / "dg"), "check", "defs"], cwd=project, env=env,
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode != 0
+    first = next(line for line in done.stderr.splitlines() if line.strip())
+    assert first == "foxreviews: FOXREVIEWS_SIRENE_SOURCE must be one of sample, api, stock, got 'bogus'"

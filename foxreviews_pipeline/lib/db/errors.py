@@ -41,10 +41,10 @@ _DRIVER_PREFIX = re.compile(r"^\((?:[\w.]+)\)\s*")
 class DatabaseUnreachable(RuntimeError):
     """The database cannot be reached; the message is one line, without the password."""
 
-    def __init__(self, url: str, cause: str):
+    def __init__(self, url: str, cause: str, what: str = "database"):
         self.url = redact_url(url)
         self.cause = cause
-        super().__init__(f"database unreachable at {self.url}: {cause}")
+        super().__init__(f"{what} unreachable at {self.url}: {cause}")
 
 
 def one_line_cause(message: str) -> str:
