@@ -29,9 +29,11 @@ from foxreviews_pipeline.lib.db.errors import (
 )
 from foxreviews_pipeline.lib.db.server import DAGSTER_DATABASE_SUFFIX, database_name, with_database
 from foxreviews_pipeline.lib.settings import Settings
+from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, remove_stale_spools
 from foxreviews_pipeline.recovery import (
     PoolWaitTimeout,
     PoolWatchdog,
+    StopOnSignal,
     process_tags,
     sweep_dead_runs,
     wait_for_pools,
@@ -85,6 +87,8 @@ def _run(
     watchdog = PoolWatchdog(instance, run_id, pools, timeout_s=guard.pool_wait_s, say=guard.say)
     if pools:
         watchdog.start()
+    if guard.stopper is not None:
+        guard.stopper.run_id = run_id
     try:
         result = job.execute_in_process(
             # The console stays quiet: warnings are printed after the run, failures in one line.
@@ -139,6 +143,7 @@ class RunGuard:
     pool_wait_s: float
     say: Callable[[str], None]
     asset_pools: dict[str, str]
+    stopper: StopOnSignal | None = None
 
     def pools_of(self, keys) -> list[str]:
         return sorted({self.asset_pools[k] for k in keys if k in self.asset_pools})
@@ -218,8 +223,14 @@ def run_day(day: str | None, settings: Settings) -> int:
     log_path = settings.home / "logs" / "run-day.log"
     data_url = reachable_database_url(settings)
     try:
-        with _diagnostics_to(log_path), project_instance(settings) as instance:
+        with (
+            _diagnostics_to(log_path),
+            project_instance(settings) as instance,
+            StopOnSignal(instance, say) as stopper,
+        ):
+            guard.stopper = stopper
             sweep_dead_runs(instance, say)
+            remove_stale_spools(settings.home / "landing" / RAW_DATASET, say)
             print(f"foxreviews: materializing reference data, then SIRENE day {target} ({settings.sirene_source} source)")
             # Named jobs, so that these runs show on the jobs' pages in the UI.
             ref = _run(defs.resolve_job_def(REFERENCE_JOB), instance, REFERENCE_ASSETS, guard=guard)

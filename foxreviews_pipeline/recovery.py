@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import dagster as dg
 import psutil
@@ -237,3 +239,67 @@ class PoolWatchdog(threading.Thread):
             sys.stdout.flush()
             self._give_up()
             return
+
+
+class StopOnSignal(threading.Thread):
+    """SIGTERM or SIGINT ends `run-day` at once, whatever it is doing.
+
+    During a run Dagster turns both signals into an error inside the running step, which its
+    retry policy then retries: a stop would be undone 30 s later. So this process does not
+    rely on that. Every signal is also written to a wakeup pipe by the interpreter's own C
+    handler (`signal.set_wakeup_fd`), whichever Python handler is installed. A thread
+    reading that pipe marks the current run CANCELED, frees its pool slots and ends the
+    process. PostgreSQL rolls back the open transaction when the connection closes, so
+    nothing of the interrupted day is published. The landing zone's spool of a killed
+    writer is removed by the next start (`remove_stale_spools`).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, instance: dg.DagsterInstance, say: Say = _stderr):
+        super().__init__(name="foxreviews-stop", daemon=True)
+        self._instance = instance
+        self._say = say
+        self.run_id: str | None = None  # the run being executed, set by the caller
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._previous_fd = -1
+        self._previous_handlers: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        # A Python-level handler must exist for the pipe to be written: SIGTERM's default
+        # would end the process without a word. Outside a run, both act as Ctrl-C.
+        for signum in self.SIGNALS:
+            self._previous_handlers[signum] = signal.signal(signum, signal.default_int_handler)
+        self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+
+    def run(self) -> None:
+        while True:
+            data = os.read(self._read, 16)
+            stops = [b for b in data if b in self.SIGNALS]
+            if stops:
+                self._stop(signal.Signals(stops[0]))
+
+    def _stop(self, signum: signal.Signals) -> None:
+        run_id = self.run_id
+        note = ""
+        if run_id is not None:
+            try:
+                run = self._instance.get_run_by_id(run_id)
+                if run is not None and run.status not in _FINISHED:
+                    self._instance.report_run_canceled(run, message=f"stopped by {signum.name}")
+                self._instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+                note = f"; run {run_id} canceled, its pool slots freed"
+            except Exception as exc:  # noqa: BLE001 - the process ends either way; say why the run was not marked
+                note = f"; run {run_id} not marked canceled ({type(exc).__name__}: {exc})"
+        self._say(f"stopped by {signum.name}, nothing of the interrupted step published{note}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + int(signum))

@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 
 from foxreviews_pipeline.lib.constants import PARIS
-from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, parse_landed_name
+from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, parse_landed_name, stale_spools
 
 IMPORT_LOG_RETENTION_DAYS = 90
 UPLOAD_RETENTION_DAYS = 30
@@ -63,6 +63,7 @@ class CleanupResult:
     upload_reason_files_deleted: int = 0
     raw_partitions_deleted: int = 0
     raw_sidecars_deleted: int = 0
+    spool_files_deleted: int = 0  # left by a landing writer that was killed
     bytes_freed: int = 0
     deleted_paths: list[Path] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -75,6 +76,7 @@ class CleanupResult:
             + self.upload_reason_files_deleted
             + self.raw_partitions_deleted
             + self.raw_sidecars_deleted
+            + self.spool_files_deleted
         )
 
     def counts(self) -> dict[str, int]:
@@ -85,6 +87,7 @@ class CleanupResult:
             "upload_reason_files_deleted": self.upload_reason_files_deleted,
             "raw_partitions_deleted": self.raw_partitions_deleted,
             "raw_sidecars_deleted": self.raw_sidecars_deleted,
+            "spool_files_deleted": self.spool_files_deleted,
             "files_deleted": self.files_deleted,
             "bytes_freed": self.bytes_freed,
             "refused_paths": len(self.refused),
@@ -262,6 +265,9 @@ def _clean_raw(
         folder = landing_root / dataset
         if not guard.usable_folder(folder):
             continue
+        for spool in stale_spools(folder):
+            if guard.delete(spool) is not None:
+                result.spool_files_deleted += 1
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             path = Path(entry.path)
             if entry.is_symlink():

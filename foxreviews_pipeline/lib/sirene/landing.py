@@ -25,13 +25,15 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Self
 
 import orjson
+import psutil
 import pyarrow as pa
 
 from foxreviews_pipeline.lib.gc_pause import paused_gc
@@ -255,7 +257,10 @@ class PartitionWriter:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.day = folder, day
         target = partition_path(folder, day)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".spool", dir=folder)
+        # The writer's pid in the name: `remove_stale_spools` knows when it is gone.
+        fd, name = tempfile.mkstemp(
+            prefix=f".{target.name}.{os.getpid()}.", suffix=SPOOL_SUFFIX, dir=folder
+        )
         self.spool_path = Path(name)
         self._spool = os.fdopen(fd, "w+b")
         self._offset = 0
@@ -414,3 +419,38 @@ def save_wait_state(folder: Path, day: date | str, state: WaitState) -> None:
 
 def clear_wait_state(folder: Path, day: date | str) -> None:
     _wait_state_path(folder, day).unlink(missing_ok=True)
+
+
+SPOOL_SUFFIX = ".spool"
+# A spool whose writer cannot be told (no pid in its name) is stale after this long: a live
+# writer appends a page every few seconds.
+STALE_SPOOL_S = 3600
+
+
+def stale_spools(folder: Path, now: float | None = None) -> list[Path]:
+    """Spool files in `folder` whose writer is gone: its pid (in the name) no longer runs on
+    this host, or, without a pid, the file has not changed for `STALE_SPOOL_S`."""
+    now = time.time() if now is None else now
+    found = []
+    for path in sorted(folder.glob(f".*{SPOOL_SUFFIX}")) if folder.is_dir() else []:
+        parts = path.name.split(".")
+        pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
+        try:
+            old = now - path.stat().st_mtime > STALE_SPOOL_S
+        except FileNotFoundError:
+            continue
+        if (pid is not None and not psutil.pid_exists(pid)) or (pid is None and old):
+            found.append(path)
+    return found
+
+
+def remove_stale_spools(folder: Path, say: Callable[[str], None] | None = None) -> list[Path]:
+    """Remove the spools of dead writers (a run killed while landing); returns them."""
+    removed = []
+    for path in stale_spools(folder):
+        size = path.stat().st_size if path.exists() else 0
+        path.unlink(missing_ok=True)
+        removed.append(path)
+        if say is not None:
+            say(f"removed {path.name} ({size:,} bytes), left by a writer that is gone")
+    return removed
