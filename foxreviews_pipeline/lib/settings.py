@@ -30,6 +30,7 @@ DEFAULT_POOL_WAIT_TIMEOUT_S = 1800
 # partitions would only show as "missing" days nobody will fill. A fixed date rather than a
 # rolling window: partitions never disappear from the UI as the window moves.
 DEFAULT_PARTITIONS_START = date(2026, 11, 1)
+DEFAULT_INSEE_RETRY_BUDGET_S = 900
 # INSEE's switch of APE codes to NAF 2025 (décret n° 2025-736).
 DEFAULT_SAMPLE_NAF2025_FROM = date(2027, 1, 1)
 
@@ -67,6 +68,9 @@ class Settings:
     # Landed raw SIRENE partitions older than this many days (by partition date) are purged.
     raw_retention_days: int = DEFAULT_RAW_RETENTION_DAYS
     pool_wait_timeout_s: int = DEFAULT_POOL_WAIT_TIMEOUT_S
+    # FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS: the time a day's fetch may spend on transient
+    # INSEE failures and the waits after them (Retry-After included) before it fails.
+    insee_retry_budget_s: int = DEFAULT_INSEE_RETRY_BUDGET_S
     # FOXREVIEWS_PARTITIONS_START: the first daily SIRENE partition.
     partitions_start: date = DEFAULT_PARTITIONS_START
     # FOXREVIEWS_SAMPLE_NAF2025_FROM: from this day the sample source states activities in
@@ -86,6 +90,7 @@ class Settings:
             f"insee_requests_per_minute={self.insee_requests_per_minute}, "
             f"upload_dir={self.upload_dir}, raw_retention_days={self.raw_retention_days}, "
             f"pool_wait_timeout_s={self.pool_wait_timeout_s}, "
+            f"insee_retry_budget_s={self.insee_retry_budget_s}, "
             f"partitions_start={self.partitions_start.isoformat()}, "
             f"sample_naf2025_from={self.sample_naf2025_from.isoformat()})"
         )
@@ -227,8 +232,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"got {wait_raw!r}"
         )
 
+    budget_raw = get("FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS") or str(DEFAULT_INSEE_RETRY_BUDGET_S)
+    try:
+        insee_retry_budget_s = int(budget_raw)
+    except ValueError:
+        insee_retry_budget_s = -1
+    if not 0 <= insee_retry_budget_s <= 86_400:
+        raise ConfigurationError(
+            "FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS must be a whole number of seconds from 0 to "
+            f"86400, got {budget_raw!r}"
+        )
+
     return Settings(
         partitions_start=load_partitions_start(env),
+        insee_retry_budget_s=insee_retry_budget_s,
         sample_naf2025_from=_date_setting(
             env, "FOXREVIEWS_SAMPLE_NAF2025_FROM", DEFAULT_SAMPLE_NAF2025_FROM
         ),

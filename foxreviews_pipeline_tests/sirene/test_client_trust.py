@@ -280,3 +280,46 @@ def test_exhausted_transient_failures_are_not_permanent(server):
     with pytest.raises(InseeApiError) as caught:
         fetch(make_client(server, max_attempts=2))
     assert not caught.value.permanent
+
+
+# -- the day's retry budget ------------------------------------------------------------
+
+
+def test_a_huge_retry_after_fails_at_once_within_the_budget(server):
+    server.set_faults({1: Fault.http(429, retry_after=100_000)})
+    waits: list[float] = []
+    client = make_client(server, max_attempts=8, retry_budget_s=60, sleep=waits.append)
+    with pytest.raises(InseeApiError, match=r"retry budget of 60 s for the day is spent"):
+        fetch(client)
+    # Retry-After is capped (300 s), which is past the budget: no wait at all.
+    assert waits == [] and len(server.requests) == 1
+
+
+def test_a_storm_of_5xx_stops_when_the_budget_is_spent(server):
+    server.set_faults({n: Fault.http(503) for n in range(1, 200)})
+    waits: list[float] = []
+    client = make_client(
+        server, max_attempts=50, retry_budget_s=1.0, backoff_initial_s=0.2, backoff_max_s=0.3,
+        sleep=waits.append,
+    )
+    with pytest.raises(InseeApiError, match="retry budget of 1 s") as caught:
+        fetch(client)
+    assert not caught.value.permanent
+    assert 0 < sum(waits) <= 1.0
+    assert client.retry_spent_s <= 1.0 + 1e-6
+    assert len(server.requests) == len(waits) + 1 < 50
+
+
+def test_the_budget_is_shared_by_every_call_of_the_day(server):
+    # Two separate outages in one day's fetch: the second has only what the first left.
+    server.set_faults({1: Fault.http(503), 2: Fault.http(503), 5: Fault.http(503), 6: Fault.http(503),
+                       7: Fault.http(503), 8: Fault.http(503)})
+    waits: list[float] = []
+    # A clock that does not move: only the waits count, so the arithmetic below is exact.
+    client = make_client(
+        server, max_attempts=10, retry_budget_s=1.0, backoff_initial_s=0.3, backoff_max_s=0.3,
+        sleep=waits.append, clock=lambda: 0.0,
+    )
+    with pytest.raises(InseeApiError, match="retry budget"):
+        fetch(client)
+    assert sum(waits) <= 1.0 and len(waits) == 3  # 2 for the first outage, 1 for the second

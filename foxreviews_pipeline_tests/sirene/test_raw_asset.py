@@ -97,3 +97,37 @@ def test_a_published_day_lands_and_leaves_only_the_partition(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [
         columns_path(folder, DAY).name, partition_path(folder, DAY).name
     ]
+
+
+def test_transient_failures_past_the_budget_fail_the_step_once(tmp_path):
+    from foxreviews_pipeline.sample.fake_server import Fault
+
+    with FakeInseeServer(api_key=KEY) as server:
+        server.set_faults({n: Fault.http(503) for n in range(1, 100)})
+        sirene = SireneSource(source="api", insee_base_url=server.base_url, insee_api_key=KEY,
+                              insee_requests_per_minute=6000, insee_retry_budget_s=0)
+        result = materialize(sirene, tmp_path)
+    assert not result.success
+    # The client's budget is the whole retry policy: the step is not retried on top of it.
+    assert step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
+    message = failure_message(result)
+    assert "retry budget of 0 s for the day is spent" in message and "HTTP 503" in message
+
+
+def test_a_full_disk_fails_the_step_at_once_naming_the_landing_zone(tmp_path, monkeypatch):
+    import errno
+
+    from foxreviews_pipeline.lib.sirene import sources
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sources, "land_day_with_client", no_space)
+    with FakeInseeServer(api_key=KEY) as server:
+        sirene = SireneSource(source="api", insee_base_url=server.base_url, insee_api_key=KEY,
+                              insee_requests_per_minute=6000)
+        result = materialize(sirene, tmp_path)
+    assert not result.success
+    assert step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
+    message = failure_message(result)
+    assert "cannot be written: No space left on device" in message and str(tmp_path) in message

@@ -24,11 +24,6 @@ from foxreviews_pipeline.lib.sirene.landing import (
 # asset checks again every 20 minutes, for at most 8 hours, rather than land a partial day.
 NOT_PUBLISHED_WAIT_S = 20 * 60
 NOT_PUBLISHED_MAX_WAIT = timedelta(hours=8)
-# INSEE still failing once the client's own retries are spent: the step is retried this many
-# times, 1, 2 then 4 minutes later. Counted apart from the waits above, which also go through
-# the step's retries and would otherwise use up a RetryPolicy's count.
-TRANSIENT_STEP_RETRIES = 3
-TRANSIENT_DELAY_S = 60
 
 
 def _hours(span: timedelta) -> str:
@@ -44,9 +39,6 @@ def _hours(span: timedelta) -> str:
     owners=OWNERS,
     kinds={"json"},
     pool="insee_api",
-    retry_policy=dg.RetryPolicy(
-        max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-    ),
     code_version="1",
     freshness_policy=DAILY_FRESHNESS,
 )
@@ -66,25 +58,17 @@ def etablissements_raw(
     folder = landing_zone.path(RAW_DATASET)
     started = time.perf_counter()
     state = load_wait_state(folder, day, context.run.run_id)
+    # One retry policy (README, "Retries"): the client retries transient failures within the
+    # day's budget; what comes out of it is final, and the step is not retried.
     try:
         landed = sirene.land_day(day, folder)
     except InseeApiError as exc:
-        if exc.permanent:
-            raise dg.Failure(str(exc), allow_retries=False) from None
-        if state.transient_failures >= TRANSIENT_STEP_RETRIES:
-            raise dg.Failure(
-                f"{exc} (the step was already retried {state.transient_failures} times)",
-                allow_retries=False,
-            ) from None
-        delay = TRANSIENT_DELAY_S * 2**state.transient_failures
-        save_wait_state(
-            folder, day, dataclasses.replace(state, transient_failures=state.transient_failures + 1)
-        )
-        context.log.warning(
-            f"{exc}; retrying the step in {delay} s "
-            f"({state.transient_failures + 1} of {TRANSIENT_STEP_RETRIES})"
-        )
-        raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=delay) from None
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    except OSError as exc:
+        # The landing zone cannot be written (ENOSPC, permissions): no retry can fix it.
+        raise dg.Failure(
+            f"the landing zone {folder} cannot be written: {exc.strerror or exc}", allow_retries=False
+        ) from None
 
     if not landed.published:
         now = datetime.now(PARIS)

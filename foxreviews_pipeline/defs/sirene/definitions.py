@@ -20,6 +20,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 # By name: the key never shows in the UI, run config or logs.
                 insee_api_key=dg.EnvVar("FOXREVIEWS_INSEE_API_KEY") if settings.insee_api_key else None,
                 insee_requests_per_minute=settings.insee_requests_per_minute,
+                insee_retry_budget_s=settings.insee_retry_budget_s,
                 stock_path=str(settings.stock_path) if settings.stock_path else None,
                 quota_state_path=str(settings.home / "run" / "insee_quota.sqlite"),
                 sample_naf2025_from=settings.sample_naf2025_from.isoformat(),

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from foxreviews_pipeline.lib.settings import (
     DEFAULT_INSEE_BASE_URL,
+    DEFAULT_INSEE_RETRY_BUDGET_S,
     DEFAULT_REQUESTS_PER_MINUTE,
     DEFAULT_SAMPLE_NAF2025_FROM,
     DEFAULT_SAMPLE_SIZE,
@@ -31,6 +32,8 @@ class SireneSource(dg.ConfigurableResource):
     sample_size: int = DEFAULT_SAMPLE_SIZE
     # From this day (YYYY-MM-DD) the sample states activities in NAF 2025.
     sample_naf2025_from: str = DEFAULT_SAMPLE_NAF2025_FROM.isoformat()
+    # The time a day's fetch may spend on transient INSEE failures (README, "Retries").
+    insee_retry_budget_s: int = DEFAULT_INSEE_RETRY_BUDGET_S
     # Shared by every process using the key: consecutive runs never exceed the quota.
     quota_state_path: str | None = None
 
@@ -59,6 +62,7 @@ class SireneSource(dg.ConfigurableResource):
                 requests_per_minute=self.insee_requests_per_minute,
                 quota_state=Path(self.quota_state_path) if self.quota_state_path else None,
                 meta=meta,
+                retry_budget_s=self.insee_retry_budget_s,
             )
         if self.source == "stock":
             if not self.stock_path:

@@ -46,8 +46,10 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_any,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 from foxreviews_pipeline.lib.constants import PARIS
 from foxreviews_pipeline.lib.sirene.fields import in_api_order
@@ -72,6 +74,10 @@ ESTABLISHMENTS_LABEL = "Établissements"
 MAX_DAY_RECORDS = 1_000_000
 # INSEE documents that a SIRET may come twice in a read: paging may go this far past `total`.
 DUPLICATES_MARGIN = 0.01
+# Transient failures (429, 5xx, timeouts, dropped connections) of one day's fetch are retried
+# until this much time has gone on failed attempts and the waits after them, `Retry-After`
+# included (FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS).
+DEFAULT_RETRY_BUDGET_S = 900.0
 # How many times a cursor that comes back before `total` is reached is asked again.
 MAX_CURSOR_REPEATS = 2
 
@@ -353,6 +359,17 @@ def parse_publication(info: Any, day: date) -> Publication:
     )
 
 
+class _BudgetSpent(stop_base):
+    """Stops retrying when the next wait would take the client past its retry budget."""
+
+    def __init__(self, client: InseeClient):
+        self._client = client
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        client = self._client
+        return client.retry_spent_s + retry_state.upcoming_sleep > client.retry_budget_s
+
+
 class InseeClient:
     """INSEE API Sirene 3.11, establishments collection.
 
@@ -373,6 +390,7 @@ class InseeClient:
         backoff_initial_s: float = 2.0,
         backoff_max_s: float = 60.0,
         max_retry_after_s: float = 300.0,
+        retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
         session: requests.Session | None = None,
         limiter: Limiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -392,6 +410,10 @@ class InseeClient:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.max_retry_after_s = max_retry_after_s
+        # Time spent on failed attempts and on the waits after them, for all this client's
+        # calls (one day's fetch): retries stop before it would exceed `retry_budget_s`.
+        self.retry_budget_s = retry_budget_s
+        self.retry_spent_s = 0.0
         self._key = _Secret(api_key)
         self._session = session or requests.Session()
         self._owns_session = session is None
@@ -578,7 +600,7 @@ class InseeClient:
     def _call(self, method: str, path: str, params: dict[str, str]) -> tuple[int, Any]:
         started = self._clock()
         retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_any(stop_after_attempt(self.max_attempts), _BudgetSpent(self)),
             wait=self._wait,
             retry=retry_if_exception_type(_Retryable),
             sleep=self._sleep,
@@ -589,8 +611,16 @@ class InseeClient:
             return retrying(self._attempt, method, path, params)
         except RetryError as exc:
             last = exc.last_attempt.exception()
+            attempts = exc.last_attempt.attempt_number
+            if attempts < self.max_attempts:
+                why = (
+                    f"the retry budget of {self.retry_budget_s:g} s for the day is spent "
+                    f"({self.retry_spent_s:.0f} s used, {attempts} attempts of this call)"
+                )
+            else:
+                why = f"after {attempts} attempts"
             raise InseeApiError(
-                f"INSEE {path} still failing after {self.max_attempts} attempts: {last}",
+                f"INSEE {path} still failing, {why}: {last}",
                 status=getattr(last, "status", None),
                 path=path,
             ) from None
@@ -605,6 +635,7 @@ class InseeClient:
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
         self.stats.retries += 1
+        self.retry_spent_s += retry_state.upcoming_sleep
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
         log.warning(
@@ -638,6 +669,14 @@ class InseeClient:
             chunks.append(chunk)
 
     def _attempt(self, method: str, path: str, params: dict[str, str]) -> tuple[int, Any]:
+        started = self._clock()
+        try:
+            return self._attempt_once(method, path, params)
+        except _Retryable:
+            self.retry_spent_s += self._clock() - started
+            raise
+
+    def _attempt_once(self, method: str, path: str, params: dict[str, str]) -> tuple[int, Any]:
         self._limiter.try_acquire("insee")
         url = self.base_url + path
         headers = {API_KEY_HEADER: self._key.reveal(), "Accept": "application/json"}

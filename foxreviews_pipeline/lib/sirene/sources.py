@@ -14,7 +14,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from foxreviews_pipeline.lib.sirene.client import InseeClient, Publication, make_limiter
+from foxreviews_pipeline.lib.sirene.client import (
+    DEFAULT_RETRY_BUDGET_S,
+    InseeClient,
+    Publication,
+    make_limiter,
+)
 from foxreviews_pipeline.lib.sirene.landing import PartitionWriter, write_partition
 
 
@@ -80,9 +85,12 @@ def land_api_day(
     requests_per_minute: int,
     quota_state: Path | None,
     meta: dict[str, Any] | None = None,
+    retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
 ) -> LandedDay:
     limiter = make_limiter(requests_per_minute, state_path=quota_state)
-    with InseeClient(base_url, api_key, requests_per_minute, limiter=limiter) as client:
+    with InseeClient(
+        base_url, api_key, requests_per_minute, limiter=limiter, retry_budget_s=retry_budget_s
+    ) as client:
         return land_day_with_client(client, day, folder, meta)
 
 
