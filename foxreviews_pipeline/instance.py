@@ -19,6 +19,7 @@ Nothing here imports Dagster: the instance is configured only through `dagster.y
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from importlib.resources import files
@@ -117,10 +118,27 @@ def write_env_block(path: Path, values: dict[str, str]) -> bool:
     block = [BLOCK_BEGIN, *(f"{name}={_quote(value)}" for name, value in values.items()), BLOCK_END]
     new_lines = kept[:insert_at] + block + kept[insert_at:]
     text = "\n".join(new_lines) + "\n"
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return False
-    if not path.exists():
+    if path.exists():
+        # An existing file that holds a secret (the INSEE key, a password in a URL, the
+        # storage URL) is made readable by its owner only, changed or not.
+        if stat.S_IMODE(path.stat().st_mode) & 0o077 and _holds_secret(text):
+            path.chmod(0o600)
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
     path.write_text(text, encoding="utf-8")
     return True
+
+
+# Variables whose value is, or may carry, a secret.
+_SECRET_NAMES = ("FOXREVIEWS_INSEE_API_KEY", "FOXREVIEWS_DATABASE_URL", STORAGE_URL_VARIABLE)
+
+
+def _holds_secret(text: str) -> bool:
+    return any(
+        line.strip().removeprefix("export ").lstrip().startswith(f"{name}=")
+        for line in text.splitlines()
+        for name in _SECRET_NAMES
+    )

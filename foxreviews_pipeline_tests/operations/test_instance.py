@@ -76,6 +76,19 @@ def test_the_instance_file_is_a_copy_of_the_template(tmp_path):
     assert target.stat().st_mtime_ns == stamp  # unchanged: not rewritten
 
 
+def test_an_existing_env_file_holding_a_secret_is_made_private(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("FOXREVIEWS_INSEE_API_KEY=abc123\n")
+    env_file.chmod(0o644)  # as `tee -a` would have left it
+    values = {"DAGSTER_HOME": "/a", STORAGE_URL_VARIABLE: "postgresql://x"}
+    assert write_env_block(env_file, values)
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    # Unchanged content: still tightened when someone loosened it again.
+    env_file.chmod(0o644)
+    assert not write_env_block(env_file, values)
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+
+
 def test_the_env_block_is_replaced_in_place_and_other_lines_kept(tmp_path):
     env_file = tmp_path / ".env"
     assert write_env_block(env_file, {"DAGSTER_HOME": "/a", STORAGE_URL_VARIABLE: "postgresql://x"})
