@@ -31,6 +31,7 @@ DEFAULT_POOL_WAIT_TIMEOUT_S = 1800
 # rolling window: partitions never disappear from the UI as the window moves.
 DEFAULT_PARTITIONS_START = date(2026, 11, 1)
 DEFAULT_INSEE_RETRY_BUDGET_S = 900
+DEFAULT_UPLOAD_QUIET_SECONDS = 60.0
 # INSEE's switch of APE codes to NAF 2025 (décret n° 2025-736).
 DEFAULT_SAMPLE_NAF2025_FROM = date(2027, 1, 1)
 
@@ -71,6 +72,9 @@ class Settings:
     # FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS: the time a day's fetch may spend on transient
     # INSEE failures and the waits after them (Retry-After included) before it fails.
     insee_retry_budget_s: int = DEFAULT_INSEE_RETRY_BUDGET_S
+    # FOXREVIEWS_UPLOAD_QUIET_SECONDS: an uploaded file is taken once it has stayed unchanged
+    # this long, across sensor ticks (docs/uploads.md).
+    upload_quiet_seconds: float = DEFAULT_UPLOAD_QUIET_SECONDS
     # FOXREVIEWS_PARTITIONS_START: the first daily SIRENE partition.
     partitions_start: date = DEFAULT_PARTITIONS_START
     # FOXREVIEWS_SAMPLE_NAF2025_FROM: from this day the sample source states activities in
@@ -91,6 +95,7 @@ class Settings:
             f"upload_dir={self.upload_dir}, raw_retention_days={self.raw_retention_days}, "
             f"pool_wait_timeout_s={self.pool_wait_timeout_s}, "
             f"insee_retry_budget_s={self.insee_retry_budget_s}, "
+            f"upload_quiet_seconds={self.upload_quiet_seconds:g}, "
             f"partitions_start={self.partitions_start.isoformat()}, "
             f"sample_naf2025_from={self.sample_naf2025_from.isoformat()})"
         )
@@ -243,8 +248,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"86400, got {budget_raw!r}"
         )
 
+    quiet_raw = get("FOXREVIEWS_UPLOAD_QUIET_SECONDS") or str(DEFAULT_UPLOAD_QUIET_SECONDS)
+    try:
+        upload_quiet_seconds = float(quiet_raw)
+    except ValueError:
+        upload_quiet_seconds = -1.0
+    if not 0 <= upload_quiet_seconds <= 86_400:
+        raise ConfigurationError(
+            "FOXREVIEWS_UPLOAD_QUIET_SECONDS must be a number of seconds from 0 to 86400, "
+            f"got {quiet_raw!r}"
+        )
+
     return Settings(
         partitions_start=load_partitions_start(env),
+        upload_quiet_seconds=upload_quiet_seconds,
         insee_retry_budget_s=insee_retry_budget_s,
         sample_naf2025_from=_date_setting(
             env, "FOXREVIEWS_SAMPLE_NAF2025_FROM", DEFAULT_SAMPLE_NAF2025_FROM

@@ -85,6 +85,7 @@ class UploadEnv:
     def process(self, name: str) -> tuple[Registration, ImportOutcome | None]:
         """What the sensor then the run do with `incoming/<name>`."""
         registration = register(self.url, self.paths, name)
+        assert registration is not None, f"incoming/{name} was not there to register"
         if registration.outcome != QUEUED:
             return registration, None
         return registration, import_upload(

@@ -21,7 +21,9 @@ from foxreviews_pipeline_tests.conftest import drop_database
 from foxreviews_pipeline_tests.uploads.conftest import SIRET_A, SIRET_B, UploadEnv
 
 CODE_LOCATION_MODULE = "foxreviews_pipeline.definitions"
-DEADLINE_S = 85
+# The sensor takes a file once it has been unchanged for the quiet period (60 s by default),
+# seen by ticks 15 s apart; then the run starts and imports.
+DEADLINE_S = 85 + 75
 
 
 @pytest.mark.slow
@@ -40,6 +42,8 @@ def test_file_dropped_while_the_daemon_runs_ends_archived(
         FOXREVIEWS_HOME=str(tmp_path / "home"),
         FOXREVIEWS_UPLOAD_DIR=str(env.paths.root),
         FOXREVIEWS_SIRENE_SOURCE="sample",
+        # A short quiet period, once settings.py reads it (the deadline allows the default).
+        FOXREVIEWS_UPLOAD_QUIET_SECONDS="5",
     )
     log_file = (tmp_path / "daemon.log").open("wb")
     daemon = subprocess.Popen(

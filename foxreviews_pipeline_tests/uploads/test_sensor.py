@@ -11,9 +11,10 @@ import dagster as dg
 import pytest
 
 from foxreviews_pipeline.defs.resources import PostgresResource, UploadFolder, build_resources
+from foxreviews_pipeline.defs.uploads import sensors
 from foxreviews_pipeline.defs.uploads.assets import uploaded_files
 from foxreviews_pipeline.defs.uploads.definitions import build_definitions
-from foxreviews_pipeline.defs.uploads.sensors import upload_sensor
+from foxreviews_pipeline.defs.uploads.sensors import UploadIntake, upload_sensor
 from foxreviews_pipeline.lib.settings import load_settings
 from foxreviews_pipeline_tests.uploads.conftest import SIRET_A, SIRET_B, UploadEnv
 
@@ -25,6 +26,8 @@ def resources(env: UploadEnv, tmp_path: Path) -> dict:
     return {
         "postgres": PostgresResource(database_url=env.url, home=str(tmp_path / "home")),
         "upload_folder": UploadFolder(root=str(env.paths.root)),
+        # Taken at first sight; the quiet period has tests of its own, with a clock.
+        "upload_intake": UploadIntake(quiet_seconds=0),
     }
 
 
@@ -88,25 +91,39 @@ def test_the_same_content_twice_gives_one_run(env: UploadEnv, resources: dict):
     assert len(rejected) == 4 and sum(n.endswith(".reason.txt") for n in rejected) == 2
 
 
-def test_no_run_for_a_file_still_being_written(env: UploadEnv, resources: dict):
+def test_no_run_for_a_file_still_being_written(
+    env: UploadEnv, resources: dict, monkeypatch: pytest.MonkeyPatch
+):
+    # One unchanged tick is not enough: the file must stay unchanged for the quiet period,
+    # by the sensor's clock, whatever its mtime says.
+    now = [1_000_000.0]
+    monkeypatch.setattr(sensors, "clock", lambda: now[0])
+    resources = {**resources, "upload_intake": UploadIntake(quiet_seconds=60)}
     path = env.drop("entreprises.csv", CONTENT[:20])
+    age(path)  # an old mtime does not make a file quiet
     first = tick_ephemeral(resources, None)
     assert first.run_requests == []
     assert first.skip_reason.skip_message == (
-        "1 file(s) still being written, waiting until stable: entreprises.csv"
+        "1 file(s) waiting until unchanged for 60 s: entreprises.csv"
     )
     assert env.files("incoming") == ["entreprises.csv"]
 
+    now[0] += 15
     with path.open("a") as handle:  # the writer goes on between two ticks
         handle.write(CONTENT[20:])
     second = tick_ephemeral(resources, first.cursor)
     assert second.run_requests == []
+
+    now[0] += 45  # unchanged for 45 s only
+    third = tick_ephemeral(resources, second.cursor)
+    assert third.run_requests == []
     assert env.query("SELECT count(*) FROM core_importlog") == [(0,)]
 
-    third = tick_ephemeral(resources, second.cursor)  # unchanged since the previous tick
-    assert len(third.run_requests) == 1
+    now[0] += 15  # unchanged for 60 s since the second tick saw it so
+    fourth = tick_ephemeral(resources, third.cursor)
+    assert len(fourth.run_requests) == 1
     assert env.query("SELECT content_sha256 FROM core_importlog") == [
-        (third.run_requests[0].run_key,)
+        (fourth.run_requests[0].run_key,)
     ]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from foxreviews_pipeline.defs.resources import PostgresResource, UploadFolder
 from foxreviews_pipeline.defs.uploads.assets import IMPORT_CHECK, ROWS_CHECK, uploaded_files
-from foxreviews_pipeline.defs.uploads.sensors import upload_sensor
+from foxreviews_pipeline.defs.uploads.sensors import UploadIntake, upload_sensor
 from foxreviews_pipeline_tests.uploads.conftest import SIRET_A, SIRET_B, UploadEnv
 
 KEY = dg.AssetKey("uploaded_files")
@@ -27,6 +27,8 @@ def resources(env: UploadEnv, tmp_path: Path) -> dict:
     return {
         "postgres": PostgresResource(database_url=env.url, home=str(tmp_path / "home")),
         "upload_folder": UploadFolder(root=str(env.paths.root)),
+        # Taken at first sight: these tests are about what a run shows, not about waiting.
+        "upload_intake": UploadIntake(quiet_seconds=0),
     }
 
 

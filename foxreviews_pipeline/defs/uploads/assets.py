@@ -11,6 +11,7 @@ from foxreviews_pipeline.lib.uploads import (
     ERROR,
     SUCCESS,
     ImportOutcome,
+    UploadBusy,
     UploadPaths,
     import_upload,
 )
@@ -97,12 +98,17 @@ def uploaded_files(
     per file content; `file_imported` is red for ERROR, `every_row_imported` warns for
     PARTIAL (docs/uploads.md).
     """
-    outcome = import_upload(
-        postgres.url,
-        UploadPaths(Path(upload_folder.root)),
-        context.partition_key,
-        run_id=context.run.run_id,
-    )
+    try:
+        outcome = import_upload(
+            postgres.url,
+            UploadPaths(Path(upload_folder.root)),
+            context.partition_key,
+            run_id=context.run.run_id,
+        )
+    except UploadBusy as busy:
+        # The other run finishes the upload and its log row; retrying this one would only
+        # meet the lock again (or import the file a second time once it is filed away).
+        raise dg.Failure(description=str(busy), allow_retries=False) from busy
     if outcome.status != "SUCCESS":
         context.log.warning(f"{context.partition_key}: {outcome.status} — {outcome.note}")
     return dg.MaterializeResult(

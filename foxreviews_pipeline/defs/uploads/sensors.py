@@ -1,23 +1,41 @@
-"""The upload sensor: notices stable files in `incoming/` and starts one run per content."""
+"""The upload sensor: notices quiet files in `incoming/` and starts one run per content."""
 
 import json
 import time
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource, UploadFolder
 from foxreviews_pipeline.defs.uploads.assets import IMPORT_CHECK, uploaded_files
 from foxreviews_pipeline.defs.uploads.partitions import upload_partitions
 from foxreviews_pipeline.lib.uploads import (
+    DEFAULT_QUIET_SECONDS,
     UploadPaths,
+    close_lost_uploads,
     content_hash,
     pending_in_processing,
     register,
     scan_incoming,
 )
-from foxreviews_pipeline.lib.uploads.intake import DEFAULT_SETTLE_SECONDS, QUEUED, Registration
+from foxreviews_pipeline.lib.uploads.intake import QUEUED, Registration
+
+# The sensor's clock (a module attribute so that tests can move time on).
+clock = time.time
+
+
+class UploadIntake(dg.ConfigurableResource):
+    """How the upload sensor takes files from incoming/ (docs/uploads.md, "The folder")."""
+
+    quiet_seconds: float = Field(
+        default=DEFAULT_QUIET_SECONDS,
+        ge=0,
+        description="A file is taken once the sensor has seen it unchanged (size, modification "
+        "time, inode, first and last 64 KB) for this many seconds, across ticks. 0 takes a "
+        "file at first sight.",
+    )
 
 
 def rejection_events(
@@ -67,26 +85,50 @@ upload_import_job = dg.define_asset_job(
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     owners=OWNERS,
-    description="Every 15 s: take the stable files of the upload folder's incoming/ and start "
-    "one `upload_import` run per file content (running by default).",
+    description="Every 15 s: take the files of the upload folder's incoming/ that have stopped "
+    "changing and start one `upload_import` run per file content (running by default).",
 )
 def upload_sensor(
-    context: dg.SensorEvaluationContext, postgres: PostgresResource, upload_folder: UploadFolder
+    context: dg.SensorEvaluationContext,
+    postgres: PostgresResource,
+    upload_folder: UploadFolder,
+    upload_intake: UploadIntake,
 ) -> dg.SensorResult:
-    """Watches `incoming/` of the upload folder. A file is taken once it is stable (unchanged
-    between two ticks, or untouched for a minute): it gets an import-log row (PENDING), moves
-    to `processing/`, becomes a partition of `uploaded_files`, and one run is requested with
-    its content hash as run key. The same content dropped again goes to `rejected/` as a
-    duplicate. Files waiting in `processing/` (e.g. after a failed run) are requested again;
-    the run key makes that harmless. A file refused here (duplicate, link, too big) still
-    becomes a partition, observed with its reason and its `file_imported` check failed, so
-    that it shows red in the UI without reading tick logs."""
+    """Watches `incoming/` of the upload folder. A file is taken once this sensor has seen it
+    unchanged for `upload_intake.quiet_seconds` (60 s by default; the first time each
+    signature was seen is kept in the cursor): it moves to `processing/`, is hashed there,
+    gets an import-log row (PENDING), becomes a partition of `uploaded_files`, and one run is
+    requested with its content hash as run key. The same content dropped again goes to
+    `rejected/` as a duplicate. Files waiting in `processing/` (e.g. after a failed run) are
+    requested again; the run key makes that harmless. A file refused here (duplicate, link,
+    too big) still becomes a partition, observed with its reason and its `file_imported`
+    check failed, so that it shows red in the UI without reading tick logs. Log rows left
+    unfinished by a file that was removed are closed ERROR. An upload folder that is not a
+    folder (a file in its place) skips the tick with a reason naming it."""
     state = json.loads(context.cursor) if context.cursor else {}
     paths = UploadPaths(Path(upload_folder.root))
-    paths.ensure()
-    scan = scan_incoming(paths, state.get("files", {}), time.time(), DEFAULT_SETTLE_SECONDS)
+    problem = paths.unusable()
+    if problem:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(
+                f"{problem}: no file is taken until the upload folder is usable again"
+            ),
+            cursor=context.cursor,
+        )
+    closed = close_lost_uploads(postgres.url, paths)
+    previous = state.get("files")
+    scan = scan_incoming(
+        paths, previous if isinstance(previous, dict) else {}, clock(), upload_intake.quiet_seconds
+    )
 
-    registrations = [register(postgres.url, paths, name) for name in scan.stable]
+    registrations: list[Registration] = []
+    slipped: list[str] = []
+    for name in scan.stable:
+        registration = register(postgres.url, paths, name, scan.taken_at.get(name))
+        if registration is None:
+            slipped.append(name)
+        else:
+            registrations.append(registration)
     queued = [r for r in registrations if r.outcome == QUEUED]
     rejected = [r for r in registrations if r.outcome != QUEUED]
     for r in rejected:
@@ -106,7 +148,10 @@ def upload_sensor(
     # moving it, or the cursor was reset. Asking again is safe: the run key is the content's.
     for key in waiting_in_processing:
         if key not in requested:
-            requested[key] = content_hash(paths, key)
+            sha = content_hash(paths, key)
+            if sha is None:
+                continue  # imported and filed away since the listing
+            requested[key] = sha
             new_keys.append(key)
     for key in new_keys:
         run_requests.append(
@@ -115,14 +160,16 @@ def upload_sensor(
             )
         )
 
-    cursor = json.dumps(
-        {"files": {k: scan.signatures[k] for k in scan.waiting}, "requested": requested},
-        sort_keys=True,
-    )
+    cursor = json.dumps({"files": scan.watched, "requested": requested}, sort_keys=True)
     shown_rejected = [r for r in rejected if r.partition_key]
     asset_events = [event for r in shown_rejected for event in rejection_events(r)]
     partition_keys = new_keys + [r.partition_key for r in shown_rejected if r.partition_key]
     partitions = [upload_partitions.build_add_request(partition_keys)] if partition_keys else []
+    if closed:
+        context.log.warning(
+            f"import log row(s) {', '.join(f'#{i}' for i in closed)} closed as ERROR: "
+            "their file was removed before it was imported"
+        )
     if run_requests:
         return dg.SensorResult(
             run_requests=run_requests,
@@ -133,12 +180,23 @@ def upload_sensor(
     reasons = []
     if scan.waiting:
         reasons.append(
-            f"{len(scan.waiting)} file(s) still being written, waiting until stable: {_listing(scan.waiting)}"
+            f"{len(scan.waiting)} file(s) waiting until unchanged for "
+            f"{upload_intake.quiet_seconds:g} s: {_listing(scan.waiting)}"
+        )
+    if slipped:
+        reasons.append(
+            f"{len(slipped)} file(s) changed or taken by another tick while being registered, "
+            f"looked at again next tick: {_listing(slipped)}"
         )
     if rejected:
         reasons.append(
             f"{len(rejected)} file(s) rejected: "
             + _listing([f"{r.file_name} ({r.reason})" for r in rejected])
+        )
+    if closed:
+        reasons.append(
+            f"{len(closed)} import log row(s) closed as ERROR, their file removed: "
+            + _listing([f"#{i}" for i in closed])
         )
     if not reasons:
         reasons.append("no new file in incoming/")

@@ -92,6 +92,27 @@ def _looks_like_text(head: bytes) -> bool:
     return _CONTROL.search(head) is None
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def text_format(head: bytes) -> str | None:
+    """What a text file holds when it is plainly not a table: JSON, XML, HTML or RTF, told by
+    its first character (after a BOM and blank space). JSON has no magic bytes, so the magic
+    sniffing cannot say it; a CSV of ours starts with a column name, never `{`, `[` or `<`."""
+    start = head[len(_UTF8_BOM) :] if head.startswith(_UTF8_BOM) else head
+    start = start.lstrip(b" \t\r\n\x0c")
+    if start.startswith(b"{\\rtf"):
+        return "an RTF document"
+    if start.startswith((b"{", b"[")):
+        return "JSON"
+    if start.startswith(b"<"):
+        opening = start[:512].lower()
+        if b"<html" in opening or opening.startswith(b"<!doctype html"):
+            return "an HTML page"
+        return "XML"
+    return None
+
+
 def check_text_content(path: Path) -> None:
     """The whole of a CSV is text: a NUL or another control byte anywhere (not only in the
     first 64 KB that the type check reads) rejects the file, naming where it is."""
@@ -131,12 +152,19 @@ def sniff(path: Path, name: str) -> str:
             raise FileRejected(
                 "content_mismatch", f"the file is named .csv but its content is not text{what}"
             )
+        other = text_format(head)
+        if other is not None:
+            raise FileRejected(
+                "content_mismatch",
+                f"the file is named .csv but its content is {other}, not CSV (a CSV starts with "
+                "its header row, e.g. siret;nom): export the data as CSV or Excel",
+            )
         check_text_content(path)
         return ext
 
     if ext == ".xlsx":
         if not head.startswith(ZIP_MAGIC):
-            detected = _magic_name(head)
+            detected = text_format(head) or _magic_name(head)
             what = f" (it looks like: {detected})" if detected else ""
             raise FileRejected(
                 "content_mismatch",
@@ -150,6 +178,8 @@ def sniff(path: Path, name: str) -> str:
         hint = ""
         if head.startswith(ZIP_MAGIC):
             hint = " (it is a ZIP archive: an .xlsx saved with the wrong extension?)"
+        elif _looks_like_text(head) and (other := text_format(head)) is not None:
+            hint = f" (it is {other})"
         elif _looks_like_text(head):
             hint = " (it is text: a CSV saved with the wrong extension?)"
         raise FileRejected(

@@ -37,6 +37,29 @@ class UploadPaths:
         for name in FOLDERS:
             self.folder(name)
 
+    def not_a_folder(self) -> str | None:
+        """A file (or a link to one) where the upload folder or one of its four folders
+        should be, named; None otherwise. Looks only: it is reported, never replaced, since
+        it may be a mistake staff want to undo."""
+        for path in (self.root, *(self.root / name for name in FOLDERS)):
+            if os.path.lexists(path) and not path.is_dir():
+                what = "a symbolic link" if path.is_symlink() else "a file"
+                return f"{path} is {what}, not a folder"
+        return None
+
+    def unusable(self) -> str | None:
+        """Why the upload folder cannot be used, naming the path; None when it can (its four
+        folders are then created if missing)."""
+        problem = self.not_a_folder()
+        if problem:
+            return problem
+        try:
+            self.ensure()
+        except OSError as exc:
+            where = exc.filename if exc.filename is not None else self.root
+            return f"the upload folder cannot be created at {where}: {exc.strerror or exc}"
+        return None
+
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 

@@ -1,8 +1,13 @@
 """The web app's import log (`core_importlog`): one row per file, PENDING → PROCESSING →
-SUCCESS / PARTIAL / ERROR.
+SUCCESS / PARTIAL / ERROR. Every row ends in one of the last three, also when its file is
+removed or changes before it is imported (ERROR, with `file_missing` or `file_changed`).
+
+The statuses are the web app's own choices; a file refused for what it is (a duplicate, a
+bad format) is ERROR with an error code saying so, rather than a status the web app does not
+know.
 
 `stored_path` is relative to the upload folder (`processing/…`, `archive/…`,
-`rejected/…`) and always names where the file is now.
+`rejected/…`) and always names where the file is now (NULL when it is in none of them).
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ MAX_LOGGED_ERRORS = 5_000
 
 DUPLICATE_CODE = "duplicate_upload"
 FAILED_CODE = "import_failed"
+# The file was removed before its import, or changed after it was taken: nothing imported.
+MISSING_CODE = "file_missing"
+CHANGED_CODE = "file_changed"
+# Rows whose content was never imported nor refused for what it is: the same content
+# dropped again is a new upload, not a duplicate of them.
+NOT_AN_ORIGINAL = (DUPLICATE_CODE, MISSING_CODE, CHANGED_CODE)
 
 
 @dataclass(frozen=True)
@@ -93,15 +104,31 @@ def create(
 
 
 def original_import(conn: psycopg.Connection, content_sha256: str) -> LogRow | None:
-    """The first log row of this content that was not itself a rejected duplicate."""
+    """The first log row of this content that was not itself a rejected duplicate (nor a
+    file that went missing or changed before its import)."""
     row = conn.execute(
         f"""
         SELECT {_FIELDS} FROM core_importlog
-        WHERE content_sha256 = %s AND NOT errors @> %s
+        WHERE content_sha256 = %s
+          AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(errors) e WHERE e->>'code' = ANY(%s))
         ORDER BY id LIMIT 1
         """,
-        (content_sha256, Jsonb([{"code": DUPLICATE_CODE}])),
+        (content_sha256, list(NOT_AN_ORIGINAL)),
     ).fetchone()
+    return LogRow(*row) if row else None
+
+
+def open_rows(conn: psycopg.Connection) -> list[LogRow]:
+    """Rows not finished yet (PENDING or PROCESSING)."""
+    rows = conn.execute(
+        f"SELECT {_FIELDS} FROM core_importlog WHERE status IN (%s, %s) ORDER BY id",
+        (PENDING, PROCESSING),
+    ).fetchall()
+    return [LogRow(*row) for row in rows]
+
+
+def get_row(conn: psycopg.Connection, log_id: int) -> LogRow | None:
+    row = conn.execute(f"SELECT {_FIELDS} FROM core_importlog WHERE id = %s", (log_id,)).fetchone()
     return LogRow(*row) if row else None
 
 
@@ -172,6 +199,38 @@ def fail(
             log_id,
         ),
     )
+
+
+def close_unimported(
+    conn: psycopg.Connection,
+    log_id: int,
+    *,
+    code: str,
+    reason: str,
+    stored_path: str | None,
+    only_open: bool = False,
+) -> bool:
+    """End a row ERROR for a file that was not imported and is not to blame (it went missing,
+    or changed while being taken). With `only_open`, a row already finished is left alone.
+    Whether the row was changed."""
+    row = conn.execute(
+        f"""
+        UPDATE core_importlog
+        SET status = %s, errors = %s, note = %s, stored_path = %s, total_rows = 0,
+            success_rows = 0, error_rows = 0, completed_at = now(), updated_at = now()
+        WHERE id = %s {"AND status IN (%s, %s)" if only_open else ""}
+        RETURNING id
+        """,
+        (
+            ERROR,
+            Jsonb([{"row": None, "column": None, "reason": reason, "code": code}]),
+            reason,
+            stored_path,
+            log_id,
+            *((PENDING, PROCESSING) if only_open else ()),
+        ),
+    ).fetchone()
+    return row is not None
 
 
 def get(conn: psycopg.Connection, log_id: int) -> dict[str, Any]:

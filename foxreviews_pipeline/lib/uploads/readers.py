@@ -3,7 +3,8 @@
 Memory is bounded by what the file really holds, never by what it claims (docs/uploads.md,
 "Limits"):
 - every reader stops after `max_rows` data rows (one more is read to tell that the limit was
-  passed), and after `MAX_PHYSICAL_ROWS` rows blank ones included;
+  passed), and after reading `MAX_PHYSICAL_ROWS` rows blank ones included (rows present in
+  the file: the row numbers an .xlsx gives, and the dimension it declares, are not counts);
 - only the columns whose header is a known column name are kept (the others are only
   named), at most `MAX_COLUMNS` of them, so a row with a cell in column XFD costs one cell;
 - a cell keeps at most `MAX_CELL_CHARS + 1` characters (validation reports it as too long);
@@ -106,9 +107,19 @@ def _collect(rows: Iterator[tuple[int, Cells]], max_rows: int, known_columns: se
     header_row = 0
     kept_bytes = 0
     data: list[tuple[int, list[str | None]]] = []
+    scanned = 0
     for number, cells in rows:
-        if number > MAX_PHYSICAL_ROWS:
-            raise _too_many_rows(max_rows)
+        # Rows the reader really met, not the row number: an .xlsx numbers its rows itself
+        # (`<row r="1048576">` after row 2 is one row, not a million), and its declared
+        # dimension (A1:XFD1048576 once a cell far away was formatted) is never read.
+        scanned += 1
+        if scanned > MAX_PHYSICAL_ROWS:
+            raise FileRejected(
+                "too_many_rows",
+                f"the file has more than {MAX_PHYSICAL_ROWS:,} rows, blank or formatted ones "
+                f"included ({len(data):,} of them with data; the limit is {max_rows:,} data "
+                "rows): remove the empty rows or split it",
+            )
         if not cells:
             continue
         if header is None:
