@@ -38,10 +38,27 @@ def test_site_web_other_than_http_or_https_is_refused(value: str):
         ("http://boulangerie-martin.fr/contact?x=1", "http://boulangerie-martin.fr/contact?x=1"),
         ("www.boulangerie-martin.fr", "https://www.boulangerie-martin.fr"),
         ("boulangerie-martin.fr:8080/menu", "https://boulangerie-martin.fr:8080/menu"),
+        # Internationalised hosts are stored as IDNA, path and port kept.
+        ("https://école-martin.fr/menu", "https://xn--cole-martin-99a.fr/menu"),
+        ("пример.рф:8443/a", "https://xn--e1afmkfd.xn--p1ai:8443/a"),
+        ("https://ラーメン屋.jp/", "https://xn--4dkp5a8a7137b.jp/"),
     ],
 )
 def test_site_web_keeps_web_addresses(value: str, stored: str):
     assert v_url(value) == stored
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://\u0435xample.fr",  # a Cyrillic e, then Latin letters
+        "https://boulangeri\u0435-martin.fr/",
+        "https://p\u0430ypal.com",  # a Cyrillic a
+    ],
+)
+def test_site_web_look_alike_hosts_are_refused(value: str):
+    with pytest.raises(Invalid, match="mixes scripts"):
+        v_url(value)
 
 
 @pytest.mark.parametrize(

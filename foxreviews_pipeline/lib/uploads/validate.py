@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+import idna
 from email_validator import EmailNotValidError, validate_email
 
 from foxreviews_pipeline.lib.reference.communes import normalise_name, slugify
@@ -206,7 +208,37 @@ def v_url(value: str) -> str:
         raise Invalid(f"not a web address: {_shown(value)}") from None
     if parts.scheme.lower() not in ("http", "https") or "." not in host or "@" in parts.netloc:
         raise Invalid(f"not a web address: {_shown(value)}")
-    return url
+    if host.isascii():
+        return url
+    return urlunsplit(parts._replace(netloc=_idna_netloc(parts, host, value)))
+
+
+# Scripts that one label may combine: Japanese writes kanji with both kanas.
+_SCRIPTS_TOGETHER = ({"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"},)
+
+
+def _scripts(label: str) -> set[str]:
+    """The scripts of a label's letters, by their Unicode names (LATIN, CYRILLIC, GREEK…)."""
+    return {unicodedata.name(c, "?").split()[0] for c in label if c.isalpha()}
+
+
+def _idna_netloc(parts: SplitResult, host: str, value: str) -> str:
+    """The host of an internationalised address as IDNA (`xn--…`), the form a browser and
+    the web app's links use; a label that mixes scripts (a Cyrillic e among Latin letters,
+    the look-alike of a Latin site) is refused."""
+    for label in host.split("."):
+        scripts = _scripts(label)
+        if len(scripts) > 1 and not any(scripts <= allowed for allowed in _SCRIPTS_TOGETHER):
+            raise Invalid(
+                f"site_web host mixes scripts ({', '.join(sorted(scripts)).lower()}) in "
+                f"{label!r}, as a look-alike address would: {_shown(value)}"
+            )
+    try:
+        ascii_host = idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise Invalid(f"not a valid internationalised host ({exc}): {_shown(value)}") from None
+    port = f":{parts.port}" if parts.port is not None else ""
+    return ascii_host + port
 
 
 def v_code_insee(value: str) -> str:
