@@ -263,6 +263,19 @@ def test_a_trickling_response_hits_the_overall_deadline_and_is_retried(server, d
     assert trickled.sent_bytes < 200  # the client gave up, not the server
 
 
+def test_a_server_that_keeps_trickling_is_given_up_within_the_day_budget(server):
+    # Every attempt trickles: each is cut at its deadline, and those attempts use up the
+    # day's retry budget, so the call ends instead of trickling through all its attempts.
+    server.set_faults({n: Fault.trickle(0.2, max_bytes=200) for n in range(1, 30)})
+    client = make_client(server, timeout=(1.0, 2.0), deadline_s=0.5, max_attempts=20, retry_budget_s=1.2)
+    with pytest.raises(InseeApiError, match=r"retry budget of 1\.2 s for the day is spent") as caught:
+        fetch(client)
+    assert not caught.value.permanent
+    # Each failed attempt took at least its 0.5 s deadline: at most three fit in 1.2 s.
+    assert 2 <= client.stats.api_calls <= 3
+    assert client.retry_spent_s <= 1.2 + 0.6
+
+
 # -- permanent and transient failures ---------------------------------------------------
 
 
