@@ -6,6 +6,7 @@ start-up with a message naming the variable instead of deep inside a run.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -215,49 +216,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     _usable_folder("FOXREVIEWS_HOME", home)
     _usable_folder("FOXREVIEWS_UPLOAD_DIR", upload_dir)
 
-    retention_raw = get("FOXREVIEWS_RAW_RETENTION_DAYS") or str(DEFAULT_RAW_RETENTION_DAYS)
-    try:
-        raw_retention_days = int(retention_raw)
-    except ValueError:
-        raw_retention_days = 0
-    if not 1 <= raw_retention_days <= 3650:
-        raise ConfigurationError(
-            "FOXREVIEWS_RAW_RETENTION_DAYS must be a whole number of days from 1 to 3650, "
-            f"got {retention_raw!r}"
-        )
-
-    wait_raw = get("FOXREVIEWS_POOL_WAIT_TIMEOUT_SECONDS") or str(DEFAULT_POOL_WAIT_TIMEOUT_S)
-    try:
-        pool_wait_timeout_s = int(wait_raw)
-    except ValueError:
-        pool_wait_timeout_s = 0
-    if not 1 <= pool_wait_timeout_s <= 86_400:
-        raise ConfigurationError(
-            "FOXREVIEWS_POOL_WAIT_TIMEOUT_SECONDS must be a whole number of seconds from 1 to 86400, "
-            f"got {wait_raw!r}"
-        )
-
-    budget_raw = get("FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS") or str(DEFAULT_INSEE_RETRY_BUDGET_S)
-    try:
-        insee_retry_budget_s = int(budget_raw)
-    except ValueError:
-        insee_retry_budget_s = -1
-    if not 0 <= insee_retry_budget_s <= 86_400:
-        raise ConfigurationError(
-            "FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS must be a whole number of seconds from 0 to "
-            f"86400, got {budget_raw!r}"
-        )
-
-    quiet_raw = get("FOXREVIEWS_UPLOAD_QUIET_SECONDS") or str(DEFAULT_UPLOAD_QUIET_SECONDS)
-    try:
-        upload_quiet_seconds = float(quiet_raw)
-    except ValueError:
-        upload_quiet_seconds = -1.0
-    if not 0 <= upload_quiet_seconds <= 86_400:
-        raise ConfigurationError(
-            "FOXREVIEWS_UPLOAD_QUIET_SECONDS must be a number of seconds from 0 to 86400, "
-            f"got {quiet_raw!r}"
-        )
+    raw_retention_days = int(_number_setting(
+        get("FOXREVIEWS_RAW_RETENTION_DAYS"), "FOXREVIEWS_RAW_RETENTION_DAYS",
+        DEFAULT_RAW_RETENTION_DAYS, 1, 3650, "days",
+    ))
+    pool_wait_timeout_s = int(_number_setting(
+        get("FOXREVIEWS_POOL_WAIT_TIMEOUT_SECONDS"), "FOXREVIEWS_POOL_WAIT_TIMEOUT_SECONDS",
+        DEFAULT_POOL_WAIT_TIMEOUT_S, 1, 86_400, "seconds",
+    ))
+    insee_retry_budget_s = int(_number_setting(
+        get("FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS"), "FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS",
+        DEFAULT_INSEE_RETRY_BUDGET_S, 0, 86_400, "seconds",
+    ))
+    upload_quiet_seconds = _number_setting(
+        get("FOXREVIEWS_UPLOAD_QUIET_SECONDS"), "FOXREVIEWS_UPLOAD_QUIET_SECONDS",
+        DEFAULT_UPLOAD_QUIET_SECONDS, 0, 86_400, "seconds", whole=False,
+    )
 
     return Settings(
         partitions_start=load_partitions_start(env),
@@ -277,6 +251,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw_retention_days=raw_retention_days,
         pool_wait_timeout_s=pool_wait_timeout_s,
     )
+
+
+def _number_setting(
+    raw: str | None, name: str, default: float, low: float, high: float, unit: str,
+    *, whole: bool = True,
+) -> float:
+    """A number of `unit` from `low` to `high` (whole unless `whole` is false), or `default`
+    when unset; anything else names the variable."""
+    text = raw if raw is not None else str(default)
+    try:
+        value = float(int(text)) if whole else float(text)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:
+        kind = "a whole number" if whole else "a number"
+        raise ConfigurationError(f"{name} must be {kind} of {unit} from {low:g} to {high:g}, got {text!r}")
+    return value
 
 
 def load_partitions_start(environ: Mapping[str, str] | None = None) -> date:
