@@ -130,7 +130,7 @@ def test_a_day_materialized_twice_changes_nothing_the_second_time(pipeline):
     # Every blocking check ran and passed the second time too.
     evaluations = result.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {
-        "valid_identifiers", "one_row_per_siret", "no_nd_stored", "diffusion_policy",
+        "valid_identifiers", "records_usable", "one_row_per_siret", "no_nd_stored", "diffusion_policy",
         "villes_resolved", "trades_resolved",
     }
     assert all(e.passed for e in evaluations)
