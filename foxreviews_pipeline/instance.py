@@ -22,15 +22,16 @@ import os
 import stat
 import subprocess
 import sys
-from importlib.resources import files
 from pathlib import Path
 
+from foxreviews_pipeline import top_level
 from foxreviews_pipeline.lib.db.server import dagster_storage_url
 from foxreviews_pipeline.lib.settings import Settings, project_folder
 
 STORAGE_URL_VARIABLE = "FOXREVIEWS_DAGSTER_DATABASE_URL"
-# Package data, so that an installed wheel prepares its instance as a checkout does.
-TEMPLATE = files("foxreviews_pipeline") / "dagster.yaml"
+# The top-level dagster.yaml (package data in a wheel, so that an installed wheel prepares its
+# instance as a checkout does).
+TEMPLATE = top_level("dagster.yaml")
 BLOCK_BEGIN = "# >>> foxreviews instance: written by `foxreviews instance`, do not edit >>>"
 BLOCK_END = "# <<< foxreviews instance <<<"
 # Pools whose limit is not the instance's default of 1 (dagster.yaml can only set the

@@ -338,7 +338,7 @@ def test_a_stock_backfill_of_three_partitions_runs_one_run_each(
 # -- in a cluster: the image, its build context, the Helm values --------------------------------
 
 DEPLOY = PROJECT_ROOT / "deploy"
-INSTANCE_TEMPLATE = PROJECT_ROOT / "foxreviews_pipeline" / "dagster.yaml"
+INSTANCE_TEMPLATE = PROJECT_ROOT / "dagster.yaml"
 
 
 def _dockerfile() -> list[tuple[str, str]]:
@@ -468,8 +468,7 @@ def test_the_build_context_leaves_out_secrets_data_and_caches():
     copied = [arg.split()[:-1] for op, arg in _dockerfile() if op == "COPY"]
     for source in [s for sources in copied for s in sources]:
         assert not _ignored(source, patterns), source
-    for path in ("foxreviews_pipeline/definitions.py", "foxreviews_pipeline/sql/001.sql",
-                 "foxreviews_pipeline/dagster.yaml"):
+    for path in ("foxreviews_pipeline/definitions.py", "sql/0001_schema.sql", "dagster.yaml"):
         assert not _ignored(path, patterns), path
 
 

@@ -48,7 +48,10 @@ def test_the_instance_uses_dagster_postgres_documented_storage():
     assert config["storage"] == {"postgres": {"postgres_url": {"env": STORAGE_URL_VARIABLE}}}
     # Nothing of the platform's own code is loaded by the instance.
     assert "foxreviews_pipeline" not in TEMPLATE.read_text().split("storage:", 1)[1]
-    assert not (PROJECT_ROOT / "dagster.yaml").exists()  # no second, unused instance file
+    # One copy, at the top level where the design puts it (and sql/ beside it).
+    assert TEMPLATE == PROJECT_ROOT / "dagster.yaml"
+    assert not (PROJECT_ROOT / "foxreviews_pipeline" / "dagster.yaml").exists()
+    assert (PROJECT_ROOT / "sql").is_dir() and not (PROJECT_ROOT / "foxreviews_pipeline" / "sql").exists()
 
 
 def test_run_retries_never_rerun_a_run_the_code_failed_on_purpose(tmp_path, monkeypatch):

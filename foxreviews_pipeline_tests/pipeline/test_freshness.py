@@ -34,7 +34,7 @@ def test_each_daily_asset_carries_the_36_hour_policy():
 def test_the_project_instance_enables_freshness():
     import yaml
 
-    config = yaml.safe_load((PROJECT_ROOT / "foxreviews_pipeline" / "dagster.yaml").read_text())
+    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
     assert config["freshness"] == {"enabled": True}
 
 

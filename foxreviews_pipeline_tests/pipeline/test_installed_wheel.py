@@ -71,8 +71,9 @@ def test_the_installed_wheel_runs_a_day_from_any_folder(fresh_platform, tmp_path
     # Only what a build reads, so that nothing else of the checkout can leak into the wheel.
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "dagster.yaml"):
         shutil.copy(PROJECT_ROOT / name, src / name)
+    shutil.copytree(PROJECT_ROOT / "sql", src / "sql")
     shutil.copytree(
         PROJECT_ROOT / "foxreviews_pipeline", src / "foxreviews_pipeline",
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
@@ -104,7 +105,7 @@ def test_the_installed_wheel_runs_a_day_from_any_folder(fresh_platform, tmp_path
     # instance in the .env of the folder it starts in (an installed package has no checkout).
     home = Path(env["FOXREVIEWS_HOME"])
     _run([str(venv / "bin" / "foxreviews"), "instance"], cwd=work, env=env)
-    template = yaml.safe_load((PROJECT_ROOT / "foxreviews_pipeline" / "dagster.yaml").read_text())
+    template = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
     assert yaml.safe_load((home / "dagster" / "dagster.yaml").read_text()) == template
     assert f"DAGSTER_HOME='{home / 'dagster'}'" in (work / ".env").read_text()
 

@@ -3,7 +3,7 @@
 Files are named `NNNN_description.sql` and applied in order. The pending ones are applied
 in a single transaction under an advisory lock, so that two processes starting at once do
 not race and a failing migration leaves the database exactly as it was. The files are package
-data (`foxreviews_pipeline/sql/`), read through `importlib.resources`, so an installed wheel
+data (`sql/` at the top level, mapped into the package by the wheel build), so an installed wheel
 migrates as a source checkout does.
 """
 
@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import psycopg
 
-SQL_DIR: Traversable = files("foxreviews_pipeline") / "sql"
+from foxreviews_pipeline import top_level
+
+SQL_DIR: Traversable = top_level("sql")
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Any constant shared by every migrator of this schema; hashtext('foxreviews_migrations').
 _LOCK_KEY = 0x0F0C5E1

@@ -4,7 +4,7 @@ The view is refreshed CONCURRENTLY: PostgreSQL builds the new contents beside th
 ones and applies the difference, holding only an EXCLUSIVE lock on the view, which
 readers' ACCESS SHARE lock does not conflict with — the web app keeps reading the previous
 figures until the refresh commits. That needs a unique index on a plain column (`id`,
-foxreviews_pipeline/sql/0002_ville_stats.sql) and a view that has been populated once.
+sql/0002_ville_stats.sql) and a view that has been populated once.
 """
 
 from __future__ import annotations
