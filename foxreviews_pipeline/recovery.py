@@ -279,13 +279,14 @@ class StopOnSignal(threading.Thread):
         signal.set_wakeup_fd(self._previous_fd)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
+        os.close(self._write)  # the thread reads the end of the pipe and ends
 
     def run(self) -> None:
-        while True:
-            data = os.read(self._read, 16)
+        while data := os.read(self._read, 16):
             stops = [b for b in data if b in self.SIGNALS]
             if stops:
                 self._stop(signal.Signals(stops[0]))
+        os.close(self._read)
 
     def _stop(self, signum: signal.Signals) -> None:
         run_id = self.run_id
