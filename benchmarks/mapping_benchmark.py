@@ -26,6 +26,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import reference_mapping  # noqa: E402
 from foxreviews_pipeline.lib.sirene.mapping import (  # noqa: E402
     map_flat_rows,
     map_records,
@@ -35,7 +36,6 @@ from foxreviews_pipeline.lib.sirene.mapping import (  # noqa: E402
 from foxreviews_pipeline.lib.sirene.stock import iter_stock_batches  # noqa: E402
 from foxreviews_pipeline.sample.day import generate_day  # noqa: E402
 from foxreviews_pipeline.sample.stock_files import write_sample_stock  # noqa: E402
-from foxreviews_pipeline_tests.sirene import reference_mapping  # noqa: E402
 
 
 def best(fn: Callable[[], Any], repeat: int) -> float:

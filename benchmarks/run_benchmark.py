@@ -43,12 +43,7 @@ from foxreviews_pipeline.lib.db.server import (  # noqa: E402
     stop_embedded_server,
     with_database,
 )
-from foxreviews_pipeline.lib.directory.checks import audit_publication, hold  # noqa: E402
-from foxreviews_pipeline.lib.directory.daily import (  # noqa: E402
-    apply_entreprises,
-    apply_prolocalisations,
-    landed_sirets,
-)
+from foxreviews_pipeline.lib.directory.daily import publish_day  # noqa: E402
 from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises  # noqa: E402
 from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, read_columns, read_partition  # noqa: E402
 from foxreviews_pipeline.lib.sirene.mapping import map_records  # noqa: E402
@@ -172,17 +167,10 @@ def pipeline(url: str, landing: Path, partition: str) -> tuple[float, int]:
     started = time.perf_counter()
     # What the day's asset (`directory_day`) does, step for step.
     landed = read_columns(landing, partition).table
-    batch_sirets = landed_sirets(landed)
-    sirets = list(dict.fromkeys(batch_sirets))
     with psycopg.connect(url) as conn:
-        ent = apply_entreprises(conn, landed, partition=partition, run_id="bench")
-        pl = apply_prolocalisations(conn, sirets, partition=partition)
-        # The blocking audit runs before every publication: part of the day's cost.
-        hold(audit_publication(
-            conn, batch_sirets, records=landed.num_rows,
-            invalid_rejected=ent.invalid_sirets, prolocalisations=pl,
-        ))
-    return time.perf_counter() - started, ent.counts.changed + pl.changed
+        # Written, audited by every blocking check (part of the day's cost), and published.
+        change = publish_day(conn, landed, partition=partition, run_id="bench").result
+    return time.perf_counter() - started, change.entreprises.changed + change.prolocalisations.changed
 
 
 def median_of(n: int, fn) -> float:
@@ -329,13 +317,13 @@ _STOCK_CHILD = r"""
 import json, sys, time, psycopg
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from foxreviews_pipeline.lib.directory.stock import load_stock_partition
+from foxreviews_pipeline.lib.directory.stock import publish_stock_partition
 from foxreviews_pipeline.lib.sirene.stock_staging import stage_stock
 url, path, ul, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
 def load(partition):
     with psycopg.connect(url) as conn, conn.transaction():
-        return load_stock_partition(conn, partition)[0]
+        return publish_stock_partition(conn, partition).result
 
 runs = []
 for _ in range(2):  # the load, then a re-load of the same files
@@ -349,10 +337,10 @@ for _ in range(2):  # the load, then a re-load of the same files
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(load, partitions))
     runs.append({"s": time.perf_counter() - started, "stage_s": stage_s,
-                 "read": sum(r.rows_read for r in results),
-                 "written": sum(r.rows_written for r in results),
+                 "read": sum(r.records for r in results),
+                 "written": sum(r.entreprises.changed for r in results),
                  "rejected": sum(r.rejected for r in results),
-                 "prolocs": sum(r.prolocalisations_created for r in results)})
+                 "prolocs": sum(r.prolocalisations.created for r in results)})
 hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({"runs": runs, "peak_rss_mb": int(hwm.split()[1]) / 1024}))
 """

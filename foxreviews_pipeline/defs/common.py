@@ -4,8 +4,6 @@ import warnings
 
 import dagster as dg
 
-from foxreviews_pipeline.lib.directory.checks import PublicationHeld
-
 # Who answers for an asset, job, schedule or sensor; shown in the UI and filterable there.
 OWNERS = ["team:data"]
 
@@ -21,13 +19,3 @@ warnings.filterwarnings(
     "ignore", message=r"Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
 )
 
-
-def held_back(held: PublicationHeld, what: str) -> dg.Failure:
-    """The failure of a step whose publication the blocking checks refused: one line naming
-    the failed checks, their counts and samples as metadata, no retry (the data is wrong,
-    not the moment)."""
-    return dg.Failure(
-        description=f"{what} {held}",
-        metadata={o.label: dg.MetadataValue.json(o.metadata) for o in held.failed},
-        allow_retries=False,
-    )

@@ -199,23 +199,23 @@ def test_a_day_applied_again_is_not_mapped_again_unless_the_rules_changed(pg_con
     from foxreviews_pipeline.sample.day import generate_day
 
     records = generate_day(date(2026, 11, 20), n=300)
-    first = daily.apply_entreprises(pg_conn, records, partition="2026-11-20", run_id="r1")
-    assert first.counts.inserted > 250
+    first = daily.write_day(pg_conn, records, partition="2026-11-20", run_id="r1")
+    assert first.entreprises.inserted > 250
 
     mapped = []
     real_map = daily.map_table
     monkeypatch.setattr(daily, "map_table", lambda t: mapped.append(t.num_rows) or real_map(t))
-    again = daily.apply_entreprises(pg_conn, records, partition="2026-11-20", run_id="r2")
+    again = daily.write_day(pg_conn, records, partition="2026-11-20", run_id="r2")
     # Only the records that were rejected (never stored) go through the mapping again.
     assert mapped == [first.rejected]
-    assert (again.counts.inserted, again.counts.updated) == (0, 0)
-    assert again.counts.unchanged == first.counts.inserted
+    assert (again.entreprises.inserted, again.entreprises.updated) == (0, 0)
+    assert again.entreprises.unchanged == first.entreprises.inserted
 
     bumped_version = daily.MAPPING_VERSION + 1
     monkeypatch.setattr(daily, "MAPPING_VERSION", bumped_version)
     mapped.clear()
-    bumped = daily.apply_entreprises(pg_conn, records, partition="2026-11-20", run_id="r3")
+    bumped = daily.write_day(pg_conn, records, partition="2026-11-20", run_id="r3")
     assert mapped == [len(records)]
     # New rules: every row is rewritten once, to record the version that produced it.
-    assert bumped.counts.updated == first.counts.inserted
+    assert bumped.entreprises.updated == first.entreprises.inserted
     assert pg_conn.execute("SELECT DISTINCT mapping_version FROM enterprise_entreprise").fetchall() == [(bumped_version,)]

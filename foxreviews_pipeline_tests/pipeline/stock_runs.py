@@ -1,8 +1,13 @@
-"""Staging a stock and loading its partitions through the real Dagster assets, in process."""
+"""Staging a stock and loading its partitions: through the real Dagster assets, in process,
+or through the functions they run (`stage_stock`, then `publish_stock_partition` per partition);
+and what a stock file should leave in the directory, read without PostgreSQL."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -11,6 +16,11 @@ from foxreviews_pipeline.defs.directory.stock import directory_stock
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.defs.sirene.stock import sirene_stock
+from foxreviews_pipeline.lib.directory.publication import DirectoryChange
+from foxreviews_pipeline.lib.directory.stock import PARTITION_CHUNK_ROWS, publish_stock_partition
+from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, map_table, table_rows
+from foxreviews_pipeline.lib.sirene.stock import iter_stock_batches
+from foxreviews_pipeline.lib.sirene.stock_staging import StagedStock, stage_stock
 
 
 def resources(url: str, home: Path) -> dict:
@@ -54,3 +64,72 @@ def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict:
         e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)
     ]
     return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def stage_file(url: str, path: Path, ul: Path | None, *, force: bool = False) -> StagedStock:
+    """`stage_stock`, as the `sirene_stock` asset runs it."""
+    with psycopg.connect(url) as conn:
+        return stage_stock(conn, path, ul, force=force)
+
+
+def apply_partitions(
+    url: str,
+    partitions: Iterable[str],
+    *,
+    run_id: str | None = None,
+    chunk_rows: int = PARTITION_CHUNK_ROWS,
+    on_batch: Callable[[str, DirectoryChange], None] | None = None,
+) -> dict[str, DirectoryChange]:
+    """`publish_stock_partition` on each partition, in order, each in a transaction of its
+    own (the backfill runs one partition per run); `on_batch(partition, change)` after each
+    batch."""
+    results = {}
+    for partition in partitions:
+        def progress(change: DirectoryChange, partition: str = partition) -> None:
+            if on_batch is not None:
+                on_batch(partition, change)
+
+        with psycopg.connect(url) as conn, conn.transaction():
+            results[partition] = publish_stock_partition(
+                conn, partition, run_id=run_id, chunk_rows=chunk_rows, on_batch=progress
+            ).result
+    return results
+
+
+def apply_file(url: str, path: Path, ul: Path | None, **kwargs: Any) -> dict[str, DirectoryChange]:
+    """Stage a stock file and apply every partition it has (`apply_partitions`)."""
+    return apply_partitions(url, sorted(stage_file(url, path, ul).rows_by_partition), **kwargs)
+
+
+def total(results: Iterable[DirectoryChange]) -> DirectoryChange:
+    """Several partitions' publications added up."""
+    whole = DirectoryChange()
+    rejected: Counter[str] = Counter()
+    for result in results:
+        whole.records += result.records
+        whole.duplicates += result.duplicates
+        whole.entreprises.add(result.entreprises)
+        whole.prolocalisations.add(result.prolocalisations)
+        whole.batches += result.batches
+        rejected.update(result.rejected_by_reason)
+    whole.rejected_by_reason = dict(sorted(rejected.items()))
+    return whole
+
+
+def expected(path: Path, ul: Path | None) -> tuple[dict[str, tuple], Counter[str]]:
+    """What a stock file should leave in the directory, read without PostgreSQL: the stock
+    reader's blocks mapped by `map_table`, the last row per SIRET; and the rejections by
+    reason."""
+    latest: dict[str, tuple] = {}
+    rejected: Counter[str] = Counter()
+    for batch in iter_stock_batches(path, unites_legales=ul):
+        mapped, rejections = map_table(batch)
+        latest.update((r[0], r) for r in table_rows(mapped))
+        rejected.update(r.reason for r in rejections)
+    return latest, rejected
+
+
+def directory(conn: psycopg.Connection) -> dict[str, tuple]:
+    """The directory's establishments, by SIRET, in `ENTREPRISE_COLUMNS` order."""
+    cols = ", ".join(ENTREPRISE_COLUMNS)
+    return {r[0]: tuple(r) for r in conn.execute(f"SELECT {cols} FROM enterprise_entreprise")}

@@ -22,7 +22,6 @@ import psycopg
 import pytest
 
 from foxreviews_pipeline.defs.directory.assets import directory_day
-from foxreviews_pipeline.defs.reference.checks import REFERENCE_CHECKS
 from foxreviews_pipeline.defs.reference.definitions import REFERENCE_ASSETS
 from foxreviews_pipeline.defs.resources import build_resources
 from foxreviews_pipeline.defs.sirene.assets import RAW_DATASET, etablissements_raw
@@ -83,7 +82,7 @@ def pipeline(platform_env, database_url) -> Pipeline:
         **build_resources(settings),
         "sirene": SireneSource(source="sample", sample_size=SIZE),
     }
-    result = dg.materialize([*REFERENCE_ASSETS, *REFERENCE_CHECKS], resources=resources)
+    result = dg.materialize(REFERENCE_ASSETS, resources=resources)
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
     assert materialization_metadata(result)["naf_nomenclature"]["rows_naf_rev2"] == 732

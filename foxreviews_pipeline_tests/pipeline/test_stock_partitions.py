@@ -14,7 +14,6 @@ from foxreviews_pipeline.lib.sirene.stock_staging import (
     stage_stock,
 )
 from foxreviews_pipeline.sample.stock_files import write_sample_stock
-from foxreviews_pipeline_tests.directory.test_stock_load import _expected, _table
 from foxreviews_pipeline_tests.pipeline import stock_runs
 
 # The NAF codes, the taxonomy and the communes: the share checks need the real ones.
@@ -90,15 +89,15 @@ def test_partitions_load_what_the_file_holds_and_reload_writes_nothing(database_
     assert stock_runs.stage(database_url, home, path, ul).success
     first = stock_runs.load_all(database_url, home)
     assert len(first) >= 10
-    expected, rejected = _expected(path, ul)
+    expected, rejected = stock_runs.expected(path, ul)
     with psycopg.connect(database_url) as conn:
-        assert _table(conn) == expected
+        assert stock_runs.directory(conn) == expected
         partitions = dict(conn.execute(
             "SELECT last_partition, count(*) FROM enterprise_entreprise GROUP BY 1"
         ).fetchall())
     assert set(partitions) == {f"stock:{p}" for p in first if partitions.get(f"stock:{p}")}
     written = sum(stock_runs.materialization(r, "stock_entreprises")["inserted"] for r in first.values())
-    read = sum(stock_runs.materialization(r, "stock_entreprises")["rows_read"] for r in first.values())
+    read = sum(stock_runs.materialization(r, "stock_entreprises")["records"] for r in first.values())
     assert written == len(expected) and read == 2000
     assert sum(rejected.values()) + len(expected) == 2000
     for result in first.values():
@@ -120,7 +119,7 @@ def test_restaging_the_same_files_leaves_nothing_to_apply(database_url, tmp_path
     assert stock_runs.stage(database_url, home, path, ul).success
     stock_runs.load_all(database_url, home)
     with psycopg.connect(database_url) as conn:
-        before = _table(conn)
+        before = stock_runs.directory(conn)
         # A day changes one establishment after the stock: the stock's version is older.
         (changed,) = conn.execute(
             "UPDATE enterprise_entreprise SET date_dernier_traitement = now() WHERE siret = "
@@ -132,16 +131,16 @@ def test_restaging_the_same_files_leaves_nothing_to_apply(database_url, tmp_path
     }
     assert metadata["already_staged"] is True
     assert metadata["pending"] == 1 + sum(
-        1 for r in _expected(path, ul)[1].elements()
+        1 for r in stock_runs.expected(path, ul)[1].elements()
     )  # the changed row, and the rows the mapping rejects (never stored)
     again = stock_runs.load_all(database_url, home)
     written = sum(stock_runs.materialization(r, "stock_entreprises")["inserted"]
                   + stock_runs.materialization(r, "stock_entreprises")["updated"] for r in again.values())
-    read = sum(stock_runs.materialization(r, "stock_entreprises")["rows_read"] for r in again.values())
+    read = sum(stock_runs.materialization(r, "stock_entreprises")["records"] for r in again.values())
     unchanged = sum(stock_runs.materialization(r, "stock_entreprises")["unchanged"] for r in again.values())
     assert written == 0 and read == 1500 and unchanged >= len(before) - 1
     with psycopg.connect(database_url) as conn:
-        after = _table(conn)
+        after = stock_runs.directory(conn)
     assert {k: v for k, v in after.items() if k != changed} == {
         k: v for k, v in before.items() if k != changed
     }
@@ -211,7 +210,7 @@ def test_a_partition_read_in_small_batches_loads_what_the_file_holds(database_ur
     written and checked on its own, and together they leave what the file holds."""
     from math import ceil
 
-    from foxreviews_pipeline.lib.directory.stock import load_stock_partition
+    from foxreviews_pipeline.lib.directory.stock import publish_stock_partition
 
     path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
     write_sample_stock(path, 600, unites_legales_path=ul, seed=9)
@@ -220,20 +219,22 @@ def test_a_partition_read_in_small_batches_loads_what_the_file_holds(database_ur
     read = 0
     for partition, rows in staged.rows_by_partition.items():
         with psycopg.connect(database_url) as conn, conn.transaction():
-            result, outcomes = load_stock_partition(conn, partition, chunk_rows=7)
-        assert result.chunks == ceil(rows / 7) and result.rows_read == rows
-        assert all(o.passed for o in outcomes)
-        read += result.rows_read
-    expected, rejected = _expected(path, ul)
+            published = publish_stock_partition(conn, partition, chunk_rows=7)
+        result = published.result
+        assert result.batches == ceil(rows / 7) and result.records == rows
+        assert all(o.passed for o in published.outcomes)
+        read += result.records
+    expected, rejected = stock_runs.expected(path, ul)
     with psycopg.connect(database_url) as conn:
-        assert _table(conn) == expected
+        assert stock_runs.directory(conn) == expected
     assert read == 600 == len(expected) + sum(rejected.values())
 
 
-def test_one_row_per_siret_on_columns_is_the_rule_on_rows():
+def test_one_row_per_siret_is_the_latest_and_on_a_tie_the_later_row():
+    """A row with no date is the oldest; the rows come back sorted by SIRET, whole."""
     import pyarrow as pa
 
-    from foxreviews_pipeline.lib.directory.stock import dedupe_latest, latest_per_siret
+    from foxreviews_pipeline.lib.directory.stock import latest_per_siret
     from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 
     def row(siret, treated, nom):
@@ -243,14 +244,15 @@ def test_one_row_per_siret_on_columns_is_the_rule_on_rows():
 
     old, new = datetime(2024, 1, 1), datetime(2025, 6, 1)
     rows = [
+        row("73282932000074", None, "D seul"),
         row("30613890003092", new, "B récent"), row("30613890003092", old, "B ancien"),
         row("44306184100047", None, "A sans date"), row("44306184100047", old, "A daté"),
         row("55203253400646", old, "C premier"), row("55203253400646", old, "C second"),
-        row("73282932000074", None, "D seul"),
+        row("55203253400646", None, "C sans date"),
     ]
     table = pa.Table.from_pylist([dict(zip(ENTREPRISE_COLUMNS, r, strict=True)) for r in rows])
     kept = [tuple(r.values()) for r in latest_per_siret(table).to_pylist()]
-    assert kept == dedupe_latest(rows)
+    assert kept == [rows[1], rows[4], rows[6], rows[0]]
     assert [r[ENTREPRISE_COLUMNS.index("nom")] for r in kept] == [
         "B récent", "A daté", "C second", "D seul"
     ]

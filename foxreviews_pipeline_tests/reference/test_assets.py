@@ -4,9 +4,9 @@ import dagster as dg
 import pytest
 
 from foxreviews_pipeline.defs.reference.assets import naf_nomenclature, trade_taxonomy, villes
-from foxreviews_pipeline.defs.reference.checks import REFERENCE_CHECKS
 from foxreviews_pipeline.defs.reference.definitions import build_definitions
 from foxreviews_pipeline.defs.resources import PostgresResource
+from foxreviews_pipeline.lib.reference.checks import REFERENCE_CHECKS
 from foxreviews_pipeline.lib.reference.communes import load_communes
 from foxreviews_pipeline.lib.reference.naf import load_naf
 from foxreviews_pipeline_tests.reference.geo_server import GeoApiServer
@@ -21,7 +21,7 @@ def resources(database_url, tmp_path):
 
 def _materialize(resources, selection=None, run_config=None, raise_on_error=True):
     return dg.materialize(
-        [*ASSETS, *REFERENCE_CHECKS], resources=resources, selection=selection,
+        ASSETS, resources=resources, selection=selection,
         run_config=run_config, raise_on_error=raise_on_error,
     )
 
@@ -105,7 +105,7 @@ def test_an_uncovered_naf_code_fails_the_blocking_check(resources, pg_conn):
     assert not result.success
     [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "every_naf_code_covered"]
     assert evaluation.passed is False
-    assert evaluation.metadata["uncovered_sample"].value == ["99.99Z"]
+    assert evaluation.metadata["sample"].value == ["99.99Z"]
     assert evaluation.metadata["covered"].value == 732
 
 
@@ -126,3 +126,26 @@ def test_villes_from_geo_api(resources, pg_conn):
     assert all(_checks(result).values())
     lat, lng, region = pg_conn.execute("SELECT lat, lng, region FROM location_ville WHERE code_insee = '01001'").fetchone()
     assert (lat, lng, region) == (46.0, 2.0, "Auvergne-Rhône-Alpes")
+
+
+def test_a_villes_load_that_fails_a_blocking_check_leaves_the_table_as_it_was(resources, pg_conn):
+    assert _materialize(resources, selection=["villes"]).success
+    before = pg_conn.execute("SELECT count(*), max(updated_at) FROM location_ville").fetchone()
+    pg_conn.commit()
+    # geo.api answering only a handful of communes, all renamed: far below the count check.
+    communes = [
+        {"nom": f"{c.nom} (renamed)", "code": c.code_insee, "codesPostaux": list(c.codes_postaux),
+         "centre": {"type": "Point", "coordinates": [2.0, 46.0]}, "population": c.population,
+         "codeDepartement": c.departement}
+        for c in load_communes()[:10]
+    ]
+    with GeoApiServer(communes, regions=[]) as server:
+        result = _materialize(resources, selection=["villes"], raise_on_error=False, run_config={
+            "ops": {"villes": {"config": {"source": "geo_api", "geo_api_base_url": server.base_url}}}
+        })
+    assert not result.success
+    assert _checks(result)["villes_count"] is False
+    assert not result.asset_materializations_for_node("villes")
+    # Held back: nothing of the load was committed, not even the ten renamed communes.
+    assert pg_conn.execute("SELECT count(*), max(updated_at) FROM location_ville").fetchone() == before
+    assert pg_conn.execute("SELECT count(*) FROM location_ville WHERE nom LIKE '%(renamed)'").fetchone()[0] == 0

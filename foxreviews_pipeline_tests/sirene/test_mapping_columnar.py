@@ -1,4 +1,4 @@
-"""The columnar mapping against the per-record rules it replaced (reference_mapping.py).
+"""The columnar mapping against the per-record rules it replaced (benchmarks/reference_mapping.py).
 
 Sample stock rows (several seeds: companies, persons, [ND], closures, old NAF codes) with a
 share of their fields replaced by awkward values, the sample day's API records, and
@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from benchmarks import reference_mapping as reference
 from foxreviews_pipeline.lib.sirene import mapping
 from foxreviews_pipeline.lib.sirene.identifiers import (
     LA_POSTE_HEAD_OFFICE_SIRET,
@@ -37,10 +38,9 @@ from foxreviews_pipeline.lib.sirene.mapping import (
     rows_table,
     table_rows,
 )
-from foxreviews_pipeline.lib.sirene.stock import iter_stock_chunks
+from foxreviews_pipeline.lib.sirene.stock import iter_stock_batches
 from foxreviews_pipeline.sample.day import generate_day
 from foxreviews_pipeline.sample.stock_files import write_sample_stock
-from foxreviews_pipeline_tests.sirene import reference_mapping as reference
 
 
 def _siret(siren8: str, nic4: str) -> str:
@@ -150,7 +150,7 @@ def _derived(values: list[Any]) -> tuple[Any, ...]:
 def _stock_rows(tmp_path, n: int, seed: int) -> list[tuple[Any, ...]]:
     etab, ul = tmp_path / f"e{seed}.csv", tmp_path / f"ul{seed}.csv"
     write_sample_stock(etab, n, unites_legales_path=ul, seed=seed)
-    return [row for chunk in iter_stock_chunks(etab, unites_legales=ul) for row in chunk]
+    return [row for batch in iter_stock_batches(etab, unites_legales=ul) for row in table_rows(batch)]
 
 
 def _awkward(rows: list[tuple[Any, ...]], seed: int, share: float) -> list[tuple[Any, ...]]:

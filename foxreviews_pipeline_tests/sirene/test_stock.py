@@ -23,7 +23,9 @@ from foxreviews_pipeline.lib.sirene.mapping import (
     REJECT_NO_NAME,
     Rejection,
     map_record,
+    map_table,
     row_as_dict,
+    table_rows,
 )
 from foxreviews_pipeline.lib.sirene.stock import (
     COLUMNS_ADDED_IN_2024,
@@ -31,8 +33,7 @@ from foxreviews_pipeline.lib.sirene.stock import (
     STOCK_ETABLISSEMENT_COLUMNS_48,
     STOCK_UNITE_LEGALE_COLUMNS,
     UniteLegaleIndex,
-    iter_mapped_stock,
-    iter_stock_chunks,
+    iter_stock_batches,
     load_unites_legales,
     read_stock_day,
     sirens_of,
@@ -47,11 +48,18 @@ REAL_RECORDS = [
 ]
 
 
+def _chunks(path: Path, **kwargs) -> list[list[tuple]]:
+    """The reader's blocks as rows of `mapping.FLAT_FIELDS`."""
+    return [table_rows(batch) for batch in iter_stock_batches(path, **kwargs)]
+
+
 def _mapped(path: Path, **kwargs) -> tuple[list[tuple], list]:
+    """The file's rows as `map_table` maps the reader's blocks, and its rejections."""
     rows, rejections = [], []
-    for chunk_rows, chunk_rejections in iter_mapped_stock(path, **kwargs):
-        rows.extend(chunk_rows)
-        rejections.extend(chunk_rejections)
+    for batch in iter_stock_batches(path, **kwargs):
+        mapped, batch_rejections = map_table(batch)
+        rows.extend(table_rows(mapped))
+        rejections.extend(batch_rejections)
     return rows, rejections
 
 
@@ -159,7 +167,7 @@ def test_identifiers_keep_their_leading_zeros(tmp_path):
     }
     etab, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
     write_sample_stock(etab, [row], unites_legales_path=ul)
-    (chunk,) = list(iter_stock_chunks(etab, unites_legales=ul))
+    (chunk,) = _chunks(etab, unites_legales=ul)
     flat = dict(zip(FLAT_FIELDS, chunk[0], strict=True))
     assert flat["siren"] == siren and siren.startswith("000")
     assert flat["siret"] == siret
@@ -191,10 +199,10 @@ def test_sample_covers_leading_zeros_corsica_and_arrondissements(tmp_path):
 def test_read_in_chunks(tmp_path):
     etab, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
     write_sample_stock(etab, 1000, unites_legales_path=ul, seed=4)
-    chunks = list(iter_stock_chunks(etab, unites_legales=ul, block_size=16 << 10))
+    chunks = _chunks(etab, unites_legales=ul, block_size=16 << 10)
     assert len(chunks) > 5
     assert sum(len(c) for c in chunks) == 1000
-    whole = list(iter_stock_chunks(etab, unites_legales=ul))
+    whole = _chunks(etab, unites_legales=ul)
     assert [row for c in chunks for row in c] == [row for c in whole for row in c]
 
 

@@ -11,20 +11,15 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from foxreviews_pipeline.defs.common import OWNERS, held_back
-from foxreviews_pipeline.defs.directory.assets import check_result, directory_spec
+from foxreviews_pipeline.defs.common import OWNERS
+from foxreviews_pipeline.defs.directory.assets import directory_spec
+from foxreviews_pipeline.defs.publication import directory_results, held_results
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.partitions import stock_partitions
-from foxreviews_pipeline.lib.directory.checks import (
-    BLOCKING_CHECKS,
-    ENTREPRISES,
-    PRO_LOCALISATIONS,
-    PublicationHeld,
-)
-from foxreviews_pipeline.lib.directory.stock import (
-    StockLoadResult,
-    load_stock_partition,
-)
+from foxreviews_pipeline.lib.directory.checks import BLOCKING_CHECKS, ENTREPRISES, PRO_LOCALISATIONS
+from foxreviews_pipeline.lib.directory.publication import DirectoryChange
+from foxreviews_pipeline.lib.directory.stock import publish_stock_partition
+from foxreviews_pipeline.lib.publish import PublicationHeld
 from foxreviews_pipeline.lib.sirene.stock_staging import StockFileError
 
 STOCK_ENTREPRISES = "stock_entreprises"
@@ -34,37 +29,7 @@ STOCK_ASSETS = {ENTREPRISES: STOCK_ENTREPRISES, PRO_LOCALISATIONS: STOCK_PRO_LOC
 # Stock partitions write the directory in parallel up to this pool's limit (set by
 # `foxreviews instance`; a pool with no limit set takes the instance's default of 1).
 DIRECTORY_WRITES_POOL = "directory_writes"
-_PROGRESS_EVERY_CHUNKS = 10
-
-
-def _entreprises_metadata(result: StockLoadResult) -> dict[str, dg.MetadataValue]:
-    return {
-        "rows_read": dg.MetadataValue.int(result.rows_read),
-        "inserted": dg.MetadataValue.int(result.inserted),
-        "updated": dg.MetadataValue.int(result.updated),
-        "unchanged": dg.MetadataValue.int(result.unchanged),
-        "stale_skipped": dg.MetadataValue.int(result.stale),
-        "duplicates_in_file": dg.MetadataValue.int(result.duplicates),
-        "closed": dg.MetadataValue.int(result.closed),
-        "reopened": dg.MetadataValue.int(result.reopened),
-        "rejected": dg.MetadataValue.int(result.rejected),
-        "rejected_by_reason": dg.MetadataValue.json(result.rejected_by_reason),
-        "rejected_sample": dg.MetadataValue.json(result.rejected_sample),
-        "duration_s": dg.MetadataValue.float(result.duration_s),
-    }
-
-
-def _prolocalisations_metadata(result: StockLoadResult) -> dict[str, dg.MetadataValue]:
-    return {
-        "created": dg.MetadataValue.int(result.prolocalisations_created),
-        "reactivated": dg.MetadataValue.int(result.prolocalisations_reactivated),
-        "deactivated": dg.MetadataValue.int(result.prolocalisations_deactivated),
-        "deactivated_by_reason": dg.MetadataValue.json(
-            result.prolocalisations_deactivated_by_reason
-        ),
-        "unmatched_by_reason": dg.MetadataValue.json(result.prolocalisations_unmatched_by_reason),
-        "naf2025": dg.MetadataValue.json(result.prolocalisations.naf2025),
-    }
+_PROGRESS_EVERY_BATCHES = 10
 
 
 @dg.multi_asset(
@@ -101,35 +66,26 @@ def directory_stock(
     partition = context.partition_key
     started = time.perf_counter()
 
-    def progress(result: StockLoadResult) -> None:
-        if result.chunks % _PROGRESS_EVERY_CHUNKS == 0:
-            context.log.info(f"{partition}: {result.rows_read:,} rows applied so far")
+    def progress(change: DirectoryChange) -> None:
+        if change.batches % _PROGRESS_EVERY_BATCHES == 0:
+            context.log.info(f"{partition}: {change.records:,} rows applied so far")
 
     try:
         with postgres.connection() as conn:
-            result, outcomes = load_stock_partition(
-                conn,
-                partition,
-                run_id=context.run.run_id,
-                on_chunk=progress,
+            published = publish_stock_partition(
+                conn, partition, run_id=context.run.run_id, on_batch=progress
             )
     except StockFileError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except PublicationHeld as held:
-        for outcome in held.outcomes:
-            yield check_result(outcome, STOCK_ASSETS)
-        raise held_back(held, f"Stock partition {partition}") from None
+        yield from held_results(held, f"Stock partition {partition}", STOCK_ASSETS)
+    counts = published.result.entreprises
     context.log.info(
-        f"{partition}: {result.rows_read:,} rows, {result.inserted:,} inserted, "
-        f"{result.updated:,} updated, {result.unchanged:,} unchanged in "
+        f"{partition}: {published.result.records:,} rows, {counts.inserted:,} inserted, "
+        f"{counts.updated:,} updated, {counts.unchanged:,} unchanged in "
         f"{time.perf_counter() - started:.1f} s"
     )
-    yield dg.MaterializeResult(asset_key=STOCK_ENTREPRISES, metadata=_entreprises_metadata(result))
-    yield dg.MaterializeResult(
-        asset_key=STOCK_PRO_LOCALISATIONS, metadata=_prolocalisations_metadata(result)
-    )
-    for outcome in outcomes:
-        yield check_result(outcome, STOCK_ASSETS)
+    yield from directory_results(published, STOCK_ASSETS)
 
 
 sirene_stock_backfill_job = dg.define_asset_job(

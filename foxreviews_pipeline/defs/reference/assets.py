@@ -1,18 +1,31 @@
 """The reference group: NAF nomenclature, trade taxonomy and villes, every later asset's joins."""
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import dagster as dg
+import psycopg
 from pydantic import Field
 
 from foxreviews_pipeline.defs.common import OWNERS
+from foxreviews_pipeline.defs.publication import held_results, metadata, outcome_results
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
+from foxreviews_pipeline.lib.publish import PublicationHeld, publish
 from foxreviews_pipeline.lib.reference import geo_api
+from foxreviews_pipeline.lib.reference.checks import (
+    NAF_NOMENCLATURE,
+    TRADE_TAXONOMY,
+    VILLES,
+    audit_reference,
+    checks_of,
+)
 from foxreviews_pipeline.lib.reference.communes import load_aliases, load_communes
 from foxreviews_pipeline.lib.reference.load import (
     LoadCounts,
+    TaxonomyCounts,
+    VillesCounts,
     load_naf_nomenclature,
     load_trade_taxonomy,
     load_villes,
@@ -31,6 +44,32 @@ from foxreviews_pipeline.lib.reference.naf2025 import (
 from foxreviews_pipeline.lib.reference.taxonomy import load_taxonomy
 
 GROUP = "reference"
+_Loaded = TypeVar("_Loaded")
+_Results = Iterator[dg.MaterializeResult | dg.AssetCheckResult]
+
+
+def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(c.name, asset=asset, blocking=c.blocking, description=c.description)
+        for c in checks_of(asset)
+    ]
+
+
+def _publish(
+    postgres: PostgresResource,
+    asset: str,
+    load: Callable[[psycopg.Connection], _Loaded],
+    describe: Callable[[_Loaded], dict[str, dg.MetadataValue]],
+) -> _Results:
+    """Load a reference table, audit it with its checks in the same transaction, and publish
+    or hold (`lib/publish.py`): a failed blocking check leaves the table as it was."""
+    try:
+        with postgres.connection() as conn:
+            published = publish(conn, load, audit_reference(asset))
+    except PublicationHeld as held:
+        yield from held_results(held, f"{asset}:")
+    yield dg.MaterializeResult(asset_key=asset, metadata=describe(published.result))
+    yield from outcome_results(published.outcomes)
 
 
 def _counts_metadata(counts: LoadCounts) -> dict[str, dg.MetadataValue]:
@@ -49,8 +88,11 @@ def _table(rows: dict[str, LoadCounts]) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="2", owners=OWNERS)
-def naf_nomenclature(postgres: PostgresResource) -> dg.MaterializeResult:
+@dg.asset(
+    group_name=GROUP, kinds={"postgres"}, code_version="2", owners=OWNERS,
+    check_specs=_check_specs(NAF_NOMENCLATURE),
+)
+def naf_nomenclature(postgres: PostgresResource) -> _Results:
     """The 732 sous-classes of INSEE's NAF rév. 2 and the 747 of NAF 2025, the APE
     nomenclature from 2027-01-01 (table `ref_naf_nomenclature`, keyed by nomenclature and
     code), with their labels and their section / division / groupe / classe, and INSEE's
@@ -60,25 +102,32 @@ def naf_nomenclature(postgres: PostgresResource) -> dg.MaterializeResult:
     placeholder such as "Activité 62.01Z"). Source: the shipped snapshots, labels as INSEE
     publishes them.
     """
-    with postgres.connection() as conn:
-        counts = load_naf_nomenclature(conn, load_naf(), NAF_REV2)
-        counts_2025 = load_naf_nomenclature(conn, load_naf2025(), NAF_2025)
-        pairs = load_correspondence_table(conn, load_correspondence())
-    return dg.MaterializeResult(
-        metadata={
+
+    def load(conn: psycopg.Connection) -> tuple[LoadCounts, LoadCounts, int]:
+        return (
+            load_naf_nomenclature(conn, load_naf(), NAF_REV2),
+            load_naf_nomenclature(conn, load_naf2025(), NAF_2025),
+            load_correspondence_table(conn, load_correspondence()),
+        )
+
+    def describe(loaded: tuple[LoadCounts, LoadCounts, int]) -> dict[str, dg.MetadataValue]:
+        counts, counts_2025, pairs = loaded
+        return {
             **_counts_metadata(counts + counts_2025),
             "nomenclature": dg.MetadataValue.text(NAF_REV2),
             "rows_naf_rev2": dg.MetadataValue.int(counts.rows),
             "rows_naf2025": dg.MetadataValue.int(counts_2025.rows),
             "correspondence_pairs": dg.MetadataValue.int(pairs),
         }
-    )
+
+    yield from _publish(postgres, NAF_NOMENCLATURE, load, describe)
 
 
 @dg.asset(
-    group_name=GROUP, kinds={"postgres"}, deps=[naf_nomenclature], code_version="1", owners=OWNERS
+    group_name=GROUP, kinds={"postgres"}, deps=[naf_nomenclature], code_version="1", owners=OWNERS,
+    check_specs=_check_specs(TRADE_TAXONOMY),
 )
-def trade_taxonomy(postgres: PostgresResource) -> dg.MaterializeResult:
+def trade_taxonomy(postgres: PostgresResource) -> _Results:
     """FoxReviews' categories and trades and the NAF → trade mapping (tables
     `category_categorie`, `subcategory_souscategorie`, `ref_naf_mapping`), from the reviewed
     files `trade_taxonomy.yaml` and `naf_mapping.csv`. Every NAF code is mapped or excluded
@@ -86,7 +135,8 @@ def trade_taxonomy(postgres: PostgresResource) -> dg.MaterializeResult:
     """
     taxonomy = load_taxonomy()
     naf2025 = load_naf2025()
-    with postgres.connection() as conn:
+
+    def load(conn: psycopg.Connection) -> tuple[TaxonomyCounts, Naf2025Coverage, int]:
         counts = load_trade_taxonomy(conn, taxonomy)
         coverage = learn_naf2025_mapping(conn, [c.code for c in naf2025])
         # Establishments mapped through NAF 2025 whose code's mapping changed: a code just
@@ -94,19 +144,22 @@ def trade_taxonomy(postgres: PostgresResource) -> dg.MaterializeResult:
         resynced = sync_prolocalisations(
             conn, naf2025_sirets_to_resync(conn, coverage.changed_codes), partition="trade_taxonomy"
         )
-    review_file = write_review_file(
-        Path(postgres.home) / "review" / "naf2025_review.csv",
-        coverage.review,
-        {c.code: c.libelle for c in naf2025},
-    )
-    mapped = sum(1 for m in taxonomy.mappings if m.sous_categorie and m.nomenclature == NAF_REV2)
-    rev2_rows = sum(1 for m in taxonomy.mappings if m.nomenclature == NAF_REV2)
-    return dg.MaterializeResult(
-        metadata={
-            **{k: _metadata_number(v) for k, v in coverage.as_dict().items()},
+        return counts, coverage, resynced.created + resynced.reactivated
+
+    def describe(loaded: tuple[TaxonomyCounts, Naf2025Coverage, int]) -> dict[str, dg.MetadataValue]:
+        counts, coverage, resynced = loaded
+        review_file = write_review_file(
+            Path(postgres.home) / "review" / "naf2025_review.csv",
+            coverage.review,
+            {c.code: c.libelle for c in naf2025},
+        )
+        mapped = sum(1 for m in taxonomy.mappings if m.sous_categorie and m.nomenclature == NAF_REV2)
+        rev2_rows = sum(1 for m in taxonomy.mappings if m.nomenclature == NAF_REV2)
+        return {
+            **metadata(coverage.as_dict()),
             "naf2025_review_file": dg.MetadataValue.path(str(review_file)),
             "naf2025_to_review_top": dg.MetadataValue.md(_review_table(coverage)),
-            "naf2025_prolocalisations_created": dg.MetadataValue.int(resynced.created + resynced.reactivated),
+            "naf2025_prolocalisations_created": dg.MetadataValue.int(resynced),
             **_counts_metadata(counts.total),
             "rows": dg.MetadataValue.int(counts.sous_categories.rows),
             "categories": dg.MetadataValue.int(counts.categories.rows),
@@ -119,13 +172,8 @@ def trade_taxonomy(postgres: PostgresResource) -> dg.MaterializeResult:
                 "ref_naf_mapping": counts.mapping,
             })),
         }
-    )
 
-
-def _metadata_number(value: int | float) -> dg.MetadataValue:
-    if isinstance(value, float):
-        return dg.MetadataValue.float(value)
-    return dg.MetadataValue.int(value)
+    yield from _publish(postgres, TRADE_TAXONOMY, load, describe)
 
 
 def _review_table(coverage: Naf2025Coverage, limit: int = 20) -> str:
@@ -153,8 +201,11 @@ class VillesConfig(dg.Config):
     geo_api_base_url: str = Field(default=geo_api.DEFAULT_BASE_URL, description="geo.api.gouv.fr base URL")
 
 
-@dg.asset(group_name=GROUP, kinds={"postgres"}, code_version="1", owners=OWNERS)
-def villes(context: dg.AssetExecutionContext, config: VillesConfig, postgres: PostgresResource) -> dg.MaterializeResult:
+@dg.asset(
+    group_name=GROUP, kinds={"postgres"}, code_version="1", owners=OWNERS,
+    check_specs=_check_specs(VILLES),
+)
+def villes(context: dg.AssetExecutionContext, config: VillesConfig, postgres: PostgresResource) -> _Results:
     """French communes (table `location_ville`, one row per current commune, keyed by INSEE
     code) and `location_commune_alias`, which resolves arrondissements, communes déléguées
     and former codes to their current commune.
@@ -168,18 +219,18 @@ def villes(context: dg.AssetExecutionContext, config: VillesConfig, postgres: Po
         communes, skipped = result.communes, result.skipped
         if skipped:
             context.log.warning(f"geo.api.gouv.fr communes skipped: {skipped}")
-    with postgres.connection() as conn:
-        counts = load_villes(conn, communes, load_aliases())
-    with_coordinates = sum(1 for c in communes if c.lat is not None)
-    return dg.MaterializeResult(
-        metadata={
+    aliases = load_aliases()
+
+    def describe(counts: VillesCounts) -> dict[str, dg.MetadataValue]:
+        return {
             **_counts_metadata(counts.villes),
             "source": dg.MetadataValue.text(config.source),
-            "with_coordinates": dg.MetadataValue.int(with_coordinates),
+            "with_coordinates": dg.MetadataValue.int(sum(1 for c in communes if c.lat is not None)),
             "aliases": dg.MetadataValue.int(counts.aliases.rows),
             "skipped_by_reason": dg.MetadataValue.json(skipped),
             "by_table": dg.MetadataValue.md(_table({
                 "location_ville": counts.villes, "location_commune_alias": counts.aliases,
             })),
         }
-    )
+
+    yield from _publish(postgres, VILLES, lambda conn: load_villes(conn, communes, aliases), describe)

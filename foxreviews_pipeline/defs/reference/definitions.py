@@ -2,7 +2,6 @@ import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.reference.assets import naf_nomenclature, trade_taxonomy, villes
-from foxreviews_pipeline.defs.reference.checks import REFERENCE_CHECKS
 from foxreviews_pipeline.lib.constants import PARIS, PARIS_TIMEZONE
 from foxreviews_pipeline.lib.settings import Settings
 
@@ -47,7 +46,6 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """The reference group; it needs the shared `postgres` resource."""
     return dg.Definitions(
         assets=REFERENCE_ASSETS,
-        asset_checks=REFERENCE_CHECKS,
         jobs=[reference_job, naf2025_mapping_job],
         schedules=[naf2025_mapping_nightly_schedule],
     )

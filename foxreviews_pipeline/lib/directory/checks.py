@@ -1,9 +1,8 @@
 """The blocking checks every writer of the directory runs before it publishes.
 
-Write–audit–publish: a writer (a SIRENE day, a stock batch, an upload) applies its changes
-inside one transaction, audits what that transaction now sees with `audit_publication`, and
-commits only when every outcome passed; otherwise `hold` raises `PublicationHeld` and the
-caller rolls back, so readers never see a held-back change. See docs/data-model.md.
+Every writer of the directory (a SIRENE day, a stock partition, an upload) publishes through
+`lib/directory/publication.py`, which audits what its transaction sees with
+`audit_publication` before it commits (`lib/publish.py`). See docs/data-model.md.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import psycopg
 
 from foxreviews_pipeline.lib.directory.prolocalisations import SAMPLE_SIZE, ProLocalisationCounts
 from foxreviews_pipeline.lib.gc_pause import paused_gc
+from foxreviews_pipeline.lib.publish import CheckOutcome
 from foxreviews_pipeline.lib.sirene.identifiers import sirets_valid
 
 # Text columns SIRENE ingestion writes: none may ever hold INSEE's "[ND]" mask.
@@ -75,39 +75,6 @@ SHARE_CHECKS = (
     (PRO_LOCALISATIONS, "trades_resolved"),
 )
 ROW_CHECKS = tuple(k for k in BLOCKING_CHECKS if k not in SHARE_CHECKS)
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    asset: str
-    name: str
-    passed: bool
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return f"{self.asset}:{self.name}"
-
-
-class PublicationHeld(Exception):
-    """A blocking check failed: the writer's transaction must be rolled back."""
-
-    def __init__(self, outcomes: Sequence[CheckOutcome]):
-        self.outcomes = list(outcomes)
-        self.failed = [o for o in self.outcomes if not o.passed]
-        details = ", ".join(f"{o.label} ({_offending(o)})" for o in self.failed)
-        super().__init__(f"held back, nothing published: blocking check failed: {details}")
-
-
-def _offending(outcome: CheckOutcome) -> str:
-    count = outcome.metadata.get("offending")
-    return f"{count} offending" if count is not None else "failed"
-
-
-def hold(outcomes: Sequence[CheckOutcome]) -> None:
-    """Raise PublicationHeld when any outcome failed."""
-    if any(not o.passed for o in outcomes):
-        raise PublicationHeld(outcomes)
 
 
 @dataclass

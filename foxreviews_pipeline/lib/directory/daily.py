@@ -1,14 +1,12 @@
 """One SIRENE day applied to the directory: landed records → entreprises → ProLocalisations.
 
-Plain functions over a psycopg connection; the caller owns the transaction, so a day is
-applied whole or not at all.
+Plain functions over a psycopg connection: `publish_day` writes, audits and publishes the
+day in one transaction (`lib/directory/publication.py`), so it is applied whole or not at all.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,39 +14,19 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from foxreviews_pipeline.lib.directory.entreprises import (
-    SIRENE_COLUMNS,
-    UpsertCounts,
-    upsert_entreprises,
-)
-from foxreviews_pipeline.lib.directory.prolocalisations import (
-    ProLocalisationCounts,
-    sync_prolocalisations,
-)
+from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises
+from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
+from foxreviews_pipeline.lib.directory.publication import DirectoryChange, publish_directory
 from foxreviews_pipeline.lib.gc_pause import paused_gc
+from foxreviews_pipeline.lib.publish import Published
 from foxreviews_pipeline.lib.sirene.mapping import (
     MAPPING_VERSION,
-    REJECT_INVALID_SIRET,
     map_table,
     records_table,
     treatment_times,
 )
 
 _TREATED = "dateDernierTraitementEtablissement"
-
-
-@dataclass
-class EntreprisesResult:
-    records: int
-    counts: UpsertCounts
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    rejected_sample: list[dict[str, str | None]] = field(default_factory=list)
-    invalid_sirets: list[str] = field(default_factory=list)
-    unusable_sirets: list[str] = field(default_factory=list)  # rejected for another reason
-
-    @property
-    def rejected(self) -> int:
-        return sum(self.rejected_by_reason.values())
 
 
 def landed_table(records: pa.Table | Sequence[Mapping[str, Any]]) -> pa.Table:
@@ -82,15 +60,17 @@ def _already_applied(conn: psycopg.Connection, table: pa.Table, partition: str) 
     return np.asarray(same.fill_null(False), bool)
 
 
-def apply_entreprises(
+def write_day(
     conn: psycopg.Connection,
     records: pa.Table | Sequence[Mapping[str, Any]],
     *,
     partition: str,
     run_id: str | None,
-) -> EntreprisesResult:
-    """Map and write a day's records (`landed_table` columns, or API-shaped records)."""
+) -> DirectoryChange:
+    """Map and write a day's records (`landed_table` columns, or API-shaped records) and
+    sync their ProLocalisations; the caller audits and publishes (`publish_day`)."""
     table = landed_table(records)
+    change = DirectoryChange(records=table.num_rows, sirets=landed_sirets(table))
     # A day's records are many objects: the cyclic collector stays off while they are
     # compared, mapped and written (gc_pause.py).
     with paused_gc():
@@ -101,13 +81,25 @@ def apply_entreprises(
             conn, SIRENE_COLUMNS, mapped, source="sirene", partition=partition, run_id=run_id,
             mapping_version=MAPPING_VERSION,
         )
-    counts.unchanged += int(done.sum())
-    by_reason = Counter(r.reason for r in rejections)
-    sample = [{"siret": r.siret, "reason": r.reason, "message": r.message} for r in rejections[:20]]
-    invalid = [str(r.siret) for r in rejections if r.reason == REJECT_INVALID_SIRET]
-    unusable = [str(r.siret) for r in rejections if r.reason != REJECT_INVALID_SIRET]
-    return EntreprisesResult(
-        table.num_rows, counts, dict(sorted(by_reason.items())), sample, invalid, unusable
+        counts.unchanged += int(done.sum())
+        change.add_rejections(rejections)
+        prolocalisations = sync_prolocalisations(
+            conn, list(dict.fromkeys(change.sirets)), partition=partition
+        )
+    change.add_batch(counts, prolocalisations)
+    return change
+
+
+def publish_day(
+    conn: psycopg.Connection,
+    records: pa.Table | Sequence[Mapping[str, Any]],
+    *,
+    partition: str,
+    run_id: str | None,
+) -> Published[DirectoryChange]:
+    """A day written, audited by every blocking check, and published or held."""
+    return publish_directory(
+        conn, lambda c: write_day(c, records, partition=partition, run_id=run_id)
     )
 
 
@@ -116,10 +108,3 @@ def landed_sirets(records: pa.Table | Sequence[Mapping[str, Any]]) -> list[str]:
     siret = landed_table(records).column("siret")
     given: list[str] = siret.filter(pc.and_(pc.is_valid(siret), pc.not_equal(siret, ""))).to_pylist()
     return given
-
-
-def apply_prolocalisations(
-    conn: psycopg.Connection, sirets: Sequence[str], *, partition: str
-) -> ProLocalisationCounts:
-    with paused_gc():
-        return sync_prolocalisations(conn, sirets, partition=partition)

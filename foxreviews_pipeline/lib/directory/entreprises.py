@@ -34,7 +34,9 @@ _EXISTING = "stage_entreprise_existing"
 
 
 @dataclass
-class UpsertCounts:
+class EntrepriseCounts:
+    """What an upsert of establishments did, row by row."""
+
     staged: int = 0
     inserted: int = 0
     updated: int = 0
@@ -46,6 +48,10 @@ class UpsertCounts:
     @property
     def changed(self) -> int:
         return self.inserted + self.updated
+
+    def add(self, other: EntrepriseCounts) -> None:
+        for name in ("staged", "inserted", "updated", "closed", "reopened", "unchanged", "stale"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def naf_labels(conn: psycopg.Connection) -> dict[tuple[str | None, str | None], str]:
@@ -139,7 +145,7 @@ def upsert_entreprises(
     run_id: str | None = None,
     keep_existing_when_null: bool = False,
     mapping_version: int | None = None,
-) -> UpsertCounts:
+) -> EntrepriseCounts:
     """Insert or update establishments by SIRET; return what happened.
 
     `rows` are tuples in `columns` order, or an Arrow table with those columns (COPYed
@@ -176,7 +182,7 @@ def upsert_entreprises(
     computed = [c for c in ("siren", "naf_libelle") if c not in columns]
     if keeps_rev2:
         computed.append("naf_rev2_code")
-    counts = UpsertCounts(
+    counts = EntrepriseCounts(
         staged=stage(
             conn,
             _STAGE,

@@ -1,6 +1,9 @@
-"""Streaming reader of INSEE's StockEtablissement file, for backfills.
+"""Streaming reader of INSEE's StockEtablissement file: a day out of the stock (the `stock`
+source of `etablissements_raw`). A backfill does not read the file here: it stages it in
+PostgreSQL (`stock_staging.py`), whose opener this reader shares.
 
-The file comes as CSV inside a zip (~1.2 GB zipped, ~9 GB plain), plain CSV, or Parquet.
+The file comes as CSV inside a zip (~1.2 GB zipped, ~9 GB plain), plain or gzipped CSV, or
+Parquet.
 Columns are read by name, so the 54-column layout (2024+) and the older 48-column one both
 work; every value is read as text, so identifiers keep their leading zeros. The file is read
 block by block with `pyarrow.csv.open_csv` (or Parquet row groups), so memory stays bounded
@@ -22,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,12 +34,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from foxreviews_pipeline.lib.sirene import fields
-from foxreviews_pipeline.lib.sirene.mapping import (
-    FLAT_FIELDS,
-    UNITE_LEGALE_NAME_FIELDS,
-    Rejection,
-    map_table,
-    table_rows,
+from foxreviews_pipeline.lib.sirene.mapping import FLAT_FIELDS, UNITE_LEGALE_NAME_FIELDS
+from foxreviews_pipeline.lib.sirene.stock_staging import (
+    MAX_UNMATCHED_SHARE,
+    StockFileError,
+    check_headers,
+    is_parquet,
+    open_csv,
+    read_header,
 )
 
 if TYPE_CHECKING:
@@ -90,27 +95,6 @@ ETABLISSEMENT_FIELDS: tuple[str, ...] = tuple(
 DEFAULT_BLOCK_SIZE = 4 << 20
 
 
-def _csv_member(zf: zipfile.ZipFile) -> str:
-    names = [n for n in zf.namelist() if n.lower().endswith(".csv")]
-    if not names:
-        raise ValueError(f"{zf.filename}: no .csv member in the zip")
-    return names[0]
-
-
-def _open_text_source(
-    path: Path,
-) -> tuple[zipfile.ZipFile | None, IO[bytes] | pa.NativeFile]:
-    if path.suffix.lower() == ".zip":
-        zf = zipfile.ZipFile(path)
-        return zf, zf.open(_csv_member(zf))
-    stream = pa.input_stream(str(path), compression="detect")
-    return None, stream
-
-
-def _is_parquet(path: Path) -> bool:
-    return path.suffix.lower() in (".parquet", ".pq")
-
-
 def iter_batches(
     path: str | Path,
     columns: Sequence[str],
@@ -123,11 +107,10 @@ def iter_batches(
     """
     path = Path(path)
     wanted = list(dict.fromkeys(columns))
-    if _is_parquet(path):
+    if is_parquet(path):
         yield from _iter_parquet(path, wanted, block_size)
         return
-    holder, stream = _open_text_source(path)
-    try:
+    with open_csv(path) as stream:
         reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(block_size=block_size, use_threads=True),
@@ -144,10 +127,6 @@ def iter_batches(
         for batch in reader:
             if batch.num_rows:
                 yield batch
-    finally:
-        stream.close()
-        if holder is not None:
-            holder.close()
 
 
 def _iter_parquet(path: Path, wanted: list[str], block_size: int) -> Iterator[pa.RecordBatch]:
@@ -316,32 +295,6 @@ def iter_stock_batches(
         )
 
 
-def iter_stock_chunks(
-    path: str | Path,
-    *,
-    unites_legales: UnitesLegales = None,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-) -> Iterator[list[tuple[Any, ...]]]:
-    """`iter_stock_batches` as lists of tuples in `mapping.FLAT_FIELDS` order."""
-    for batch in iter_stock_batches(path, unites_legales=unites_legales, block_size=block_size):
-        yield table_rows(batch)
-
-
-def iter_mapped_stock(
-    path: str | Path,
-    *,
-    unites_legales: UnitesLegales = None,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-) -> Iterator[tuple[list[tuple[Any, ...]], list[Rejection]]]:
-    """Stream a StockEtablissement file as (rows, rejections) per block.
-
-    Rows are in `mapping.ENTREPRISE_COLUMNS` order, ready for COPY.
-    """
-    for batch in iter_stock_batches(path, unites_legales=unites_legales, block_size=block_size):
-        mapped, rejections = map_table(batch)
-        yield table_rows(mapped), rejections
-
-
 # --- A day out of the stock (the `stock` source of etablissements_raw) -----------------------
 
 def stock_row_to_api_record(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -389,12 +342,6 @@ def read_stock_day(
     next to the stock file. One row per SIRET: the stock holds each establishment once.
     """
     from foxreviews_pipeline.lib.sirene.sources import FetchedDay
-    from foxreviews_pipeline.lib.sirene.stock_staging import (
-        MAX_UNMATCHED_SHARE,
-        StockFileError,
-        check_headers,
-        read_header,
-    )
 
     started = time.perf_counter()
     path = Path(path)

@@ -106,7 +106,7 @@ def fingerprint(*paths: Path) -> str:
     return "|".join(parts)
 
 
-def _is_parquet(path: Path) -> bool:
+def is_parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq")
 
 
@@ -133,7 +133,7 @@ def read_header(path: Path) -> list[str]:
     if not path.is_file():
         raise StockFileError(f"stock file not found: {path}")
     try:
-        if _is_parquet(path):
+        if is_parquet(path):
             names = list(pq.read_schema(path).names)
         else:
             with open_csv(path) as stream:
@@ -177,11 +177,11 @@ def _copy_file(conn: psycopg.Connection, table: str, columns: list[str], path: P
         sql.Identifier(SCHEMA),
         sql.Identifier(table),
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        sql.SQL("false" if _is_parquet(path) else "true"),
+        sql.SQL("false" if is_parquet(path) else "true"),
     )
     with conn.cursor() as cur:
         with cur.copy(target) as copy:
-            if _is_parquet(path):
+            if is_parquet(path):
                 with pq.ParquetFile(path) as pf:
                     for batch in pf.iter_batches(batch_size=50_000, columns=columns):
                         text = pa.RecordBatch.from_arrays(

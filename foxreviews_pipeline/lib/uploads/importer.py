@@ -35,7 +35,7 @@ from pathlib import Path
 import psycopg
 
 from foxreviews_pipeline.lib.db.database import transaction
-from foxreviews_pipeline.lib.directory.checks import PublicationHeld
+from foxreviews_pipeline.lib.publish import PublicationHeld
 from foxreviews_pipeline.lib.uploads import importlog
 from foxreviews_pipeline.lib.uploads.files import content_sha256, safe_name, sniff
 from foxreviews_pipeline.lib.uploads.folder import (

@@ -22,16 +22,15 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from foxreviews_pipeline.lib.db.upsert import UpsertCounts
+from foxreviews_pipeline.lib.directory.checks import ENTREPRISES as CHECKED_ENTREPRISES
 from foxreviews_pipeline.lib.directory.checks import (
     PERSONAL_COLUMNS,
+    PRO_LOCALISATIONS,
     ROW_CHECKS,
-    audit_publication,
-    hold,
 )
 from foxreviews_pipeline.lib.directory.entreprises import upsert_entreprises
-from foxreviews_pipeline.lib.directory.prolocalisations import (
-    sync_prolocalisations,
-)
+from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
+from foxreviews_pipeline.lib.directory.publication import DirectoryChange, publish_directory
 from foxreviews_pipeline.lib.reference import tables
 from foxreviews_pipeline.lib.reference.communes import slugify
 from foxreviews_pipeline.lib.reference.tables import (
@@ -45,6 +44,11 @@ from foxreviews_pipeline.lib.uploads.specs import CATEGORIES, ENTREPRISES, SOUS_
 from foxreviews_pipeline.lib.uploads.validate import Validated, ValidRow
 
 UPLOAD_SOURCE = "upload"
+# What an entreprises upload reports of its publication's figures: what changed, row by row.
+_COUNTED = (
+    "personal_fields_withheld", "inserted", "updated", "unchanged", "closed", "reopened",
+    "stale_skipped",
+)
 
 
 @dataclass
@@ -111,32 +115,31 @@ def write_entreprises(
         )
         for r in rows:
             r.values["naf_nomenclature"] = nomenclature_of.get(r.values.get("naf_code") or "")
-    withheld = _withhold_personal_fields(conn, rows, columns)
-    counts = upsert_entreprises(
-        conn,
-        columns,
-        (tuple(r.values.get(c) for c in columns) for r in rows),
-        source=UPLOAD_SOURCE,
-        partition=partition,
-        run_id=run_id,
-        keep_existing_when_null=True,
-    )
-    prolocs = sync_prolocalisations(conn, sirets, partition=partition)
-    # Write–audit–publish: a failed blocking check raises, and the import's transaction is
-    # rolled back whole.
-    hold(audit_publication(conn, sirets, records=len(rows), checks=ROW_CHECKS))
-    return WriteResult(
-        written_rows=[r.row for r in rows],
-        counts={
-            "personal_fields_withheld": withheld,
-            "inserted": counts.inserted,
-            "updated": counts.updated,
-            "unchanged": counts.unchanged,
-            "prolocalisations_created": prolocs.created,
-            "prolocalisations_reactivated": prolocs.reactivated,
-            "prolocalisations_deactivated": prolocs.deactivated,
-        },
-    )
+
+    def write_rows(connection: psycopg.Connection) -> DirectoryChange:
+        change = DirectoryChange(records=len(rows), sirets=sirets)
+        change.extra["personal_fields_withheld"] = _withhold_personal_fields(connection, rows, columns)
+        counts = upsert_entreprises(
+            connection,
+            columns,
+            (tuple(r.values.get(c) for c in columns) for r in rows),
+            source=UPLOAD_SOURCE,
+            partition=partition,
+            run_id=run_id,
+            keep_existing_when_null=True,
+        )
+        change.add_batch(counts, sync_prolocalisations(connection, sirets, partition=partition))
+        return change
+
+    # Staff decide row by row: the row checks apply, not the shares of INSEE data. A failed
+    # one raises, and the import's transaction is rolled back whole.
+    figures = publish_directory(conn, write_rows, checks=ROW_CHECKS).result.figures()
+    counts = {k: v for k, v in figures[CHECKED_ENTREPRISES].items() if k in _COUNTED}
+    counts |= {
+        f"prolocalisations_{k}": figures[PRO_LOCALISATIONS][k]
+        for k in ("created", "reactivated", "deactivated")
+    }
+    return WriteResult(written_rows=[r.row for r in rows], counts=counts)
 
 
 def _withhold_personal_fields(

@@ -1,0 +1,95 @@
+"""A publication as Dagster shows it: one builder of metadata and check results for every
+writer (a SIRENE day, a stock partition, an upload, a reference load), so the UI shows the
+same keys for the same facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from foxreviews_pipeline.lib.directory.checks import PRO_LOCALISATIONS
+from foxreviews_pipeline.lib.directory.publication import DirectoryChange
+from foxreviews_pipeline.lib.publish import CheckOutcome, PublicationHeld, Published
+
+
+def metadata_value(value: Any) -> dg.MetadataValue:
+    """A figure as Dagster metadata: numbers as numbers, the rest as JSON."""
+    if isinstance(value, dg.MetadataValue):
+        return value
+    if isinstance(value, bool):
+        return dg.MetadataValue.bool(value)
+    if isinstance(value, int):
+        return dg.MetadataValue.int(value)
+    if isinstance(value, float):
+        return dg.MetadataValue.float(value)
+    if isinstance(value, str):
+        return dg.MetadataValue.text(value)
+    return dg.MetadataValue.json(value)
+
+
+def metadata(figures: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
+    return {name: metadata_value(value) for name, value in figures.items()}
+
+
+def check_result(outcome: CheckOutcome, assets: Mapping[str, str] | None = None) -> dg.AssetCheckResult:
+    """The Dagster result of a check outcome; `assets` renames the asset it belongs to."""
+    return dg.AssetCheckResult(
+        asset_key=(assets or {}).get(outcome.asset, outcome.asset),
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
+        metadata=metadata(outcome.metadata),
+    )
+
+
+def held_back(held: PublicationHeld, what: str) -> dg.Failure:
+    """The failure of a step whose publication the blocking checks refused: one line naming
+    the failed checks, their counts and samples as metadata, no retry (the data is wrong,
+    not the moment)."""
+    return dg.Failure(
+        description=f"{what} {held}",
+        metadata={o.label: dg.MetadataValue.json(o.metadata) for o in held.failed},
+        allow_retries=False,
+    )
+
+
+def held_results(
+    held: PublicationHeld, what: str, assets: Mapping[str, str] | None = None
+) -> Iterator[dg.AssetCheckResult]:
+    """Every outcome of a held publication as a check result; then the step fails (raised)."""
+    for outcome in held.outcomes:
+        yield check_result(outcome, assets)
+    raise held_back(held, what) from None
+
+
+def _markdown_counts(title: str, counts: Mapping[str, int]) -> str:
+    if not counts:
+        return f"**{title}**: none"
+    lines = [f"**{title}**", "", "| reason | rows |", "|---|---:|"]
+    lines += [f"| {reason} | {n} |" for reason, n in counts.items()]
+    return "\n".join(lines)
+
+
+def directory_results(
+    published: Published[DirectoryChange], assets: Mapping[str, str] | None = None
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """A directory publication's materializations (entreprises, ProLocalisations, under the
+    names `assets` gives them) and check results."""
+    change = published.result
+    for asset, figures in change.figures().items():
+        shown = metadata(figures)
+        if asset == PRO_LOCALISATIONS:
+            shown["summary"] = dg.MetadataValue.md(
+                _markdown_counts("Unmatched", change.prolocalisations.unmatched_by_reason)
+            )
+        yield dg.MaterializeResult(asset_key=(assets or {}).get(asset, asset), metadata=shown)
+    yield from outcome_results(published.outcomes, assets)
+
+
+def outcome_results(
+    outcomes: Sequence[CheckOutcome], assets: Mapping[str, str] | None = None
+) -> Iterator[dg.AssetCheckResult]:
+    for outcome in outcomes:
+        yield check_result(outcome, assets)

@@ -1,0 +1,178 @@
+"""A publication of the directory: a SIRENE day, a stock partition or a staff upload.
+
+Each is a `write` that upserts establishments and syncs their ProLocalisations into one
+`DirectoryChange`, audited by the blocking checks and published or held by `lib/publish.py`.
+One result type, one audit, one set of figures (`DirectoryChange.figures`): the UI and the
+import log show the same keys for the same facts, whoever wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from foxreviews_pipeline.lib.directory.checks import (
+    BLOCKING_CHECKS,
+    ENTREPRISES,
+    MAX_INVALID_SHARE,
+    PRO_LOCALISATIONS,
+    ROW_CHECKS,
+    audit_publication,
+    merge_outcomes,
+    share,
+)
+from foxreviews_pipeline.lib.directory.entreprises import EntrepriseCounts
+from foxreviews_pipeline.lib.directory.prolocalisations import SAMPLE_SIZE, ProLocalisationCounts
+from foxreviews_pipeline.lib.publish import CheckOutcome, Published, publish
+from foxreviews_pipeline.lib.sirene.mapping import REJECT_INVALID_SIRET, Rejection
+
+_REJECTED_SAMPLE_SIZE = 20
+_ORDER = {key: i for i, key in enumerate(BLOCKING_CHECKS)}
+
+
+@dataclass
+class DirectoryChange:
+    """What one publication did to the directory, and what its audit needs."""
+
+    records: int = 0  # records the writer was given, rejected ones included
+    entreprises: EntrepriseCounts = field(default_factory=EntrepriseCounts)
+    duplicates: int = 0  # versions of a SIRET superseded by a later one in the same input
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    rejected_sample: list[dict[str, str | None]] = field(default_factory=list)
+    invalid_sirets: list[str] = field(default_factory=list)  # rejected: not a valid SIRET
+    unusable_sirets: list[str] = field(default_factory=list)  # rejected for another reason
+    prolocalisations: ProLocalisationCounts = field(default_factory=ProLocalisationCounts)
+    # The SIRETs the audit reads back, repeats included; a writer that audits its batches
+    # as it goes (a stock partition) leaves it empty and records `batch_outcomes` instead.
+    sirets: list[str] = field(default_factory=list)
+    batch_outcomes: dict[tuple[str, str], list[CheckOutcome]] = field(default_factory=dict)
+    extra: dict[str, int] = field(default_factory=dict)  # a writer's own figures
+    batches: int = 0
+    duration_s: float = 0.0
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    def add_rejections(self, rejections: Sequence[Rejection]) -> None:
+        by_reason = Counter(self.rejected_by_reason)
+        for rejection in rejections:
+            by_reason[rejection.reason] += 1
+            siret = str(rejection.siret)
+            (self.invalid_sirets if rejection.reason == REJECT_INVALID_SIRET else self.unusable_sirets).append(siret)
+            if len(self.rejected_sample) < _REJECTED_SAMPLE_SIZE:
+                self.rejected_sample.append(
+                    {"siret": rejection.siret, "reason": rejection.reason, "message": rejection.message}
+                )
+        self.rejected_by_reason = dict(sorted(by_reason.items()))
+
+    def add_batch(
+        self,
+        counts: EntrepriseCounts,
+        prolocalisations: ProLocalisationCounts,
+        outcomes: Sequence[CheckOutcome] = (),
+    ) -> None:
+        self.entreprises.add(counts)
+        self.prolocalisations.add(prolocalisations)
+        for outcome in outcomes:
+            self.batch_outcomes.setdefault((outcome.asset, outcome.name), []).append(outcome)
+        self.batches += 1
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """The publication's figures per asset, plain values, the same keys for every writer."""
+        counts, pl = self.entreprises, self.prolocalisations
+        return {
+            ENTREPRISES: {
+                "records": self.records,
+                "inserted": counts.inserted,
+                "updated": counts.updated,
+                "closed": counts.closed,
+                "reopened": counts.reopened,
+                "unchanged": counts.unchanged,
+                "stale_skipped": counts.stale,
+                "duplicates": self.duplicates,
+                "rejected": self.rejected,
+                "rejected_by_reason": self.rejected_by_reason,
+                "rejected_sample": self.rejected_sample,
+                **self.extra,
+                "duration_s": self.duration_s,
+            },
+            PRO_LOCALISATIONS: {
+                "establishments": pl.establishments,
+                "desired": pl.desired,
+                "created": pl.created,
+                "reactivated": pl.reactivated,
+                "deactivated": pl.deactivated,
+                "deactivated_by_reason": pl.deactivated_by_reason,
+                "not_published": pl.not_published,
+                "unmatched": pl.unmatched,
+                "unmatched_by_reason": pl.unmatched_by_reason,
+                "naf2025": pl.naf2025,
+                "duration_s": self.duration_s,
+            },
+        }
+
+
+def audit_change(
+    conn: psycopg.Connection,
+    change: DirectoryChange,
+    checks: Sequence[tuple[str, str]] = tuple(BLOCKING_CHECKS),
+) -> list[CheckOutcome]:
+    """Every check of `checks` on a publication, in the order of `BLOCKING_CHECKS`: the row
+    checks on the SIRETs it wrote (or its batches' outcomes added up), the share checks on
+    the whole of it."""
+    rows = [key for key in checks if key in ROW_CHECKS]
+    shares = [key for key in checks if key not in ROW_CHECKS]
+    if change.batch_outcomes:
+        outcomes = [_merged(key, change) for key in rows]
+    else:
+        outcomes = audit_publication(
+            conn, change.sirets, records=change.records, invalid_rejected=change.invalid_sirets,
+            checks=rows,
+        )
+    if shares:
+        outcomes += audit_publication(
+            conn, [], records=change.records, unusable_rejected=change.unusable_sirets,
+            prolocalisations=change.prolocalisations, checks=shares,
+        )
+    return sorted(outcomes, key=lambda o: _ORDER.get((o.asset, o.name), len(_ORDER)))
+
+
+def _merged(key: tuple[str, str], change: DirectoryChange) -> CheckOutcome:
+    """A row check over the batches of a publication; the invalid SIRETs the mapping
+    rejected count against the whole of it."""
+    outcome = merge_outcomes(key, change.batch_outcomes.get(key, []))
+    if key != (ENTREPRISES, "valid_identifiers"):
+        return outcome
+    invalid = change.invalid_sirets
+    rejected_share = share(len(invalid), change.records)
+    return CheckOutcome(
+        outcome.asset,
+        outcome.name,
+        outcome.passed and rejected_share <= MAX_INVALID_SHARE,
+        {
+            **outcome.metadata,
+            "offending": outcome.metadata["offending"] + len(invalid),
+            "invalid_rejected": len(invalid),
+            "rejected_share": round(rejected_share, 4),
+            "sample": [*outcome.metadata["sample"], *invalid][:SAMPLE_SIZE],
+        },
+    )
+
+
+def publish_directory(
+    conn: psycopg.Connection,
+    write: Callable[[psycopg.Connection], DirectoryChange],
+    *,
+    checks: Sequence[tuple[str, str]] = tuple(BLOCKING_CHECKS),
+) -> Published[DirectoryChange]:
+    """Write, audit with `checks`, and publish or hold (`PublicationHeld`, nothing kept)."""
+    started = time.perf_counter()
+    published = publish(conn, write, lambda c, change: audit_change(c, change, checks))
+    published.result.duration_s = round(time.perf_counter() - started, 3)
+    return published

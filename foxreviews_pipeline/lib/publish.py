@@ -1,0 +1,78 @@
+"""Write–audit–publish: the one way anything reaches the tables the web app reads.
+
+Every writer — a SIRENE day, a stock partition, a staff upload, a reference load — hands
+`publish` two functions: `write` applies its changes, `audit` judges what the transaction
+now sees. Both run inside one transaction (a savepoint when the caller already holds one);
+when a blocking outcome failed, `PublicationHeld` is raised inside it, so the changes are
+rolled back and readers never see them. A non-blocking outcome is reported, never held on.
+So `blocking` means one thing everywhere: nothing is committed when a blocking check fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import psycopg
+
+_Result = TypeVar("_Result")
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check's verdict on what a writer's transaction sees."""
+
+    asset: str
+    name: str
+    passed: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+    blocking: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"{self.asset}:{self.name}"
+
+
+class PublicationHeld(Exception):
+    """A blocking check failed: the writer's transaction is rolled back."""
+
+    def __init__(self, outcomes: Sequence[CheckOutcome]):
+        self.outcomes = list(outcomes)
+        self.failed = [o for o in self.outcomes if o.blocking and not o.passed]
+        details = ", ".join(f"{o.label} ({_offending(o)})" for o in self.failed)
+        super().__init__(f"held back, nothing published: blocking check failed: {details}")
+
+
+def _offending(outcome: CheckOutcome) -> str:
+    count = outcome.metadata.get("offending")
+    return f"{count} offending" if count is not None else "failed"
+
+
+def hold(outcomes: Sequence[CheckOutcome]) -> None:
+    """Raise PublicationHeld when a blocking outcome failed."""
+    if any(o.blocking and not o.passed for o in outcomes):
+        raise PublicationHeld(outcomes)
+
+
+@dataclass
+class Published(Generic[_Result]):
+    """What a publication wrote, and every check outcome that let it through."""
+
+    result: _Result
+    outcomes: list[CheckOutcome]
+
+
+def publish(
+    conn: psycopg.Connection,
+    write: Callable[[psycopg.Connection], _Result],
+    audit: Callable[[psycopg.Connection, _Result], Sequence[CheckOutcome]],
+) -> Published[_Result]:
+    """Write, audit, and publish or hold, in one transaction of `conn` (a savepoint inside
+    the caller's transaction, which commits). Raises `PublicationHeld`, with every outcome,
+    after rolling the write back."""
+    with conn.transaction():
+        result = write(conn)
+        outcomes = list(audit(conn, result))
+        hold(outcomes)
+    return Published(result, outcomes)
