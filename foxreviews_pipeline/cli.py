@@ -6,8 +6,9 @@
     foxreviews instance [--env-file F]
                                   prepare the Dagster instance ($FOXREVIEWS_HOME/dagster) and
                                   record DAGSTER_HOME in .env for every Dagster command
-    foxreviews run-day [--date D] the main job: reference data, one SIRENE day end to end,
-                                  ville_stats; prints a summary
+    foxreviews run-day [--date D] the main job: once the source has published the day (asked
+                                  every 20 min, for up to 8 h), reference data, one SIRENE
+                                  day end to end, ville_stats; prints a summary
 """
 
 from __future__ import annotations

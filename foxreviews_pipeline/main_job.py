@@ -16,7 +16,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from foxreviews_pipeline.defs.sirene.definitions import sirene_source
 from foxreviews_pipeline.defs.sirene.jobs import SIRENE_DAILY_ASSETS, sirene_daily_job
+from foxreviews_pipeline.defs.sirene.publication import (
+    PublicationUnknown,
+    is_published,
+    publications,
+)
+from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.instance import use_instance
 from foxreviews_pipeline.lib.constants import PARIS
 from foxreviews_pipeline.lib.db.database import reachable_database_url
@@ -42,6 +49,10 @@ from foxreviews_pipeline.recovery import (
 REFERENCE_ASSETS = ("naf_nomenclature", "trade_taxonomy", "villes")
 DAILY_ASSETS = SIRENE_DAILY_ASSETS
 REFERENCE_JOB, DAILY_JOB, VILLE_STATS_JOB = "reference_data", sirene_daily_job.name, "ville_stats_refresh"
+# INSEE publishes a day around 06:00–08:00 Paris time the next morning: until then `run-day`
+# asks again every 20 minutes, for at most 8 hours, before it starts the day's runs.
+PUBLICATION_CHECK_S = 20 * 60
+PUBLICATION_MAX_WAIT = timedelta(hours=8)
 
 
 def project_instance(settings: Settings) -> dg.DagsterInstance:
@@ -192,7 +203,63 @@ def _explain(exc: BaseException, data_url: str | None, log_path: Path) -> Except
     )
 
 
-def run_day(day: str | None, settings: Settings) -> int:
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+
+
+def wait_for_publication(
+    sirene: SireneSource,
+    day: date,
+    say: Callable[[str], None],
+    *,
+    check_every_s: float = PUBLICATION_CHECK_S,
+    max_wait: timedelta = PUBLICATION_MAX_WAIT,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Return once the source has published `day`, asking every `check_every_s` and saying
+    what it waits for; fail after `max_wait` (the sample and a stock file never wait)."""
+    started, since = clock(), datetime.now(PARIS)
+    bound = max_wait.total_seconds()
+    checks = 0
+    while True:
+        try:
+            publication = publications(sirene, [day])[day]
+        except PublicationUnknown as exc:
+            raise RunFailed(str(exc)) from None
+        waited = clock() - started
+        if is_published(publication):
+            if checks:
+                say(f"INSEE has published {day}, after waiting {_span(waited)}")
+            return
+        assert publication is not None
+        checks += 1
+        if waited >= bound:
+            raise RunFailed(
+                f"INSEE has still not published {day} after waiting {_span(waited)} since "
+                f"{since:%Y-%m-%d %H:%M:%S %Z} (the bound is {_span(bound)}): {publication.describe()}"
+            )
+        pause = min(check_every_s, bound - waited)
+        say(
+            f"waiting for INSEE to publish {day}: {publication.describe()}; check {checks} "
+            f"(waiting since {since:%H:%M:%S %Z}), next in {_span(pause)}, "
+            f"gives up after {_span(bound)}"
+        )
+        sleep(pause)
+
+
+def run_day(
+    day: str | None,
+    settings: Settings,
+    *,
+    publication_check_s: float = PUBLICATION_CHECK_S,
+    publication_max_wait: timedelta = PUBLICATION_MAX_WAIT,
+) -> int:
     from foxreviews_pipeline.definitions import defs
 
     paris_today = datetime.now(PARIS).date()
@@ -231,6 +298,11 @@ def run_day(day: str | None, settings: Settings) -> int:
             guard.stopper = stopper
             sweep_dead_runs(instance, say)
             remove_stale_spools(settings.home / "landing" / RAW_DATASET, say)
+            # Not the step's job: it fails at once on a day not published yet.
+            wait_for_publication(
+                sirene_source(settings, settings.insee_api_key), target, say,
+                check_every_s=publication_check_s, max_wait=publication_max_wait,
+            )
             print(f"foxreviews: materializing reference data, then SIRENE day {target} ({settings.sirene_source} source)")
             # Named jobs, so that these runs show on the jobs' pages in the UI.
             ref = _run(defs.resolve_job_def(REFERENCE_JOB), instance, REFERENCE_ASSETS, guard=guard)

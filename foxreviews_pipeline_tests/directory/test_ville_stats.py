@@ -1,24 +1,27 @@
 """`ville_stats`: refreshed without blocking readers, figures equal to the tables', and
-refreshed once after an import by the `ville_stats_after_import` sensor."""
+refreshed by its automation condition: once after an import, at 02:00 Paris time, never
+while an upstream asset is being written."""
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import psycopg
 import pytest
-from dagster._core.definitions.sensor_definition import SensorExecutionData
+from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
 
 from foxreviews_pipeline.defs.directory.ville_stats import (
-    UPSTREAM_KEYS,
+    VILLE_STATS_AUTOMATION,
     ville_stats,
-    ville_stats_after_import_sensor,
+    ville_stats_automation_sensor,
     ville_stats_refresh_job,
 )
 from foxreviews_pipeline.defs.resources import PostgresResource
-from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
+from foxreviews_pipeline.defs.sirene.partitions import daily_partitions, stock_partitions
 from foxreviews_pipeline.lib.directory.ville_stats import (
     APPLICATION_NAME,
     FIGURES,
@@ -233,7 +236,7 @@ def test_asset_reports_the_figures_as_metadata(database_url, tmp_path: Path):
     assert {dep.asset_key for dep in spec.deps} == UPSTREAM
 
 
-# Stand-ins with the real keys and partitioning: what the sensor sees of an import.
+# Stand-ins with the real keys and partitioning: what the automation sees of an import.
 @dg.asset(name="villes")
 def villes_stub() -> None: ...
 
@@ -247,33 +250,73 @@ MID_IMPORT: dict = {}
 
 @dg.asset(name="pro_localisations", partitions_def=daily_partitions, deps=["entreprises"])
 def pro_localisations_stub() -> None:
-    # Ticks while the import is half done: entreprises is written, this step is running.
+    # Evaluates while the import is half done: entreprises is written, this step is running.
     if "instance" in MID_IMPORT:
-        MID_IMPORT["tick"] = tick(MID_IMPORT["instance"], None)
+        MID_IMPORT["result"] = MID_IMPORT["ticks"].next()
+
+
+@dg.asset(name="stock_entreprises", partitions_def=stock_partitions)
+def stock_entreprises_stub() -> None: ...
+
+
+@dg.asset(name="naf_nomenclature")
+def unrelated_stub() -> None: ...
 
 
 import_stub_job = dg.define_asset_job(
     "daily_import_stub", selection=[entreprises_stub, pro_localisations_stub]
 )
 DEFS = dg.Definitions(
-    assets=[villes_stub, entreprises_stub, pro_localisations_stub, ville_stats],
-    jobs=[ville_stats_refresh_job, import_stub_job],
-    sensors=[ville_stats_after_import_sensor],
-    # Never opened: only the sensor is evaluated here.
+    assets=[
+        villes_stub, entreprises_stub, pro_localisations_stub, stock_entreprises_stub,
+        unrelated_stub, ville_stats,
+    ],
+    jobs=[
+        ville_stats_refresh_job, import_stub_job,
+        dg.define_asset_job("naf_stub", selection=[unrelated_stub]),
+    ],
+    sensors=[ville_stats_automation_sensor],
+    # Never opened: only the automation condition is evaluated here.
     resources={"postgres": PostgresResource(home="/nonexistent")},
 )
+PARIS = ZoneInfo("Europe/Paris")
 
 
-def tick(instance: dg.DagsterInstance, cursor: str | None) -> SensorExecutionData:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=DEFS)
-    return ville_stats_after_import_sensor.evaluate_tick(context)
+class Ticks:
+    """Successive evaluations of the automation, as the daemon makes them: each one carries
+    the cursor of the one before, `step` later (a mid-afternoon start: no 02:00 tick in sight)."""
+
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        start: datetime = datetime(2026, 6, 10, 14, 0, tzinfo=PARIS),
+        step: timedelta = timedelta(minutes=1),
+    ):
+        # Kept in UTC: Paris wall-clock arithmetic would step into the hour DST skips.
+        self.instance, self.now, self.step = instance, start.astimezone(UTC), step
+        self.cursor: AssetDaemonCursor | None = None
+        first = self.next()  # the first evaluation only starts remembering
+        assert first.total_requested == 0
+
+    def at(self, when: datetime) -> dg.EvaluateAutomationConditionsResult:
+        self.now = when.astimezone(UTC) - self.step
+        return self.next()
+
+    def next(self) -> dg.EvaluateAutomationConditionsResult:
+        self.now += self.step
+        result = dg.evaluate_automation_conditions(
+            defs=DEFS, instance=self.instance, cursor=self.cursor, evaluation_time=self.now,
+            asset_selection=dg.AssetSelection.assets("ville_stats"),
+        )
+        self.cursor = result.cursor
+        return result
+
+    def requested(self) -> int:
+        return self.next().get_num_requested(ville_stats.key)
 
 
-def report(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> int:
-    """Records a materialization of `key`; returns its event-log storage id."""
+def report(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
-    [record] = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
-    return record.storage_id
 
 
 # Where a launched run says it comes from; a queued run must carry one. Never loaded here.
@@ -283,131 +326,151 @@ ORIGIN = RemoteRepositoryOrigin(
 )
 
 
-def in_flight_run(
-    instance: dg.DagsterInstance,
-    job_name: str,
-    status: dg.DagsterRunStatus = dg.DagsterRunStatus.QUEUED,
-    assets: set[str] | None = None,
-) -> dg.DagsterRun:
-    """A run in the instance as a launch leaves it, with no worker behind it."""
-    selection = frozenset(dg.AssetKey(key) for key in assets) if assets else None
-    return instance.add_run(
-        dg.DagsterRun(
-            job_name=job_name,
-            status=status,
-            asset_selection=selection,
-            remote_job_origin=ORIGIN.get_job_origin(job_name),
-        )
+def queued_run(instance: dg.DagsterInstance, job_name: str, partition: str | None = None) -> dg.DagsterRun:
+    """A run as a launch leaves it in the queue: its assets planned, no worker behind it."""
+    tags = {"dagster/partition": partition} if partition else None
+    return instance.create_run_for_job(
+        DEFS.resolve_job_def(job_name), status=dg.DagsterRunStatus.QUEUED, tags=tags,
+        remote_job_origin=ORIGIN.get_job_origin(job_name),
     )
 
 
-def test_the_sensor_targets_the_named_job_and_follows_the_asset_deps():
-    sensor = ville_stats_after_import_sensor
-    assert sensor.job_name == "ville_stats_refresh" == ville_stats_refresh_job.name
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert sensor.minimum_interval_seconds == 60
-    # Read from the asset: an upstream asset added to its deps is watched without more code.
-    assert set(UPSTREAM_KEYS) == set(ville_stats.dependency_keys) == UPSTREAM
+def test_the_condition_is_on_the_asset_and_a_running_sensor_evaluates_it():
+    assert ville_stats.automation_conditions_by_key[ville_stats.key] == VILLE_STATS_AUTOMATION
+    assert ville_stats_automation_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    repository = DEFS.get_repository_def()
+    assert ville_stats_automation_sensor.asset_selection.resolve(repository.asset_graph) == {
+        ville_stats.key
+    }
+    # Covered by this sensor, the asset gets no implicit (and stopped) default sensor.
+    assert {s.name for s in repository.sensor_defs} == {"ville_stats_automation"}
+    # The job stays for manual refreshes and `run-day`.
+    assert ville_stats_refresh_job.name == "ville_stats_refresh"
 
 
 def test_nothing_imported_nothing_requested():
-    instance = dg.DagsterInstance.ephemeral()
-    result = tick(instance, None)
-    assert not result.run_requests
-    assert "no materialization" in (result.skip_message or "")
-
-    report(instance, "ville_stats")  # its own refresh is not an import
-    assert not tick(instance, None).run_requests
+    ticks = Ticks(dg.DagsterInstance.ephemeral())
+    assert ticks.requested() == 0
+    report(ticks.instance, "ville_stats")  # its own refresh is not an import
+    assert ticks.requested() == 0
 
 
 def test_one_refresh_after_an_import_then_none():
-    instance = dg.DagsterInstance.ephemeral()
-    storage_id = report(instance, "entreprises", "2026-03-28")
+    ticks = Ticks(dg.DagsterInstance.ephemeral())
+    report(ticks.instance, "entreprises", "2026-06-09")
+    assert ticks.requested() == 1
+    assert ticks.requested() == 0  # requested once: not again on the next tick
+    report(ticks.instance, "ville_stats")  # the refresh ran
+    assert ticks.requested() == 0
 
-    first = tick(instance, None)
-    [request] = first.run_requests
-    assert request.run_key == f"ville_stats_after_import:{storage_id}"
-    assert request.tags["foxreviews/trigger"] == "after_import"
-    assert request.job_name is None  # the sensor's own job: ville_stats_refresh
-    assert first.cursor == str(storage_id)
+    # Any upstream asset counts, partitioned or not: the towns, a département of the stock.
+    report(ticks.instance, "villes")
+    assert ticks.requested() == 1
+    ticks.requested()
+    report(ticks.instance, "stock_entreprises", "75")
+    assert ticks.requested() == 1
+    assert ticks.requested() == 0
 
-    again = tick(instance, first.cursor)
-    assert not again.run_requests
-    assert "no materialization" in (again.skip_message or "")
 
-    # Any upstream asset counts: reference data changes the town figures.
-    villes_id = report(instance, "villes")
-    third = tick(instance, first.cursor)
-    assert len(third.run_requests) == 1 and third.cursor == str(villes_id)
+def test_a_change_seen_with_the_request_calls_for_one_more_refresh():
+    """A dep written after a refresh was requested, seen by the same evaluation as that
+    request, may have been missed by it: it is not taken as handled."""
+    ticks = Ticks(dg.DagsterInstance.ephemeral())
+    report(ticks.instance, "villes")
+    assert ticks.requested() == 1
+    report(ticks.instance, "stock_entreprises", "75")
+    assert ticks.requested() == 1
+    assert ticks.requested() == 0
 
 
 def test_many_imports_between_two_ticks_make_one_refresh():
+    ticks = Ticks(dg.DagsterInstance.ephemeral())
+    for day in ("2026-06-07", "2026-06-08", "2026-06-09"):
+        report(ticks.instance, "entreprises", day)
+        report(ticks.instance, "pro_localisations", day)
+    report(ticks.instance, "villes")
+    assert ticks.requested() == 1
+    assert ticks.requested() == 0
+
+
+def test_not_while_an_import_runs_then_once_it_has_ended():
     instance = dg.DagsterInstance.ephemeral()
-    ids = [report(instance, "entreprises", day) for day in ("2026-03-29", "2026-03-30", "2026-03-31")]
-    ids.append(report(instance, "pro_localisations", "2026-03-31"))
-    ids.append(report(instance, "uploaded_files", "upload-1"))
-
-    result = tick(instance, None)
-    assert len(result.run_requests) == 1
-    assert result.cursor == str(max(ids))
-    assert not tick(instance, result.cursor).run_requests
-
-
-@pytest.mark.parametrize("status", [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED])
-def test_no_second_refresh_while_one_is_queued_or_running(status):
-    instance = dg.DagsterInstance.ephemeral()
-    storage_id = report(instance, "entreprises", "2026-03-28")
-    refresh = in_flight_run(instance, "ville_stats_refresh", status)
-
-    postponed = tick(instance, None)
-    assert not postponed.run_requests
-    assert refresh.run_id in (postponed.skip_message or "")
-    assert postponed.cursor is None  # not advanced: the import still calls for a refresh
-
-    instance.report_run_canceled(refresh)
-    after = tick(instance, None)
-    assert len(after.run_requests) == 1 and after.cursor == str(storage_id)
-
-
-def test_a_refresh_launched_from_the_ui_counts_too():
-    instance = dg.DagsterInstance.ephemeral()
-    report(instance, "villes")
-    run = in_flight_run(instance, "__ASSET_JOB", dg.DagsterRunStatus.STARTED, {"ville_stats"})
-    result = tick(instance, None)
-    assert not result.run_requests and run.run_id in (result.skip_message or "")
-
-
-def test_not_during_an_import_nor_a_backfill():
-    instance = dg.DagsterInstance.ephemeral()
+    ticks = Ticks(instance)
     MID_IMPORT.clear()
-    MID_IMPORT["instance"] = instance
+    MID_IMPORT.update(instance=instance, ticks=ticks)
     try:
         imported = DEFS.resolve_job_def("daily_import_stub").execute_in_process(
-            instance=instance, partition_key="2026-03-28"
+            instance=instance, partition_key="2026-06-09"
         )
     finally:
-        mid_import = MID_IMPORT.pop("tick", None)
+        mid_import = MID_IMPORT.pop("result", None)
         MID_IMPORT.clear()
     assert imported.success
-    # entreprises was already written, but its run (a whole job: no asset selection) was going on.
-    assert mid_import is not None and not mid_import.run_requests
-    assert imported.run_id in (mid_import.skip_message or "")
-    assert instance.fetch_materializations(dg.AssetKey("entreprises"), limit=1).records
+    # entreprises was already written, but pro_localisations, in the same run, was not.
+    assert mid_import is not None and mid_import.get_num_requested(ville_stats.key) == 0
+    # The import is remembered: one refresh once the run has ended.
+    assert ticks.requested() == 1
+    assert ticks.requested() == 0
 
-    # A backfill: its remaining days wait in the queue; the days already done do not trigger.
-    queued = [
-        in_flight_run(instance, "daily_import_stub") for _ in range(3)
-    ] + [in_flight_run(instance, "__ASSET_JOB", assets={"villes"})]
+
+def test_a_backfill_in_the_queue_holds_the_refresh_until_its_last_day():
+    ticks = Ticks(dg.DagsterInstance.ephemeral())
+    report(ticks.instance, "entreprises", "2026-06-06")
+    queued = [queued_run(ticks.instance, "daily_import_stub", day) for day in ("2026-06-07", "2026-06-08")]
+    assert ticks.requested() == 0
     for run in queued:
-        assert not tick(instance, None).run_requests
-        instance.report_run_canceled(run)
-    done = tick(instance, None)
-    assert len(done.run_requests) == 1
+        assert ticks.requested() == 0
+        ticks.instance.report_run_canceled(run)
+    assert ticks.requested() == 1
+    assert ticks.requested() == 0
+
+
+def test_no_second_refresh_while_one_is_queued():
+    ticks = Ticks(dg.DagsterInstance.ephemeral())
+    refresh = queued_run(ticks.instance, "ville_stats_refresh")
+    report(ticks.instance, "villes")
+    assert ticks.requested() == 0
+    ticks.instance.report_run_canceled(refresh)
+    assert ticks.requested() == 1
 
 
 def test_runs_of_other_assets_do_not_hold_the_refresh():
-    instance = dg.DagsterInstance.ephemeral()
-    report(instance, "entreprises", "2026-03-28")
-    in_flight_run(instance, "__ASSET_JOB", dg.DagsterRunStatus.STARTED, {"naf_nomenclature"})
-    in_flight_run(instance, "cleanup", dg.DagsterRunStatus.STARTED)
-    assert len(tick(instance, None).run_requests) == 1
+    ticks = Ticks(dg.DagsterInstance.ephemeral())
+    report(ticks.instance, "pro_localisations", "2026-06-09")
+    queued_run(ticks.instance, "naf_stub")
+    assert ticks.requested() == 1
+
+
+@pytest.mark.parametrize(
+    "night, expected",
+    [
+        # An ordinary night, then both daylight-saving changes of 2026: on 29 March 02:00
+        # does not exist (the tick comes at 03:00 CEST); on 25 October it comes once.
+        (datetime(2026, 6, 11, 2, 0, tzinfo=PARIS), datetime(2026, 6, 11, 2, 0, tzinfo=PARIS)),
+        (datetime(2026, 3, 29, 1, 0, tzinfo=PARIS), datetime(2026, 3, 29, 3, 0, tzinfo=PARIS)),
+        (datetime(2026, 10, 25, 2, 0, tzinfo=PARIS), datetime(2026, 10, 25, 2, 0, fold=1, tzinfo=PARIS)),
+    ],
+    ids=["june", "spring-forward", "fall-back"],
+)
+def test_refreshed_once_at_0200_paris(night, expected):
+    start = night.astimezone(UTC) - timedelta(hours=3)
+    ticks = Ticks(dg.DagsterInstance.ephemeral(), start=start, step=timedelta(minutes=10))
+    requested_at = []
+    while ticks.now < start + timedelta(hours=6):
+        if ticks.requested():
+            requested_at.append(ticks.now)
+    # The first tick at or after 02:00 (03:00 on the short night), and only that one.
+    assert len(requested_at) == 1
+    expected = expected.astimezone(UTC)
+    assert expected <= requested_at[0] < expected + timedelta(minutes=10)
+
+
+def test_the_0200_refresh_waits_for_an_import_in_progress():
+    start = datetime(2026, 6, 11, 1, 50, tzinfo=PARIS)
+    ticks = Ticks(dg.DagsterInstance.ephemeral(), start=start, step=timedelta(minutes=5))
+    run = queued_run(ticks.instance, "daily_import_stub", "2026-06-10")
+    assert ticks.at(datetime(2026, 6, 11, 2, 0, tzinfo=PARIS)).total_requested == 0
+    assert ticks.requested() == 0
+    ticks.instance.report_run_canceled(run)
+    assert ticks.requested() == 1
+    assert ticks.requested() == 0

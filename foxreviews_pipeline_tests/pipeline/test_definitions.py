@@ -34,14 +34,15 @@ EXPECTED_GROUPS = {
     "ville_stats": "directory",
     "uploaded_files": "uploads",
 }
-# name → cron, on Paris wall-clock time; every one RUNNING by default.
+# name → cron and default status, on Paris wall-clock time. The daily import's schedule is
+# the stopped alternative to the publication sensor.
 EXPECTED_SCHEDULES = {
-    "sirene_daily_schedule": "0 8 * * *",
-    "ville_stats_nightly": "0 2 * * *",
-    "cleanup_weekly": "0 3 * * 0",
-    "naf2025_mapping_nightly": "30 1 * * *",
+    "sirene_daily_schedule": ("0 8 * * *", "STOPPED"),
+    "cleanup_weekly": ("0 3 * * 0", "RUNNING"),
+    "naf2025_mapping_nightly": ("30 1 * * *", "RUNNING"),
 }
-EXPECTED_SENSORS = {"upload_sensor", "ville_stats_after_import"}
+# Every one RUNNING by default; `ville_stats_automation` evaluates ville_stats's condition.
+EXPECTED_SENSORS = {"upload_sensor", "sirene_publication_sensor", "ville_stats_automation"}
 
 
 def _load_definitions() -> dg.Definitions:
@@ -80,8 +81,8 @@ from foxreviews_pipeline.definitions import defs, settings
 print(json.dumps({
     "groups": {s.key.to_user_string(): s.group_name for s in defs.resolve_all_asset_specs()},
     "schedules": {s.name: [s.cron_schedule, s.execution_timezone, s.default_status.value]
-                  for s in defs.schedules},
-    "sensors": {s.name: s.default_status.value for s in defs.sensors},
+                  for s in defs.get_repository_def().schedule_defs},
+    "sensors": {s.name: s.default_status.value for s in defs.get_repository_def().sensor_defs},
     "resources": sorted(defs.resources),
     "settings_home": str(settings.home),
 }))
@@ -96,7 +97,7 @@ def test_the_code_location_loads_in_a_clean_process(platform_env, tmp_path):
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert {k: loaded["groups"].get(k) for k in EXPECTED_GROUPS} == EXPECTED_GROUPS
     assert {n: loaded["schedules"][n] for n in EXPECTED_SCHEDULES} == {
-        n: [cron, "Europe/Paris", "RUNNING"] for n, cron in EXPECTED_SCHEDULES.items()
+        n: [cron, "Europe/Paris", status] for n, (cron, status) in EXPECTED_SCHEDULES.items()
     }
     assert {n: loaded["sensors"][n] for n in EXPECTED_SENSORS} == dict.fromkeys(EXPECTED_SENSORS, "RUNNING")
     assert {"postgres", "landing_zone", "upload_folder", "sirene", "retention"} <= set(loaded["resources"])
@@ -132,19 +133,20 @@ def test_every_asset_of_the_spec_is_in_its_group(defs):
 
 
 def test_schedules_and_sensors_run_by_default(defs):
-    schedules = {s.name: s for s in defs.schedules}
-    sensors = {s.name: s for s in defs.sensors}
+    repository = defs.get_repository_def()
+    schedules = {s.name: s for s in repository.schedule_defs}
+    sensors = {s.name: s for s in repository.sensor_defs}
     assert set(EXPECTED_SCHEDULES) <= set(schedules)
-    assert EXPECTED_SENSORS <= set(sensors)
-    for name, cron in EXPECTED_SCHEDULES.items():
+    for name, (cron, status) in EXPECTED_SCHEDULES.items():
         schedule = schedules[name]
         assert (schedule.cron_schedule, schedule.execution_timezone) == (cron, "Europe/Paris"), name
-        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING, name
+        assert schedule.default_status == dg.DefaultScheduleStatus(status), name
     for name in EXPECTED_SENSORS:
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING, name
-    # Exactly these: an asset with an automation condition would add Dagster's implicit
-    # `default_automation_condition_sensor`, whose runs land in no named job.
-    assert {s.name for s in defs.get_repository_def().sensor_defs} == EXPECTED_SENSORS
+    # Exactly these: every asset with an automation condition is covered by the declared,
+    # running `ville_stats_automation`, so Dagster adds no implicit (stopped)
+    # `default_automation_condition_sensor`.
+    assert set(sensors) == EXPECTED_SENSORS
 
 
 def test_the_insee_key_never_shows_in_the_location(defs):

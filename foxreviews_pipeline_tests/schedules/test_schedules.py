@@ -1,5 +1,6 @@
 """Schedules on Paris wall-clock time, across both daylight-saving changes of 2026
-(Sunday 29 March: 02:00 → 03:00; Sunday 25 October: 03:00 → 02:00)."""
+(Sunday 29 March: 02:00 → 03:00; Sunday 25 October: 03:00 → 02:00). (`ville_stats` at 02:00
+is an automation condition: directory/test_ville_stats.py.)"""
 
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -8,14 +9,16 @@ import dagster as dg
 import pytest
 
 # The daemon's own tick calculation, so the tests see the times the scheduler will use.
+from dagster._core.definitions.partitions.partitioned_schedule import (
+    UnresolvedPartitionedAssetScheduleDefinition,
+)
 from dagster._utils.schedules import schedule_execution_time_iterator
 
-from foxreviews_pipeline.defs.directory.ville_stats import ville_stats_nightly_schedule
 from foxreviews_pipeline.defs.maintenance.cleanup import cleanup_schedule
 from foxreviews_pipeline.defs.reference.definitions import naf2025_mapping_nightly_schedule
 from foxreviews_pipeline.defs.sirene.jobs import sirene_daily_job
 from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
-from foxreviews_pipeline.defs.sirene.schedules import sirene_daily_schedule
+from foxreviews_pipeline.defs.sirene.schedules import sirene_daily_schedule as unresolved_daily
 
 PARIS = ZoneInfo("Europe/Paris")
 SPRING_FORWARD = date(2026, 3, 29)
@@ -49,8 +52,11 @@ def _stub(key: str) -> dg.AssetsDefinition:
 SIRENE_REPOSITORY = dg.Definitions(
     assets=[_stub(key) for key in ("etablissements_raw", "entreprises", "pro_localisations")],
     jobs=[sirene_daily_job],
-    schedules=[sirene_daily_schedule],
+    schedules=[unresolved_daily],
 ).get_repository_def()
+# Built from the job, the schedule takes its cadence from the job's partitions once the
+# job's assets are known: as the code location resolves it.
+sirene_daily_schedule = SIRENE_REPOSITORY.get_schedule_def("sirene_daily_schedule")
 
 
 def evaluate(schedule: dg.ScheduleDefinition, when: datetime) -> list[dg.RunRequest]:
@@ -68,25 +74,35 @@ WINDOWS = [
 ]
 
 
+RUNNING, STOPPED = dg.DefaultScheduleStatus.RUNNING, dg.DefaultScheduleStatus.STOPPED
+
+
 @pytest.mark.parametrize(
-    "schedule, cron, job_name",
+    "schedule, cron, job_name, status",
     [
-        (sirene_daily_schedule, "0 8 * * *", "sirene_daily"),
-        (ville_stats_nightly_schedule, "0 2 * * *", "ville_stats_refresh"),
-        (cleanup_schedule, "0 3 * * 0", "cleanup"),
-        (naf2025_mapping_nightly_schedule, "30 1 * * *", "naf2025_mapping"),
+        # The fixed-time alternative to the publication sensor, the default trigger.
+        (sirene_daily_schedule, "0 8 * * *", "sirene_daily", STOPPED),
+        (cleanup_schedule, "0 3 * * 0", "cleanup", RUNNING),
+        (naf2025_mapping_nightly_schedule, "30 1 * * *", "naf2025_mapping", RUNNING),
     ],
-    ids=["sirene_daily", "ville_stats_nightly", "cleanup_weekly", "naf2025_mapping_nightly"],
+    ids=["sirene_daily", "cleanup_weekly", "naf2025_mapping_nightly"],
 )
-def test_cron_timezone_and_default_status(schedule, cron, job_name):
+def test_cron_timezone_and_default_status(schedule, cron, job_name, status):
     assert schedule.cron_schedule == cron
     assert schedule.execution_timezone == "Europe/Paris"
     assert schedule.job_name == job_name
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.default_status == status
     assert schedule.description
 
 
 # --- SIRENE daily import: 08:00 Paris, the previous Paris day -------------------------------
+
+
+def test_sirene_daily_is_dagsters_schedule_of_the_partitioned_job():
+    assert isinstance(unresolved_daily, UnresolvedPartitionedAssetScheduleDefinition)
+    assert (unresolved_daily.job, unresolved_daily.hour_of_day) == (sirene_daily_job, 8)
+    # Its timezone is the partitions' own.
+    assert sirene_daily_schedule.execution_timezone == daily_partitions.timezone
 
 
 @pytest.mark.parametrize(
@@ -106,6 +122,7 @@ def test_sirene_daily_requests_the_previous_paris_day_once(when, partition, hour
     [request] = evaluate(sirene_daily_schedule, when)
     assert request.partition_key == partition
     assert request.run_key == partition
+    assert request.tags["foxreviews/trigger"] == "daily"
     window = daily_partitions.time_window_for_partition_key(partition)
     # The partition is the whole Paris day that ended at midnight before the tick.
     assert window.end == when.astimezone(PARIS).replace(hour=0, minute=0)
@@ -132,36 +149,7 @@ def test_sirene_daily_skips_before_the_first_partition():
     )
     data = sirene_daily_schedule.evaluate_tick(context)
     assert not data.run_requests
-    assert "2023-12-31" in data.skip_message
-
-
-# --- ville_stats: 02:00 Paris every night ----------------------------------------------------
-
-
-@pytest.mark.parametrize("start, end", WINDOWS, ids=["march", "october"])
-def test_ville_stats_refreshed_once_every_night(start, end):
-    found = ticks(ville_stats_nightly_schedule, start, end)
-    nights = [t.astimezone(PARIS).date() for t in found]
-    assert nights == [start.date() + timedelta(days=i) for i in range(14)]
-    for tick in found:
-        local = tick.astimezone(PARIS)
-        if local.date() == SPRING_FORWARD:
-            # 02:00 does not exist that night: the refresh runs at 03:00 CEST.
-            assert (local.hour, local.utcoffset()) == (3, timedelta(hours=2))
-        elif local.date() == FALL_BACK:
-            # 02:00 happens twice that night: the refresh runs once, at 02:00 CET.
-            assert (local.hour, local.utcoffset()) == (2, timedelta(hours=1))
-        else:
-            assert (local.hour, local.minute) == (2, 0)
-    requests = [r for t in found for r in evaluate(ville_stats_nightly_schedule, t)]
-    assert len(requests) == 14
-    assert [r.run_key for r in requests] == [f"ville_stats_nightly:{night}" for night in nights]
-
-
-def test_ville_stats_run_key_names_the_paris_night():
-    # 00:30 UTC on 25 October is 02:30 CEST, the night of the 25th in Paris.
-    [request] = evaluate(ville_stats_nightly_schedule, datetime(2026, 10, 25, 0, 30, tzinfo=UTC))
-    assert request.run_key == "ville_stats_nightly:2026-10-25"
+    assert "no partitions" in data.skip_message
 
 
 # --- cleanup: Sunday 03:00 Paris ---------------------------------------------------------

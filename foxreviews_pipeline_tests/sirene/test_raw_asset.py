@@ -1,14 +1,13 @@
-"""etablissements_raw through Dagster: permanent errors fail once, waits are logged and bounded."""
+"""etablissements_raw through Dagster: permanent errors, and a day not published yet, fail
+once, at once."""
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import dagster as dg
 
 from foxreviews_pipeline.defs.resources import LandingZone
-from foxreviews_pipeline.defs.sirene import assets as raw_assets
 from foxreviews_pipeline.defs.sirene.assets import RAW_DATASET, etablissements_raw
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.lib.sirene.landing import columns_path, partition_path
@@ -59,35 +58,25 @@ def test_a_missing_key_fails_at_once_naming_the_variable(tmp_path):
     assert "FOXREVIEWS_INSEE_API_KEY" in failure_message(result)
 
 
-def test_a_day_not_published_is_waited_for_with_a_log_and_a_bound(tmp_path, monkeypatch):
-    monkeypatch.setattr(raw_assets, "NOT_PUBLISHED_WAIT_S", 0.05)
-    monkeypatch.setattr(raw_assets, "NOT_PUBLISHED_MAX_WAIT", timedelta(seconds=2))
+def test_a_day_not_published_fails_at_once_in_one_line(tmp_path):
+    # Waiting is the publication sensor's (and `run-day`'s): the step does not.
     with FakeInseeServer(api_key=KEY, last_processed_at=datetime(2026, 8, 3, 23, 50),
                          made_available_at=datetime(2026, 8, 4, 6, 10)) as server:
         sirene = SireneSource(source="api", insee_base_url=server.base_url, insee_api_key=KEY,
                               insee_requests_per_minute=60_000)
-        instance = dg.DagsterInstance.ephemeral()
-        result = materialize(sirene, tmp_path, instance)
-        paths = {r.path for r in server.requests}
+        result = materialize(sirene, tmp_path)
+        paths = [r.path for r in server.requests]
     assert not result.success
-    assert paths == {"/informations"}  # nothing of the day was read
-    logs = [e.user_message for e in instance.all_logs(result.run_id)
-            if "Waiting for INSEE" in (e.user_message or "") and e.dagster_event is None]
-    assert len(logs) >= 2
-    assert len(step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY)) == len(logs)
-    for line in logs:
-        assert "dateDerniereMiseADisposition=2026-08-04T06:10:00.000" in line
-        assert "dateDernierTraitementMaximum=2026-08-03T23:50:00.000" in line
-        assert "etatCollection=UP" in line
-    # The first wait's time is kept across the step's retries.
-    since = {re.search(r"Waiting since ([0-9-]+ [0-9:]+ \S+) ", line).group(1) for line in logs}
-    assert len(since) == 1
-    checks = [int(re.search(r"check (\d+)\)", line).group(1)) for line in logs]
-    assert checks == list(range(1, len(logs) + 1))
+    assert paths == ["/informations"]  # asked once; nothing of the day was read
+    assert step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
     message = failure_message(result)
-    assert "has still not completed 2026-08-04" in message and "the bound is 2 s" in message
-    assert since.pop() in message
-    assert not partition_path(tmp_path / RAW_DATASET, DAY).exists()
+    assert len(message.strip().splitlines()) == 1
+    assert "INSEE has not published 2026-08-04 yet" in message
+    assert "sirene_publication_sensor requests the day once it is published" in message
+    assert "dateDerniereMiseADisposition=2026-08-04T06:10:00.000" in message
+    assert "dateDernierTraitementMaximum=2026-08-03T23:50:00.000" in message
+    folder = tmp_path / RAW_DATASET
+    assert not folder.exists() or list(folder.iterdir()) == []
 
 
 def test_a_published_day_lands_and_leaves_only_the_partition(tmp_path):

@@ -4,8 +4,7 @@ from foxreviews_pipeline.defs.directory.assets import directory_day
 from foxreviews_pipeline.defs.directory.stock import directory_stock, sirene_stock_backfill_job
 from foxreviews_pipeline.defs.directory.ville_stats import (
     ville_stats,
-    ville_stats_after_import_sensor,
-    ville_stats_nightly_schedule,
+    ville_stats_automation_sensor,
     ville_stats_refresh_job,
 )
 from foxreviews_pipeline.lib.settings import Settings
@@ -15,6 +14,5 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[directory_day, directory_stock, ville_stats],
         jobs=[ville_stats_refresh_job, sirene_stock_backfill_job],
-        schedules=[ville_stats_nightly_schedule],
-        sensors=[ville_stats_after_import_sensor],
+        sensors=[ville_stats_automation_sensor],
     )

@@ -1,9 +1,8 @@
 """SIRENE extracts landed as-is, one file per Paris day."""
 
 
-import dataclasses
 import time
-from datetime import date, datetime, timedelta
+from datetime import date
 
 import dagster as dg
 
@@ -11,26 +10,8 @@ from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import LandingZone
 from foxreviews_pipeline.defs.sirene.partitions import DAILY_FRESHNESS, daily_partitions
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
-from foxreviews_pipeline.lib.constants import PARIS
 from foxreviews_pipeline.lib.sirene.client import InseeApiError
-from foxreviews_pipeline.lib.sirene.landing import (
-    RAW_DATASET,
-    clear_wait_state,
-    load_wait_state,
-    save_wait_state,
-)
-
-# INSEE publishes a day around 06:00–08:00 Paris time the next morning; until then the
-# asset checks again every 20 minutes, for at most 8 hours, rather than land a partial day.
-NOT_PUBLISHED_WAIT_S = 20 * 60
-NOT_PUBLISHED_MAX_WAIT = timedelta(hours=8)
-
-
-def _hours(span: timedelta) -> str:
-    seconds = int(span.total_seconds())
-    if seconds < 60:
-        return f"{seconds} s"
-    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET
 
 
 @dg.asset(
@@ -48,16 +29,17 @@ def etablissements_raw(
     """The day's SIRENE establishment records, exactly as INSEE sent them, one record per
     SIRET (the latest version when a SIRET changed several times that day).
 
-    The partition is a Paris-time day of `dateDernierTraitementEtablissement`, read once
-    INSEE reports the day complete (waiting up to 8 hours), and only when INSEE sent every
-    record it announced. The file is written atomically to the landing zone, so the
-    directory assets can be re-run without calling INSEE again. Source: the INSEE API, the
-    synthetic sample (the default) or a StockEtablissement file, as configured.
+    The partition is a Paris-time day of `dateDernierTraitementEtablissement`, read only
+    once INSEE reports the day complete, and only when INSEE sent every record it
+    announced. The step does not wait for INSEE: `sirene_publication_sensor` requests the
+    day once it is published, and a day launched before fails at once. The file is written
+    atomically to the landing zone, so the directory assets can be re-run without calling
+    INSEE again. Source: the INSEE API, the synthetic sample (the default) or a
+    StockEtablissement file, as configured.
     """
     day = date.fromisoformat(context.partition_key)
     folder = landing_zone.path(RAW_DATASET)
     started = time.perf_counter()
-    state = load_wait_state(folder, day, context.run.run_id)
     # One retry policy (README, "Retries"): the client retries transient failures within the
     # day's budget; what comes out of it is final, and the step is not retried.
     try:
@@ -71,29 +53,13 @@ def etablissements_raw(
         ) from None
 
     if not landed.published:
-        now = datetime.now(PARIS)
-        since = state.first_wait_at.astimezone(PARIS) if state.first_wait_at else now
-        waited = now - since
         what = landed.publication.describe() if landed.publication else "day not complete"
-        if waited >= NOT_PUBLISHED_MAX_WAIT:
-            clear_wait_state(folder, day)
-            raise dg.Failure(
-                f"INSEE has still not completed {day} after waiting {_hours(waited)} since "
-                f"{since:%Y-%m-%d %H:%M:%S %Z} (the bound is {_hours(NOT_PUBLISHED_MAX_WAIT)}): {what}",
-                allow_retries=False,
-            )
-        state = dataclasses.replace(state, first_wait_at=since, waits=state.waits + 1)
-        save_wait_state(folder, day, state)
-        wait_s = min(NOT_PUBLISHED_WAIT_S, (NOT_PUBLISHED_MAX_WAIT - waited).total_seconds())
-        context.log.info(
-            f"Waiting for INSEE to complete {day}: {what}. Waiting since "
-            f"{since:%Y-%m-%d %H:%M:%S %Z} ({_hours(waited)}, check {state.waits}); next check in "
-            f"{wait_s / 60:.0f} min; gives up after {_hours(NOT_PUBLISHED_MAX_WAIT)}"
+        raise dg.Failure(
+            f"INSEE has not published {day} yet, nothing was landed ({what}); "
+            "sirene_publication_sensor requests the day once it is published",
+            allow_retries=False,
         )
-        # The bound is the time above, so Dagster's own count never stops the wait first.
-        raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=wait_s)
 
-    clear_wait_state(folder, day)
     stats = landed.stats
     duration = round(time.perf_counter() - started, 3)
     return dg.MaterializeResult(

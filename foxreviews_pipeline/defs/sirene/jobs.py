@@ -1,4 +1,4 @@
-"""Jobs over the SIRENE chain, shared by the schedule and the UI's launchpad."""
+"""Jobs over the SIRENE chain, shared by the sensor, the schedule and the UI's launchpad."""
 
 import dagster as dg
 

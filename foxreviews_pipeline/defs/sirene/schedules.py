@@ -1,40 +1,26 @@
-"""The daily SIRENE import, on Paris wall-clock time."""
-
-from datetime import datetime, timedelta
+"""The daily SIRENE import at a fixed time: the alternative to the publication sensor."""
 
 import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.sirene.jobs import sirene_daily_job
-from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
-from foxreviews_pipeline.lib.constants import PARIS, PARIS_TIMEZONE
 
-
-def previous_paris_day(when: datetime) -> str:
-    """The partition key of the Paris day before the Paris day `when` falls on."""
-    return (when.astimezone(PARIS).date() - timedelta(days=1)).isoformat()
-
-
-@dg.schedule(
+# Dagster's schedule of a daily-partitioned job: at 08:00 on the partitions' timezone (Paris)
+# it requests the last complete partition, the previous Paris day, with the partition key as
+# run key. Created STOPPED: `sirene_publication_sensor` (sensors.py) is the default trigger
+# and requests the same day, with the same run key, once INSEE has published it. Turn this
+# one on instead where the source says nothing of its publication (no `/informations`).
+# Not both: run keys are deduplicated per schedule or sensor, so this one would import again
+# a day the sensor has imported; and a day not published at 08:00 fails, not tried again.
+sirene_daily_schedule = dg.build_schedule_from_partitioned_job(
+    sirene_daily_job,
     name="sirene_daily_schedule",
-    job=sirene_daily_job,
-    cron_schedule="0 8 * * *",
-    execution_timezone=PARIS_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    hour_of_day=8,
+    minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    tags={"foxreviews/trigger": "daily"},
     owners=OWNERS,
-    description="Every day at 08:00 Europe/Paris: import yesterday's SIRENE changes "
-    "(partition = the previous Paris day; running by default).",
+    description="Every day at 08:00 Europe/Paris: import the previous Paris day (partition and "
+    "run key = that day). Stopped by default: sirene_publication_sensor is the default "
+    "trigger; this is the fixed-time alternative.",
 )
-def sirene_daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    """Imports the previous Paris day at 08:00 Paris time; a day INSEE has not published yet
-    is waited for, never landed half-done. One run per day (the run key is the partition).
-    """
-    when = context.scheduled_execution_time
-    partition_key = previous_paris_day(when)
-    if partition_key < daily_partitions.start.date().isoformat():
-        return dg.SkipReason(f"{partition_key} is before the first SIRENE partition")
-    return dg.RunRequest(
-        run_key=partition_key,
-        partition_key=partition_key,
-        tags={"foxreviews/trigger": "daily"},
-    )

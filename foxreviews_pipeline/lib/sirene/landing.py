@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any, Self
 
@@ -43,7 +43,7 @@ FORMAT_VERSION = 1
 # The landing zone's folder for SIRENE establishments (`<landing root>/etablissements/`).
 RAW_DATASET = "etablissements"
 # A partition is `<YYYY-MM-DD>.json.gz`; a file beside it named `<YYYY-MM-DD>.<anything>` is
-# one of its sidecars; hidden names are in-flight writes and wait states.
+# one of its sidecars; hidden names are in-flight writes.
 PARTITION_SUFFIX = ".json.gz"
 # The columnar copy of a partition (module docstring).
 COLUMNS_SUFFIX = ".columns.arrow"
@@ -370,55 +370,6 @@ def read_columns(folder: Path, day: date | str) -> LandedColumns:
         if tmp is not None:  # a read-only landing zone: the columns serve this run only
             tmp.unlink(missing_ok=True)
     return LandedColumns(path, table)
-
-
-@dataclass(frozen=True)
-class WaitState:
-    """How long one run has been waiting for a partition's source (kept across the step's
-    retries, which may run in new processes)."""
-
-    run_id: str
-    first_wait_at: datetime | None = None
-    waits: int = 0
-    transient_failures: int = 0
-
-
-def _wait_state_path(folder: Path, day: date | str) -> Path:
-    return folder / f".{partition_path(folder, day).name}.wait.json"
-
-
-def load_wait_state(folder: Path, day: date | str, run_id: str) -> WaitState:
-    """This run's wait state for `day`; a fresh one for any other run."""
-    try:
-        stored = json.loads(_wait_state_path(folder, day).read_text())
-        if stored.get("run_id") == run_id:
-            return WaitState(
-                run_id,
-                datetime.fromisoformat(stored["first_wait_at"]) if stored.get("first_wait_at")
-                else None,
-                int(stored.get("waits", 0)),
-                int(stored.get("transient_failures", 0)),
-            )
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return WaitState(run_id)
-
-
-def save_wait_state(folder: Path, day: date | str, state: WaitState) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = _wait_state_path(folder, day)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({
-        "run_id": state.run_id,
-        "first_wait_at": state.first_wait_at.isoformat() if state.first_wait_at else None,
-        "waits": state.waits,
-        "transient_failures": state.transient_failures,
-    }))
-    os.replace(tmp, path)
-
-
-def clear_wait_state(folder: Path, day: date | str) -> None:
-    _wait_state_path(folder, day).unlink(missing_ok=True)
 
 
 SPOOL_SUFFIX = ".spool"
