@@ -318,7 +318,7 @@ import json, sys, time, psycopg
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from foxreviews_pipeline.lib.directory.stock import publish_stock_partition
-from foxreviews_pipeline.lib.sirene.stock_staging import stage_stock
+from foxreviews_pipeline.lib.directory.stock import stage_for_directory
 url, path, ul, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
 def load(partition):
@@ -329,7 +329,7 @@ runs = []
 for _ in range(2):  # the load, then a re-load of the same files
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
-        staged = stage_stock(conn, Path(path), Path(ul))
+        staged = stage_for_directory(conn, Path(path), Path(ul))
     stage_s = time.perf_counter() - started
     # What the backfill runs: every partition, `workers` at a time (the pool's limit),
     # the largest first.

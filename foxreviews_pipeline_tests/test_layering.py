@@ -31,3 +31,22 @@ def test_lib_imports_neither_dagster_nor_the_wiring_nor_the_sample():
         if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
     ]
     assert offending == []
+
+
+# The directory's tables, which only `lib/directory/`, `lib/reference/` and `lib/uploads/` read
+# or write: the SIRENE layer lands and stages INSEE's data and stops there.
+DIRECTORY_TABLES = ("enterprise_", "location_", "ref_naf_", "category_", "subcategory_", "ville_stats")
+
+
+def test_the_sirene_layer_never_touches_the_directory_tables():
+    modules = sorted((LIB / "sirene").glob("*.py"))
+    assert len(modules) > 5
+    offending = []
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+                is_sql = any(w in text for w in ("SELECT", "INSERT", "UPDATE", "DELETE", "FROM"))
+                if is_sql and any(table in text for table in DIRECTORY_TABLES):
+                    offending.append(f"{path.name}:{node.lineno}")
+    assert offending == []

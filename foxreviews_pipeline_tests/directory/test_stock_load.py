@@ -1,5 +1,5 @@
 """The stock write path on a real PostgreSQL, as the assets run it: the file staged
-(`stage_stock`), then applied one partition at a time (`publish_stock_partition`), each in a
+(`stage_for_directory`), then applied one partition at a time (`publish_stock_partition`), each in a
 transaction of its own. Counts, idempotence, duplicates, older data, crash and resume,
 bounded memory (the Dagster assets themselves: pipeline/test_stock_partitions.py)."""
 

@@ -1,5 +1,5 @@
 """Staging a stock and loading its partitions: through the real Dagster assets, in process,
-or through the functions they run (`stage_stock`, then `publish_stock_partition` per partition);
+or through the functions they run (`stage_for_directory`, then `publish_stock_partition` per partition);
 and what a stock file should leave in the directory, read without PostgreSQL."""
 
 from __future__ import annotations
@@ -17,10 +17,14 @@ from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.defs.sirene.stock import sirene_stock
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange
-from foxreviews_pipeline.lib.directory.stock import PARTITION_CHUNK_ROWS, publish_stock_partition
+from foxreviews_pipeline.lib.directory.stock import (
+    PARTITION_CHUNK_ROWS,
+    publish_stock_partition,
+    stage_for_directory,
+)
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, map_table, table_rows
 from foxreviews_pipeline.lib.sirene.stock import iter_stock_batches
-from foxreviews_pipeline.lib.sirene.stock_staging import StagedStock, stage_stock
+from foxreviews_pipeline.lib.sirene.stock_staging import StagedStock
 
 
 def resources(url: str, home: Path) -> dict:
@@ -67,9 +71,9 @@ def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 
 
 def stage_file(url: str, path: Path, ul: Path | None, *, force: bool = False) -> StagedStock:
-    """`stage_stock`, as the `sirene_stock` asset runs it."""
+    """`stage_for_directory`, as the `sirene_stock` asset runs it."""
     with psycopg.connect(url) as conn:
-        return stage_stock(conn, path, ul, force=force)
+        return stage_for_directory(conn, path, ul, force=force)
 
 
 def apply_partitions(

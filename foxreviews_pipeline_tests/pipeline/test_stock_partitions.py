@@ -8,10 +8,10 @@ from datetime import datetime
 import psycopg
 import pytest
 
+from foxreviews_pipeline.lib.directory.stock import stage_for_directory
 from foxreviews_pipeline.lib.sirene.stock_staging import (
     STOCK_PARTITION_KEYS,
     StockFileError,
-    stage_stock,
 )
 from foxreviews_pipeline.sample.stock_files import write_sample_stock
 from foxreviews_pipeline_tests.pipeline import stock_runs
@@ -74,7 +74,7 @@ def test_staging_counts_every_row_in_one_partition(database_url, tmp_path):
     path, ul = tmp_path / "StockEtablissement_utf8.zip", tmp_path / "StockUniteLegale_utf8.zip"
     write_sample_stock(path, 3000, unites_legales_path=ul, seed=4)
     with psycopg.connect(database_url) as conn:
-        staged = stage_stock(conn, path, ul)
+        staged = stage_for_directory(conn, path, ul)
     assert staged.etablissements == 3000 == sum(staged.rows_by_partition.values())
     assert set(staged.rows_by_partition) <= set(STOCK_PARTITION_KEYS)
     assert {"75", "2A", "974"} <= set(staged.rows_by_partition)
@@ -182,7 +182,7 @@ def test_an_establishment_file_given_as_the_legal_units_is_named(database_url, t
     path = tmp_path / "StockEtablissement_utf8.csv"
     write_sample_stock(path, 100, seed=9)
     with psycopg.connect(database_url) as conn, pytest.raises(StockFileError, match="is a StockEtablissement file"):
-        stage_stock(conn, path, path)
+        stage_for_directory(conn, path, path)
 
 
 def test_a_file_that_is_not_a_stock_is_named(database_url, tmp_path):
@@ -192,9 +192,9 @@ def test_a_file_that_is_not_a_stock_is_named(database_url, tmp_path):
     bogus.write_text("hello world; not a header\n1,2\n")
     with psycopg.connect(database_url) as conn:
         with pytest.raises(StockFileError, match="not a SIRENE stock file"):
-            stage_stock(conn, bogus, ul)
+            stage_for_directory(conn, bogus, ul)
         with pytest.raises(StockFileError, match="stock file not found"):
-            stage_stock(conn, tmp_path / "missing.csv", ul)
+            stage_for_directory(conn, tmp_path / "missing.csv", ul)
 
 
 def test_loading_before_staging_names_the_missing_step(database_url, tmp_path):
@@ -215,7 +215,7 @@ def test_a_partition_read_in_small_batches_loads_what_the_file_holds(database_ur
     path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
     write_sample_stock(path, 600, unites_legales_path=ul, seed=9)
     with psycopg.connect(database_url) as conn:
-        staged = stage_stock(conn, path, ul)
+        staged = stage_for_directory(conn, path, ul)
     read = 0
     for partition, rows in staged.rows_by_partition.items():
         with psycopg.connect(database_url) as conn, conn.transaction():

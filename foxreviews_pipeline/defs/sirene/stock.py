@@ -11,8 +11,9 @@ from pydantic import Field
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
+from foxreviews_pipeline.lib.directory.stock import stage_for_directory
 from foxreviews_pipeline.lib.sirene.stock import find_unites_legales
-from foxreviews_pipeline.lib.sirene.stock_staging import StockFileError, stage_stock
+from foxreviews_pipeline.lib.sirene.stock_staging import StockFileError
 
 
 class StockFilesConfig(dg.Config):
@@ -68,7 +69,7 @@ def sirene_stock(
     try:
         path, unites_legales = _files(config, sirene)
         with psycopg.connect(postgres.url, application_name="foxreviews-stock") as conn:
-            staged = stage_stock(conn, path, unites_legales, force=config.force)
+            staged = stage_for_directory(conn, path, unites_legales, force=config.force)
     except StockFileError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     pending = sum(staged.pending_by_partition.values())

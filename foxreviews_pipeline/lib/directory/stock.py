@@ -13,11 +13,13 @@ derived from the stored establishment.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+from psycopg import sql
 
 from foxreviews_pipeline.lib.directory.checks import ROW_CHECKS, audit_publication
 from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises
@@ -26,7 +28,12 @@ from foxreviews_pipeline.lib.directory.publication import DirectoryChange, publi
 from foxreviews_pipeline.lib.gc_pause import paused_gc
 from foxreviews_pipeline.lib.publish import Published, hold
 from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION, map_table
-from foxreviews_pipeline.lib.sirene.stock_staging import partition_counts, partition_tables
+from foxreviews_pipeline.lib.sirene.stock_staging import (
+    StagedStock,
+    partition_counts,
+    partition_tables,
+    stage_stock,
+)
 
 # Rows per batch of a stock partition (one upsert statement each). Smaller batches pay the
 # per-batch statements (staging, ANALYZE, ProLocalisation temp tables) more often; larger
@@ -35,6 +42,24 @@ from foxreviews_pipeline.lib.sirene.stock_staging import partition_counts, parti
 PARTITION_CHUNK_ROWS = 20_000
 
 STOCK_SOURCE = "sirene"
+
+
+# The staged establishments still to apply: those whose stored row did not come from this very
+# INSEE version mapped by the current rules (a day's `_already_applied`, set-based).
+PENDING = sql.SQL(
+    "SELECT e.* FROM sirene_stock.etablissement e "
+    "WHERE NOT EXISTS (SELECT 1 FROM enterprise_entreprise x WHERE x.siret = e.siret "
+    "AND x.source = 'sirene' AND x.mapping_version = {} "
+    "AND x.date_dernier_traitement = e.treated)"
+).format(sql.Literal(MAPPING_VERSION))
+
+
+def stage_for_directory(
+    conn: psycopg.Connection, etablissements: Path, unites_legales: Path | None, *, force: bool = False
+) -> StagedStock:
+    """Stage a stock (`stage_stock`), each partition's rows still to apply counted against
+    the directory (`PENDING`)."""
+    return stage_stock(conn, etablissements, unites_legales, select_pending=PENDING, force=force)
 
 
 def _connect_like(conn: psycopg.Connection) -> psycopg.Connection:

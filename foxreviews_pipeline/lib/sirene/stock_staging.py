@@ -34,7 +34,6 @@ from psycopg.types.json import Jsonb
 
 from foxreviews_pipeline.lib.sirene.mapping import (
     FLAT_FIELDS,
-    MAPPING_VERSION,
     UNITE_LEGALE_NAME_FIELDS,
 )
 
@@ -213,10 +212,14 @@ def stage_stock(
     etablissements: Path,
     unites_legales: Path | None,
     *,
+    select_pending: sql.Composable,
     force: bool = False,
 ) -> StagedStock:
     """COPY a StockEtablissement and its StockUniteLegale into `sirene_stock`, replacing the
     previous staging, and commit; nothing is committed if the files do not belong together.
+
+    `select_pending` selects, from the staged establishments (`sirene_stock.etablissement
+    e`), those still to apply: the directory decides (`lib/directory/stock.py`).
 
     The same files staged again (same names, sizes and times; `force` to copy them anyway)
     are not copied again: only the rows still to apply are recomputed.
@@ -242,11 +245,13 @@ def stage_stock(
                 int(current["unites_legales"]),
                 int(current["unmatched_sirens"]),
                 dict(current["rows_by_partition"]),
-                _mark_pending(conn),
+                _mark_pending(conn, select_pending),
                 already_staged=True,
             )
         else:
-            staged = _stage(conn, etablissements, unites_legales, etab_columns, ul_columns, files)
+            staged = _stage(
+                conn, etablissements, unites_legales, etab_columns, ul_columns, files, select_pending
+            )
         conn.execute(
             """
             INSERT INTO sirene_stock.staged (id, etablissement_file, unite_legale_file, fingerprint,
@@ -281,6 +286,7 @@ def _stage(
     etab_columns: list[str],
     ul_columns: list[str],
     files: str,
+    select_pending: sql.Composable,
 ) -> StagedStock:
     _create_table(
         conn,
@@ -314,7 +320,7 @@ def _stage(
         ul_rows,
         unmatched,
         _counts_by_partition(conn, ETABLISSEMENT_TABLE),
-        _mark_pending(conn),
+        _mark_pending(conn, select_pending),
     )
 
 
@@ -327,19 +333,12 @@ def _counts_by_partition(conn: psycopg.Connection, table: str) -> dict[str, int]
     return {k: int(v) for k, v in rows}
 
 
-def _mark_pending(conn: psycopg.Connection) -> dict[str, int]:
-    """(Re)build `pending`: the staged establishments whose stored row did not come from this
-    very INSEE version mapped by the current rules (a day's `_already_applied`, set-based)."""
+def _mark_pending(conn: psycopg.Connection, select_pending: sql.Composable) -> dict[str, int]:
+    """(Re)build `pending` from `select_pending`, a query over the staged establishments
+    (`sirene_stock.etablissement e`) that keeps those still to apply (the reader of the
+    staging decides which), indexed by partition; its counts by partition."""
     conn.execute("DROP TABLE IF EXISTS sirene_stock.pending")
-    conn.execute(
-        sql.SQL(
-            "CREATE UNLOGGED TABLE sirene_stock.pending AS "
-            "SELECT e.* FROM sirene_stock.etablissement e "
-            "WHERE NOT EXISTS (SELECT 1 FROM enterprise_entreprise x WHERE x.siret = e.siret "
-            "AND x.source = 'sirene' AND x.mapping_version = {} "
-            "AND x.date_dernier_traitement = e.treated)"
-        ).format(sql.Literal(MAPPING_VERSION))
-    )
+    conn.execute(sql.SQL("CREATE UNLOGGED TABLE sirene_stock.pending AS {}").format(select_pending))
     conn.execute("CREATE INDEX ON sirene_stock.pending (departement)")
     conn.execute("ANALYZE sirene_stock.pending")
     return _counts_by_partition(conn, PENDING_TABLE)
