@@ -12,6 +12,9 @@ daemon's run monitoring (`dagster.yaml`); in-process runs have no such watcher, 
 - a run needing a pool waits for it with a bound (`wait_for_pools`, then `PoolWatchdog`
   while it executes), saying which run holds it.
 
+Stop signals: `StopOnSignal` ends `run-day`; `stoppable_executor` makes a launched run whose
+run worker gets SIGTERM or SIGINT end CANCELED (never retried) instead of FAILED.
+
 Dagster's public API only: `DagsterInstance` run methods and its event log storage's
 concurrency methods.
 """
@@ -239,6 +242,77 @@ class PoolWatchdog(threading.Thread):
             sys.stdout.flush()
             self._give_up()
             return
+
+
+STOPPED_MESSAGE = (
+    "stopped by a signal to its run worker (SIGTERM or SIGINT: a service stop, a pod eviction); "
+    "canceled, not retried"
+)
+
+
+class _CancelWhenInterrupted(dg.Executor):
+    """Dagster's executor, except that an interrupt of the run worker cancels the run.
+
+    A run worker (`dagster api execute_run`, or the process a code server starts for a
+    launched run) turns SIGTERM and SIGINT into an interrupt: its executor forwards it to the
+    steps' processes, waits for them, and raises. Dagster then records the run CANCELED if it
+    was CANCELING, and otherwise FAILURE for an "unexpected termination", which run retries
+    (`dagster.yaml`) re-launch, because they only spare runs that failed in a step. So the
+    interrupt, on its way out, marks the run CANCELING first: Dagster then ends it CANCELED,
+    with its pool slots freed, and nothing retries a canceled run. A run already CANCELING (a
+    termination asked in the UI) or finished is left as it is.
+    """
+
+    def __init__(self, inner: dg.Executor):
+        self._inner = inner
+
+    @property
+    def retries(self) -> Any:
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self) -> Any:
+        return self._inner.step_dependency_config
+
+    def execute(self, plan_context: Any, execution_plan: Any) -> Any:
+        try:
+            yield from self._inner.execute(plan_context, execution_plan)
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+            _mark_canceling(plan_context.instance, plan_context.run_id)
+            raise
+
+
+def _mark_canceling(instance: dg.DagsterInstance, run_id: str) -> None:
+    try:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status not in (*_FINISHED, dg.DagsterRunStatus.CANCELING):
+            instance.report_run_canceling(run, message=STOPPED_MESSAGE)
+    except Exception:  # the interrupt goes on either way: the run then ends as Dagster decides
+        log.warning("could not mark run %s canceling after a stop signal", run_id, exc_info=True)
+
+
+def stoppable(executor_def: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
+    """`executor_def`, with the same name and configuration, whose runs a stop signal to their
+    run worker cancels (see `_CancelWhenInterrupted`)."""
+    create = executor_def.executor_creation_fn
+    if create is None:
+        raise ValueError(f"executor {executor_def.name} has no creation function")
+
+    def create_stoppable(init_context: dg.InitExecutorContext) -> dg.Executor:
+        return _CancelWhenInterrupted(create(init_context))
+
+    return dg.ExecutorDefinition(
+        name=executor_def.name,
+        config_schema=executor_def.config_schema.as_field(),
+        requirements=executor_def.get_requirements,
+        executor_creation_fn=create_stoppable,
+        description=executor_def.description,
+    )
+
+
+# The executor of every job of the code location (`Definitions(executor=...)`): Dagster's
+# default, multiprocess unless a run asks for in-process, stoppable.
+stoppable_executor = stoppable(dg.multi_or_in_process_executor)
 
 
 class StopOnSignal(threading.Thread):

@@ -22,13 +22,17 @@ sees no 429), and retries are tenacity's exponential backoff with jitter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import socket
+import threading
 import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -37,7 +41,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
+import requests.adapters
 import urllib3
+import urllib3.connection
 from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket, StateBucket
 from pyrate_limiter.abstracts.algorithm import GCRA
 from tenacity import (
@@ -359,6 +365,161 @@ def parse_publication(info: Any, day: date) -> Publication:
     )
 
 
+class _CallDeadline:
+    """The one deadline of an HTTP call: connection, status line, headers and body.
+
+    A per-read timeout never fires against a server that sends a byte now and then, in the
+    headers as in the body. So a timer runs beside the call, and when the deadline passes it
+    shuts down the call's socket (`socket.shutdown`, which ends a read blocked on it in
+    another thread): the call then fails at once, and `expired` says why. The sockets are
+    those the connections of `_DeadlineAdapter` report while this deadline is the current
+    one (`with deadline:`).
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._expired = False
+        self._over = False
+        # What the call was waiting for: "headers" until they are parsed, then "body".
+        self._phase = "headers"
+        self.cut_during: str | None = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._token: Token[_CallDeadline | None] | None = None
+
+    def __enter__(self) -> _CallDeadline:
+        self._token = _CURRENT_DEADLINE.set(self)
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._over = True
+        self._timer.cancel()
+        if self._token is not None:
+            _CURRENT_DEADLINE.reset(self._token)
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline passed during the call (its connection is then unusable)."""
+        with self._lock:
+            return self._expired
+
+    def headers_received(self) -> None:
+        with self._lock:
+            self._phase = "body"
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if self._over or any(known is sock for known in self._sockets):
+                return
+            self._sockets.append(sock)
+            expired = self._expired
+        if expired:
+            _shut_down(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._over:
+                return
+            self._expired = True
+            self.cut_during = self._phase
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut_down(sock)
+
+
+_CURRENT_DEADLINE: ContextVar[_CallDeadline | None] = ContextVar(
+    "insee_call_deadline", default=None
+)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    # An OSError means it is already closed or never connected: nothing is blocked on it.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _not_from_a_cut_call(record: logging.LogRecord) -> bool:
+    """Drops what urllib3 logs about headers a deadline cut short (it would read as a
+    malformed answer, with a traceback); the client says what happened."""
+    deadline = _CURRENT_DEADLINE.get()
+    return deadline is None or not deadline.expired
+
+
+logging.getLogger("urllib3.connection").addFilter(_not_from_a_cut_call)
+
+
+def _watch(sock: socket.socket | None) -> None:
+    deadline = _CURRENT_DEADLINE.get()
+    if deadline is not None:
+        deadline.watch(sock)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    """Reports its socket to the current call's deadline: once created, and at each request
+    (a kept-alive connection is reused by the next call)."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    """As `_WatchedHTTPConnection`; the plain socket is reported during the TLS handshake,
+    the TLS one once connected."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def connect(self) -> None:
+        super().connect()
+        _watch(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS: dict[str, type[urllib3.HTTPConnectionPool]] = {
+    "http": _WatchedHTTPPool,
+    "https": _WatchedHTTPSPool,
+}
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with connections that a `_CallDeadline` can cut."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
 class _BudgetSpent(stop_base):
     """Stops retrying when the next wait would take the client past its retry budget."""
 
@@ -373,8 +534,11 @@ class _BudgetSpent(stop_base):
 class InseeClient:
     """INSEE API Sirene 3.11, establishments collection.
 
+    Each HTTP call (connection, status line, headers and body) ends within `deadline_s`,
+    whatever the server trickles; `timeout` (connect, read) bounds each operation within it.
     `sleep` and `clock` are injectable so that tests can observe waits; `limiter` lets
-    several clients share one quota (see `make_limiter`).
+    several clients share one quota (see `make_limiter`); a `session` given is used with the
+    client's own adapter mounted for `base_url` (it carries the deadline).
     """
 
     def __init__(
@@ -417,6 +581,7 @@ class InseeClient:
         self._key = _Secret(api_key)
         self._session = session or requests.Session()
         self._owns_session = session is None
+        self._session.mount(self.base_url + "/", _DeadlineAdapter())
         self._limiter = limiter or make_limiter(requests_per_minute)
         # initial * 2**(n-1) plus up to `initial` of jitter, capped.
         self._backoff = wait_exponential_jitter(
@@ -650,23 +815,25 @@ class InseeClient:
         connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout,) * 2
         return min(connect, self.deadline_s), min(read, self.deadline_s)
 
-    def _read_body(self, response: requests.Response, deadline: float, path: str) -> bytes:
-        """The whole body, or a retryable failure once the request's deadline has passed.
-
-        `read1` returns as soon as some bytes arrived, so a server trickling a byte at a time
-        (which never trips a per-read timeout) is cut off at the deadline.
-        """
-        chunks: list[bytes] = []
+    def _read_body(self, response: requests.Response, chunks: list[bytes]) -> bytes:
+        """The whole body. `read1` returns as soon as some bytes arrived; a server trickling
+        them is cut off by the call's deadline, which shuts the socket down."""
         while True:
-            if self._clock() > deadline:
-                raise _Retryable(
-                    f"no complete answer from {path} within the {self.deadline_s:g} s deadline "
-                    f"({sum(map(len, chunks))} bytes received)"
-                )
             chunk = response.raw.read1(_READ_CHUNK, decode_content=True)
             if not chunk:
                 return b"".join(chunks)
             chunks.append(chunk)
+
+    def _past_deadline(
+        self, path: str, deadline: _CallDeadline, chunks: list[bytes]
+    ) -> _Retryable:
+        if deadline.cut_during == "headers":
+            got = "the status line and headers had not all come"
+        else:
+            got = f"{sum(map(len, chunks))} bytes of body received"
+        return _Retryable(
+            f"no complete answer from {path} within the {self.deadline_s:g} s deadline ({got})"
+        )
 
     def _attempt(self, method: str, path: str, params: dict[str, str]) -> tuple[int, Any]:
         started = self._clock()
@@ -683,26 +850,31 @@ class InseeClient:
         encoded = urlencode(params)
         self.stats.api_calls += 1
         self.sent_at.append(self._clock())
-        deadline = self._clock() + self.deadline_s
         timeout = self._request_timeout()
         response: requests.Response | None = None
+        chunks: list[bytes] = []
+        deadline = _CallDeadline(self.deadline_s)
         try:
-            if method == "SEARCH" and len(encoded) > MAX_GET_PARAMS_LENGTH:
-                response = self._session.post(
-                    url,
-                    data=encoded,
-                    headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
-                    timeout=timeout,
-                    stream=True,
-                )
-            else:
-                response = self._session.get(
-                    url, params=params or None, headers=headers, timeout=timeout, stream=True
-                )
-            raw = self._read_body(response, deadline, path)
+            with deadline:
+                if method == "SEARCH" and len(encoded) > MAX_GET_PARAMS_LENGTH:
+                    response = self._session.post(
+                        url,
+                        data=encoded,
+                        headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+                        timeout=timeout,
+                        stream=True,
+                    )
+                else:
+                    response = self._session.get(
+                        url, params=params or None, headers=headers, timeout=timeout, stream=True
+                    )
+                deadline.headers_received()
+                raw = self._read_body(response, chunks)
         except BaseException as exc:
             if response is not None:
                 response.close()  # drops the connection: a half-read one cannot be reused
+            if deadline.expired and isinstance(exc, Exception):
+                raise self._past_deadline(path, deadline, chunks) from None
             if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
                 raise _Retryable(f"timeout on {path} ({type(exc).__name__})") from None
             if isinstance(exc, (requests.exceptions.ChunkedEncodingError,
@@ -715,6 +887,10 @@ class InseeClient:
                     f"connection failure on {path} ({type(exc).__name__})"
                 ) from None
             raise
+        if deadline.expired:
+            # The socket was shut down as the body ended: what was read may be cut short.
+            response.close()
+            raise self._past_deadline(path, deadline, chunks)
         response.raw.release_conn()  # read to the end: the connection goes back to the pool
         status = response.status_code
 
