@@ -82,7 +82,8 @@ def test_cleanup_launched_with_its_defaults_deletes_nothing(database_url, tmp_pa
     assert result.success
     metadata = output_metadata(result)
     assert metadata["dry_run"].value is True
-    assert metadata["upload_files_deleted"].value > 0  # it saw what it would delete...
+    assert metadata["upload_files_to_delete"].value > 0  # it saw what it would delete...
+    assert "upload_files_deleted" not in metadata
     assert layout.all_paths() == before  # ...and deleted nothing
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM core_importlog").fetchone()[0] == log_before

@@ -44,6 +44,14 @@ class CleanupConfig(dg.Config):
     )
 
 
+def dry_run_name(name: str) -> str:
+    """What a count is called in a dry run, which deletes nothing: `raw_partitions_deleted`
+    becomes `raw_partitions_to_delete`, `bytes_freed` `bytes_to_free`."""
+    return name.replace("_deleted", "_to_delete").replace("_marked_purged", "_to_mark_purged").replace(
+        "bytes_freed", "bytes_to_free"
+    )
+
+
 @dg.op(out=dg.Out(dg.Nothing))
 def cleanup_files_and_logs(
     context: dg.OpExecutionContext,
@@ -68,7 +76,8 @@ def cleanup_files_and_logs(
     verb = "would delete" if config.dry_run else "deleted"
     context.log.info(f"cleanup {verb}: {result.counts()}")
     metadata: dict[str, dg.MetadataValue] = {
-        name: dg.MetadataValue.int(value) for name, value in result.counts().items()
+        dry_run_name(name) if config.dry_run else name: dg.MetadataValue.int(value)
+        for name, value in result.counts().items()
     }
     metadata["dry_run"] = dg.MetadataValue.bool(config.dry_run)
     metadata["retention_days"] = dg.MetadataValue.json(
