@@ -8,9 +8,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+import psycopg
 
+from foxreviews_pipeline.lib.db import catalog
 from foxreviews_pipeline.lib.directory.checks import PRO_LOCALISATIONS
-from foxreviews_pipeline.lib.directory.publication import DirectoryChange
+from foxreviews_pipeline.lib.directory.publication import TABLES, DirectoryChange, partition_rows
 from foxreviews_pipeline.lib.publish import CheckOutcome, PublicationHeld, Published
 
 
@@ -31,6 +33,44 @@ def metadata_value(value: Any) -> dg.MetadataValue:
 
 def metadata(figures: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
     return {name: metadata_value(value) for name, value in figures.items()}
+
+
+def table_name(table: str) -> dict[str, dg.MetadataValue]:
+    """The catalog's name of a table asset (on its definition: known before any run)."""
+    return {"dagster/table_name": dg.MetadataValue.text(f"public.{table}")}
+
+
+def table_metadata(
+    conn: psycopg.Connection, table: str, row_count: int | None = None
+) -> dict[str, dg.MetadataValue]:
+    """A table asset's catalog entry as it is now: its name, its live column schema and its
+    row count (`row_count` when the caller counted a part of it, a partition)."""
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c.name,
+                c.type,
+                description=c.description,
+                constraints=dg.TableColumnConstraints(nullable=c.nullable),
+            )
+            for c in catalog.columns(conn, table)
+        ]
+    )
+    count = catalog.row_count(conn, table) if row_count is None else row_count
+    return {
+        **table_name(table),
+        "dagster/column_schema": dg.MetadataValue.table_schema(schema),
+        "dagster/row_count": dg.MetadataValue.int(count),
+    }
+
+
+def directory_catalog(
+    conn: psycopg.Connection, last_partition: str
+) -> dict[str, dict[str, dg.MetadataValue]]:
+    """The catalog entries of the directory's two tables for one partition: the row count
+    is what that partition wrote last."""
+    rows = partition_rows(conn, last_partition)
+    return {asset: table_metadata(conn, table, rows[asset]) for asset, table in TABLES.items()}
 
 
 def check_result(outcome: CheckOutcome, assets: Mapping[str, str] | None = None) -> dg.AssetCheckResult:
@@ -73,13 +113,15 @@ def _markdown_counts(title: str, counts: Mapping[str, int]) -> str:
 
 
 def directory_results(
-    published: Published[DirectoryChange], assets: Mapping[str, str] | None = None
+    published: Published[DirectoryChange],
+    tables: Mapping[str, Mapping[str, dg.MetadataValue]],
+    assets: Mapping[str, str] | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """A directory publication's materializations (entreprises, ProLocalisations, under the
-    names `assets` gives them) and check results."""
+    names `assets` gives them, with their `tables` catalog entries) and check results."""
     change = published.result
     for asset, figures in change.figures().items():
-        shown = metadata(figures)
+        shown = {**metadata(figures), **tables.get(asset, {})}
         if asset == PRO_LOCALISATIONS:
             shown["summary"] = dg.MetadataValue.md(
                 _markdown_counts("Unmatched", change.prolocalisations.unmatched_by_reason)

@@ -34,9 +34,10 @@ from foxreviews_pipeline.lib.sirene.landing import (
     read_partition,
     write_partition,
 )
-from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, map_records
+from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault
 from foxreviews_pipeline.sample.source import sample_day_source
+from foxreviews_pipeline_tests.sirene.row_mapping import map_records
 
 from .conftest import load_reference
 
@@ -347,3 +348,30 @@ def test_a_day_with_no_villes_loaded_fails_the_blocking_check(platform_env, data
 def test_a_partition_not_landed_names_the_missing_step(pipeline):
     with pytest.raises(Exception, match="materialize etablissements_raw for it first"):
         pipeline.run([directory_day], DAY1)
+
+
+def test_the_catalog_shows_each_table_its_live_schema_and_its_rows(pipeline):
+    _, metadata = pipeline.run(CHAIN, DAY1)
+    with psycopg.connect(pipeline.url) as conn:
+        stored = conn.execute(
+            "SELECT count(*) FROM enterprise_entreprise WHERE last_partition = %s", (DAY1,)
+        ).fetchone()[0]
+        pages = conn.execute(
+            "SELECT count(*) FROM enterprise_prolocalisation p JOIN enterprise_entreprise e "
+            "ON e.id = p.entreprise_id WHERE e.last_partition = %s", (DAY1,)
+        ).fetchone()[0]
+        conn.execute("ALTER TABLE enterprise_entreprise ADD COLUMN catalog_probe integer")
+    entreprises, pages_meta = metadata["entreprises"], metadata["pro_localisations"]
+    assert entreprises["dagster/table_name"] == "public.enterprise_entreprise"
+    assert pages_meta["dagster/table_name"] == "public.enterprise_prolocalisation"
+    # The rows this day wrote last: what the partition holds.
+    assert (entreprises["dagster/row_count"], pages_meta["dagster/row_count"]) == (stored, pages)
+    assert stored > 1_000 and pages > 0
+    columns = {c.name: c for c in entreprises["dagster/column_schema"].columns}
+    assert columns["siret"].constraints.nullable is False
+    assert columns["siret"].type == "text" and columns["created_at"].type == "timestamp with time zone"
+    assert "naf_rev2_code" in columns
+    assert "catalog_probe" not in columns
+    # Read from the live table: a column added since shows on the next materialization.
+    _, again = pipeline.run(CHAIN, DAY1)
+    assert "catalog_probe" in {c.name for c in again["entreprises"]["dagster/column_schema"].columns}

@@ -66,6 +66,10 @@ def test_materialize_into_an_empty_database_then_again(resources, pg_conn):
     assert (naf["rows_naf_rev2"], naf["rows_naf2025"], naf["correspondence_pairs"]) == (732, 747, 1223)
     assert taxonomy["naf_codes_mapped"] + taxonomy["naf_codes_excluded"] == 732
     assert (ville["rows"], ville["inserted"], ville["source"]) == (34_969, 34_969, "snapshot")
+    # The catalog: each table by name, its live columns, its rows.
+    assert (ville["dagster/table_name"], ville["dagster/row_count"]) == ("public.location_ville", 34_969)
+    assert naf["dagster/row_count"] == 732 + 747
+    assert "code_insee" in {c.name for c in ville["dagster/column_schema"].columns}
 
     labels = dict(pg_conn.execute("SELECT code, libelle FROM ref_naf_nomenclature WHERE nomenclature = 'NAFRev2'"))
     assert labels == {n.code: n.libelle for n in load_naf()}

@@ -10,7 +10,12 @@ from typing import Any
 import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
-from foxreviews_pipeline.defs.publication import directory_results, held_results
+from foxreviews_pipeline.defs.publication import (
+    directory_catalog,
+    directory_results,
+    held_results,
+    table_name,
+)
 from foxreviews_pipeline.defs.resources import LandingZone, PostgresResource
 from foxreviews_pipeline.defs.sirene.partitions import DAILY_FRESHNESS, daily_partitions
 from foxreviews_pipeline.lib.directory.checks import (
@@ -19,12 +24,16 @@ from foxreviews_pipeline.lib.directory.checks import (
     PRO_LOCALISATIONS,
 )
 from foxreviews_pipeline.lib.directory.daily import publish_day
+from foxreviews_pipeline.lib.directory.publication import TABLES
 from foxreviews_pipeline.lib.publish import PublicationHeld
 from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, read_columns
 
 
-def directory_spec(key: str, deps: list[str], description: str, **more: Any) -> dg.AssetSpec:
-    """One of the two directory assets a step publishes together (a day, a stock partition)."""
+def directory_spec(
+    key: str, table: str, deps: list[str], description: str, **more: Any
+) -> dg.AssetSpec:
+    """One of the two directory assets a step publishes together (a day, a stock partition):
+    `table` is the asset named after its table (`ENTREPRISES`, `PRO_LOCALISATIONS`)."""
     return dg.AssetSpec(
         key,
         deps=deps,
@@ -33,12 +42,13 @@ def directory_spec(key: str, deps: list[str], description: str, **more: Any) -> 
         owners=OWNERS,
         code_version="2",
         description=description,
+        metadata=table_name(TABLES[table]),
         **more,
     )
 
 
 def _daily_spec(key: str, deps: list[str], description: str) -> dg.AssetSpec:
-    return directory_spec(key, deps, description, freshness_policy=DAILY_FRESHNESS)
+    return directory_spec(key, key, deps, description, freshness_policy=DAILY_FRESHNESS)
 
 
 @dg.multi_asset(
@@ -75,10 +85,11 @@ def directory_day(
     try:
         with postgres.connection() as conn:
             published = publish_day(conn, landed, partition=day, run_id=context.run.run_id)
+            tables = directory_catalog(conn, day)
     except PublicationHeld as held:
         context.log.error(f"Day {day}: {held}")
         yield from held_results(held, f"Day {day}")
     change = published.result
     if change.rejected:
         context.log.warning(f"{change.rejected} record(s) rejected: {change.rejected_by_reason}")
-    yield from directory_results(published)
+    yield from directory_results(published, tables)

@@ -13,7 +13,7 @@ import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.directory.assets import directory_spec
-from foxreviews_pipeline.defs.publication import directory_results, held_results
+from foxreviews_pipeline.defs.publication import directory_catalog, directory_results, held_results
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.partitions import stock_partitions
 from foxreviews_pipeline.lib.directory.checks import BLOCKING_CHECKS, ENTREPRISES, PRO_LOCALISATIONS
@@ -38,12 +38,14 @@ _PROGRESS_EVERY_BATCHES = 10
     specs=[
         directory_spec(
             STOCK_ENTREPRISES,
+            ENTREPRISES,
             ["sirene_stock", "naf_nomenclature"],
             "Establishments of one département from the staged SIRENE stock, written to "
             "`enterprise_entreprise` by the rules of `entreprises`.",
         ),
         directory_spec(
             STOCK_PRO_LOCALISATIONS,
+            PRO_LOCALISATIONS,
             [STOCK_ENTREPRISES, "trade_taxonomy", "villes"],
             "ProLocalisations of one département's stock establishments, in "
             "`enterprise_prolocalisation` as for `pro_localisations`.",
@@ -75,6 +77,7 @@ def directory_stock(
             published = publish_stock_partition(
                 conn, partition, run_id=context.run.run_id, on_batch=progress
             )
+            tables = directory_catalog(conn, f"stock:{partition}")
     except StockFileError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except PublicationHeld as held:
@@ -85,7 +88,7 @@ def directory_stock(
         f"{counts.updated:,} updated, {counts.unchanged:,} unchanged in "
         f"{time.perf_counter() - started:.1f} s"
     )
-    yield from directory_results(published, STOCK_ASSETS)
+    yield from directory_results(published, tables, STOCK_ASSETS)
 
 
 sirene_stock_backfill_job = dg.define_asset_job(

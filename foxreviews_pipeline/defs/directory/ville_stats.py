@@ -8,6 +8,7 @@ import time
 import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
+from foxreviews_pipeline.defs.publication import table_metadata, table_name
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.lib.constants import PARIS_TIMEZONE
 from foxreviews_pipeline.lib.directory.ville_stats import FIGURES, refresh_ville_stats
@@ -59,6 +60,7 @@ VILLE_STATS_AUTOMATION = (
     kinds={"postgres"},
     code_version="1",
     automation_condition=VILLE_STATS_AUTOMATION,
+    metadata=table_name("ville_stats"),
 )
 def ville_stats(
     context: dg.AssetExecutionContext, postgres: PostgresResource
@@ -75,6 +77,8 @@ def ville_stats(
     }
     metadata["refreshed_at"] = dg.MetadataValue.timestamp(stats["refreshed_at"])
     metadata["duration_s"] = dg.MetadataValue.float(round(time.perf_counter() - started, 3))
+    with postgres.connection() as conn:
+        metadata.update(table_metadata(conn, "ville_stats"))
     context.log.info(
         f"ville_stats: {stats['total_villes']} villes, "
         f"{stats['total_entreprises_actives']} active entreprises, "

@@ -9,7 +9,13 @@ import psycopg
 from pydantic import Field
 
 from foxreviews_pipeline.defs.common import OWNERS
-from foxreviews_pipeline.defs.publication import held_results, metadata, outcome_results
+from foxreviews_pipeline.defs.publication import (
+    held_results,
+    metadata,
+    outcome_results,
+    table_metadata,
+    table_name,
+)
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 from foxreviews_pipeline.lib.publish import PublicationHeld, publish
@@ -44,6 +50,13 @@ from foxreviews_pipeline.lib.reference.naf2025 import (
 from foxreviews_pipeline.lib.reference.taxonomy import load_taxonomy
 
 GROUP = "reference"
+# The table each reference asset is named by in the catalog (trade_taxonomy also writes the
+# categories and trades: its table is the NAF → trade mapping they serve).
+TABLES = {
+    NAF_NOMENCLATURE: "ref_naf_nomenclature",
+    TRADE_TAXONOMY: "ref_naf_mapping",
+    VILLES: "location_ville",
+}
 _Loaded = TypeVar("_Loaded")
 _Results = Iterator[dg.MaterializeResult | dg.AssetCheckResult]
 
@@ -66,9 +79,10 @@ def _publish(
     try:
         with postgres.connection() as conn:
             published = publish(conn, load, audit_reference(asset))
+            table = table_metadata(conn, TABLES[asset])
     except PublicationHeld as held:
         yield from held_results(held, f"{asset}:")
-    yield dg.MaterializeResult(asset_key=asset, metadata=describe(published.result))
+    yield dg.MaterializeResult(asset_key=asset, metadata={**describe(published.result), **table})
     yield from outcome_results(published.outcomes)
 
 
@@ -90,7 +104,7 @@ def _table(rows: dict[str, LoadCounts]) -> str:
 
 @dg.asset(
     group_name=GROUP, kinds={"postgres"}, code_version="2", owners=OWNERS,
-    check_specs=_check_specs(NAF_NOMENCLATURE),
+    check_specs=_check_specs(NAF_NOMENCLATURE), metadata=table_name(TABLES[NAF_NOMENCLATURE]),
 )
 def naf_nomenclature(postgres: PostgresResource) -> _Results:
     """The 732 sous-classes of INSEE's NAF rév. 2 and the 747 of NAF 2025, the APE
@@ -125,7 +139,7 @@ def naf_nomenclature(postgres: PostgresResource) -> _Results:
 
 @dg.asset(
     group_name=GROUP, kinds={"postgres"}, deps=[naf_nomenclature], code_version="1", owners=OWNERS,
-    check_specs=_check_specs(TRADE_TAXONOMY),
+    check_specs=_check_specs(TRADE_TAXONOMY), metadata=table_name(TABLES[TRADE_TAXONOMY]),
 )
 def trade_taxonomy(postgres: PostgresResource) -> _Results:
     """FoxReviews' categories and trades and the NAF → trade mapping (tables
@@ -203,7 +217,7 @@ class VillesConfig(dg.Config):
 
 @dg.asset(
     group_name=GROUP, kinds={"postgres"}, code_version="1", owners=OWNERS,
-    check_specs=_check_specs(VILLES),
+    check_specs=_check_specs(VILLES), metadata=table_name(TABLES[VILLES]),
 )
 def villes(context: dg.AssetExecutionContext, config: VillesConfig, postgres: PostgresResource) -> _Results:
     """French communes (table `location_ville`, one row per current commune, keyed by INSEE

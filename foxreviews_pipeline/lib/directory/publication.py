@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.directory.checks import (
     BLOCKING_CHECKS,
     ENTREPRISES,
@@ -32,6 +33,8 @@ from foxreviews_pipeline.lib.publish import CheckOutcome, Published, publish
 from foxreviews_pipeline.lib.sirene.mapping import REJECT_INVALID_SIRET, Rejection
 
 _REJECTED_SAMPLE_SIZE = 20
+# The table each directory asset is.
+TABLES = {ENTREPRISES: "enterprise_entreprise", PRO_LOCALISATIONS: "enterprise_prolocalisation"}
 _ORDER = {key: i for i, key in enumerate(BLOCKING_CHECKS)}
 
 
@@ -176,3 +179,21 @@ def publish_directory(
     published = publish(conn, write, lambda c, change: audit_change(c, change, checks))
     published.result.duration_s = round(time.perf_counter() - started, 3)
     return published
+
+
+def partition_rows(conn: psycopg.Connection, last_partition: str) -> dict[str, int]:
+    """The rows a partition wrote last, per asset: its establishments (through the
+    `last_partition` index) and their ProLocalisations."""
+    entreprises, prolocalisations = one_row(
+        conn.execute(
+            """
+            SELECT count(*), coalesce(sum(p.n), 0) FROM enterprise_entreprise e
+            LEFT JOIN LATERAL (
+                SELECT count(*) AS n FROM enterprise_prolocalisation p WHERE p.entreprise_id = e.id
+            ) p ON true
+            WHERE e.last_partition = %s
+            """,
+            (last_partition,),
+        )
+    )
+    return {ENTREPRISES: int(entreprises), PRO_LOCALISATIONS: int(prolocalisations)}
