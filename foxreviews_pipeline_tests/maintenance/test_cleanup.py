@@ -297,7 +297,7 @@ def test_job_reports_every_deletion_in_its_metadata(database_url, tmp_path):
         metadata = output_metadata(result)
         assert metadata["dry_run"].value is dry_run
         for name, value in EXPECTED_COUNTS.items():
-            # A dry run deleted nothing, and its metadata says so: `…_to_delete`.
+            # A dry run deleted nothing, and its metadata says so: `would_delete_…`.
             shown = dry_run_name(name) if dry_run else name
             assert isinstance(metadata[shown], dg.IntMetadataValue), shown
             assert metadata[shown].value == value, shown

@@ -46,10 +46,11 @@ class CleanupConfig(dg.Config):
 
 def dry_run_name(name: str) -> str:
     """What a count is called in a dry run, which deletes nothing: `raw_partitions_deleted`
-    becomes `raw_partitions_to_delete`, `bytes_freed` `bytes_to_free`."""
-    return name.replace("_deleted", "_to_delete").replace("_marked_purged", "_to_mark_purged").replace(
-        "bytes_freed", "bytes_to_free"
-    )
+    becomes `would_delete_raw_partitions`, `bytes_freed` `would_free_bytes`."""
+    for done, would in (("_deleted", "would_delete_"), ("_marked_purged", "would_mark_purged_")):
+        if name.endswith(done):
+            return would + name.removesuffix(done)
+    return {"bytes_freed": "would_free_bytes"}.get(name, name)
 
 
 @dg.op(out=dg.Out(dg.Nothing))
