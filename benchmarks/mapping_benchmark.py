@@ -4,8 +4,8 @@
 
 On a sample stock file (generated, or given), read once into memory, times per 1M rows:
   map_table on the whole table and block by block (as the stock reader yields them);
-  map_flat_rows, tuples in and out; the per-record rules (the tests' oracle) on the same tuples;
-  map_records against the per-record rules on the sample day's 35,000 API records.
+  the per-record rules (the tests' oracle) on the same rows as tuples;
+  records_table + map_table against the per-record rules on the sample day's 35,000 API records.
 File reading is not timed. Each figure is the best of `--repeat` runs.
 """
 
@@ -27,12 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import reference_mapping  # noqa: E402
-from foxreviews_pipeline.lib.sirene.mapping import (  # noqa: E402
-    map_flat_rows,
-    map_records,
-    map_table,
-    table_rows,
-)
+from benchmarks.rows import table_rows  # noqa: E402
+from foxreviews_pipeline.lib.sirene.mapping import map_table, records_table  # noqa: E402
 from foxreviews_pipeline.lib.sirene.stock import iter_stock_batches  # noqa: E402
 from foxreviews_pipeline.sample.day import generate_day  # noqa: E402
 from foxreviews_pipeline.sample.stock_files import write_sample_stock  # noqa: E402
@@ -71,7 +67,6 @@ def main() -> None:
     figures = {
         "map_table, whole table": best(lambda: map_table(table), args.repeat),
         "map_table, block by block": best(lambda: [map_table(b) for b in batches], args.repeat),
-        "map_flat_rows (tuples in and out)": best(lambda: map_flat_rows(rows), args.repeat),
         "per-record rules (before)": best(
             lambda: [reference_mapping.map_flat(r) for r in rows], args.repeat
         ),
@@ -80,9 +75,12 @@ def main() -> None:
         print(f"  {label:38s} {seconds * per_m:6.2f} s")
 
     records = generate_day(date(2026, 11, 20))
-    new = best(lambda: map_records(records), args.repeat)
+    new = best(lambda: map_table(records_table(records)), args.repeat)
     old = best(lambda: [reference_mapping.map_record(r) for r in records], args.repeat)
-    print(f"{len(records):,} API records (one day): map_records {new:.3f} s, per-record rules {old:.3f} s")
+    print(
+        f"{len(records):,} API records (one day): records_table + map_table {new:.3f} s, "
+        f"per-record rules {old:.3f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.rows import table_rows  # noqa: E402
 from foxreviews_pipeline.lib.db.migrations import migrate  # noqa: E402
 from foxreviews_pipeline.lib.db.server import (  # noqa: E402
     start_embedded_server,
@@ -46,7 +47,7 @@ from foxreviews_pipeline.lib.db.server import (  # noqa: E402
 from foxreviews_pipeline.lib.directory.daily import publish_day  # noqa: E402
 from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises  # noqa: E402
 from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, read_columns, read_partition  # noqa: E402
-from foxreviews_pipeline.lib.sirene.mapping import map_records  # noqa: E402
+from foxreviews_pipeline.lib.sirene.mapping import map_table, records_table  # noqa: E402
 
 DAY = date(2026, 11, 20)
 
@@ -213,7 +214,7 @@ def main() -> int:
             landing = work / RAW_DATASET
             land_sample_day(DAY, landing, size=args.rows, meta={"source": "sample"})
             records = read_partition(landing, DAY.isoformat()).records
-            rows, _ = map_records(records)
+            rows = table_rows(map_table(records_table(records))[0])
             n = len(records)
             print(f"day {DAY}: {n} landed records, {len(rows)} mappable", flush=True)
 

@@ -13,11 +13,12 @@ import pytest
 
 from foxreviews_pipeline.lib.publish import PublicationHeld
 from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
-from foxreviews_pipeline.lib.sirene.mapping import map_table, table_rows
+from foxreviews_pipeline.lib.sirene.mapping import map_table
 from foxreviews_pipeline.lib.sirene.stock_staging import partition_tables
 from foxreviews_pipeline.sample.stock_files import write_sample_stock
 from foxreviews_pipeline_tests.pipeline import stock_runs
 from foxreviews_pipeline_tests.pipeline.conftest import load_reference
+from foxreviews_pipeline_tests.sirene.row_mapping import table_rows
 
 # An establishment is expected to have an active ProLocalisation when it is active, its NAF
 # maps to a trade and its commune resolves to a ville — computed here without the sync code.

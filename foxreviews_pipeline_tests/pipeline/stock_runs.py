@@ -22,9 +22,10 @@ from foxreviews_pipeline.lib.directory.stock import (
     publish_stock_partition,
     stage_for_directory,
 )
-from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, map_table, table_rows
+from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, map_table
 from foxreviews_pipeline.lib.sirene.stock import iter_stock_batches
 from foxreviews_pipeline.lib.sirene.stock_staging import StagedStock
+from foxreviews_pipeline_tests.sirene.row_mapping import table_rows
 
 
 def resources(url: str, home: Path) -> dict:

@@ -22,6 +22,7 @@ from foxreviews_pipeline.lib.sirene.client import (
 )
 from foxreviews_pipeline.sample.day import generate_day
 from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault
+from foxreviews_pipeline_tests.sirene.client_helpers import fetch_day
 
 KEY = "secret-key-6f1d2c"
 DAY = date(2025, 3, 10)
@@ -55,7 +56,7 @@ def make_client(server: FakeInseeServer, **kwargs) -> InseeClient:
 
 
 def fetch(client: InseeClient, day: date = DAY) -> list[dict]:
-    return client.fetch_day(day, page_size=PAGE)
+    return fetch_day(client, day, page_size=PAGE)
 
 
 def assert_complete(records: list[dict], expected: list[dict]) -> None:
@@ -96,7 +97,7 @@ def test_champs_keep_the_api_nesting_and_can_be_disabled(server, day_records):
     assert "etatAdministratifEtablissement" in narrow["periodesEtablissement"][0]
     assert "adresse2Etablissement" not in narrow
 
-    full = client.fetch_day(DAY, page_size=PAGE, champs=None)
+    full = fetch_day(client, DAY, page_size=PAGE, champs=None)
     by_siret = {r["siret"]: r for r in day_records}
     assert all(record == by_siret[record["siret"]] for record in full)
 
@@ -301,18 +302,18 @@ def test_informations_tell_whether_a_day_is_published(server):
     client = make_client(server)
     info = client.informations()
     assert client.publication(date(2025, 3, 10), info).last_processed_at.date() == date(2025, 3, 11)
-    assert client.is_day_published(date(2025, 3, 10), info)
-    assert not client.is_day_published(date(2025, 3, 11), info)
-    assert client.is_day_published(date(2025, 3, 9))
+    assert client.publication(date(2025, 3, 10), info).complete
+    assert not client.publication(date(2025, 3, 11), info).complete
+    assert client.publication(date(2025, 3, 9)).complete
 
 
-def test_stats_measure_duration_and_reset(server):
+def test_stats_measure_duration_and_belong_to_one_client(server):
     client = make_client(server)
     fetch(client)
-    stats = client.reset_stats()
+    stats = client.stats
     assert stats.duration_s > 0
     assert stats.as_dict()["api_calls"] == stats.api_calls
-    assert client.stats.api_calls == 0
+    assert make_client(server).stats.api_calls == 0
 
 
 def test_latest_per_siret_keeps_the_newest_version():

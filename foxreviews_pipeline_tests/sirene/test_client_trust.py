@@ -11,6 +11,7 @@ import pytest
 from foxreviews_pipeline.lib.sirene.client import InseeApiError, InseeClient, latest_per_siret
 from foxreviews_pipeline.sample.day import generate_day
 from foxreviews_pipeline.sample.fake_server import DROP, FakeInseeServer, Fault, encode_cursor
+from foxreviews_pipeline_tests.sirene.client_helpers import fetch_day
 
 KEY = "trust-key-91ab"
 DAY = date(2025, 3, 10)
@@ -43,7 +44,7 @@ def make_client(server: FakeInseeServer, **kwargs) -> InseeClient:
 
 
 def fetch(client: InseeClient) -> list[dict]:
-    return client.fetch_day(DAY, page_size=PAGE)
+    return fetch_day(client, DAY, page_size=PAGE)
 
 
 # -- publication ------------------------------------------------------------------------
@@ -66,7 +67,6 @@ def test_processing_ending_before_midnight_is_complete_once_made_available(serve
     server.made_available_at = datetime(2026, 8, 5, 6, 8)
     client = make_client(server)
     assert client.publication(date(2026, 8, 4)).complete
-    assert client.is_day_published(date(2026, 8, 4))
 
 
 def test_a_day_not_yet_made_available_is_not_complete_and_says_why(server):

@@ -25,6 +25,7 @@ from foxreviews_pipeline.lib.sirene.mapping import records_table
 from foxreviews_pipeline.lib.sirene.sources import land_day_with_client
 from foxreviews_pipeline.sample.day import generate_day
 from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault
+from foxreviews_pipeline_tests.sirene.client_helpers import fetch_day
 
 KEY = "landing-key"
 DAY = date(2025, 3, 10)
@@ -77,7 +78,7 @@ def test_the_streamed_partition_is_what_the_in_memory_path_wrote(server, tmp_pat
     landed = land_day_with_client(make_client(server), DAY, tmp_path / "streamed", {"source": "t"})
     server.reset()
     server.set_faults({1: Fault.duplicate(7)})
-    received = make_client(server).fetch_day(DAY)
+    received = fetch_day(make_client(server), DAY)
     assert (landed.received, landed.rows) == (len(received), len(latest_per_siret(received)))
     assert (landed.received, landed.rows) == (457, 450)
 

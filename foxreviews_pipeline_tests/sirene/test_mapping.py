@@ -30,12 +30,14 @@ from foxreviews_pipeline.lib.sirene.mapping import (
     REJECT_NO_NAME,
     REJECTION_REASONS,
     Rejection,
+    type_voie_label,
+)
+from foxreviews_pipeline_tests.sirene.row_mapping import (
     map_flat,
     map_flat_dict,
     map_record,
     map_records,
     row_as_dict,
-    type_voie_label,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"

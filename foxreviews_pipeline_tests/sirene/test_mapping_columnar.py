@@ -32,15 +32,18 @@ from foxreviews_pipeline.lib.sirene.mapping import (
     ENTREPRISE_SCHEMA,
     FLAT_FIELDS,
     Rejection,
-    map_flat_rows,
-    map_records,
     map_table,
-    rows_table,
-    table_rows,
 )
 from foxreviews_pipeline.lib.sirene.stock import iter_stock_batches
 from foxreviews_pipeline.sample.day import generate_day
 from foxreviews_pipeline.sample.stock_files import write_sample_stock
+from foxreviews_pipeline_tests.sirene.row_mapping import (
+    map_flat_rows,
+    map_records,
+    row_as_dict,
+    rows_table,
+    table_rows,
+)
 
 
 def _siret(siren8: str, nic4: str) -> str:
@@ -172,7 +175,7 @@ def test_sample_stock_rows_map_as_the_per_record_rules(tmp_path, seed):
     assert map_flat_rows(rows) == expected
     # A sample of any seed has persons, closures and old NAF codes; the partially diffusible
     # rows of the larger seeds bring [ND].
-    mapped = [mapping.row_as_dict(r) for r in expected[0]]
+    mapped = [row_as_dict(r) for r in expected[0]]
     assert any(r["date_fermeture"] for r in mapped)
     assert any(r["naf_nomenclature"] not in (None, "NAFRev2") for r in mapped)
     assert any(re.fullmatch(r"[A-Z][a-z]+-[A-Z][a-z]+ [A-Z ]+", r["nom"] or "") for r in mapped)
@@ -220,7 +223,7 @@ def test_street_lines_whatever_part_is_missing(tmp_path):
         rows.append(tuple(row[f] for f in FLAT_FIELDS))
     mapped, _ = map_flat_rows(rows)
     assert mapped == _expected(rows)[0]
-    adresses = [mapping.row_as_dict(r)["adresse"] for r in mapped]
+    adresses = [row_as_dict(r)["adresse"] for r in mapped]
     assert None in adresses and "B BIS B B, B" in adresses
 
 
@@ -230,7 +233,7 @@ def test_sample_day_records_map_as_the_per_record_rules():
     expected = [reference.map_record(r) for r in records]
     assert rejections == [e for e in expected if isinstance(e, Rejection)]
     assert rows == [e for e in expected if not isinstance(e, Rejection)]
-    statuses = {mapping.row_as_dict(r)["statut_diffusion"] for r in rows}
+    statuses = {row_as_dict(r)["statut_diffusion"] for r in rows}
     assert {"O", "P"} <= statuses
 
 
@@ -251,7 +254,7 @@ def test_api_records_with_json_types_and_missing_groups():
     expected = [reference.map_record(r) for r in records]
     assert rows == [e for e in expected if not isinstance(e, Rejection)]
     assert rejections == [e for e in expected if isinstance(e, Rejection)]
-    assert mapping.row_as_dict(rows[0])["est_siege"] is False
+    assert row_as_dict(rows[0])["est_siege"] is False
 
 
 def test_map_table_types_order_and_batches():

@@ -22,10 +22,7 @@ from foxreviews_pipeline.lib.sirene.mapping import (
     FLAT_FIELDS,
     REJECT_NO_NAME,
     Rejection,
-    map_record,
     map_table,
-    row_as_dict,
-    table_rows,
 )
 from foxreviews_pipeline.lib.sirene.stock import (
     COLUMNS_ADDED_IN_2024,
@@ -40,6 +37,7 @@ from foxreviews_pipeline.lib.sirene.stock import (
     stock_row_to_api_record,
 )
 from foxreviews_pipeline.sample.stock_files import api_record_to_stock_row, write_sample_stock
+from foxreviews_pipeline_tests.sirene.row_mapping import map_record, row_as_dict, table_rows
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL_RECORDS = [

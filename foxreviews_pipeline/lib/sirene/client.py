@@ -609,11 +609,6 @@ class InseeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def reset_stats(self) -> FetchStats:
-        """Return the counters so far and start new ones."""
-        stats, self.stats = self.stats, FetchStats()
-        return stats
-
     # -- public API ---------------------------------------------------------------------
 
     def informations(self) -> dict[str, Any]:
@@ -629,10 +624,6 @@ class InseeClient:
         """Whether `day` is complete at INSEE, and the `/informations` fields that say so."""
         info = informations if informations is not None else self.informations()
         return parse_publication(info, day)
-
-    def is_day_published(self, day: date, informations: dict[str, Any] | None = None) -> bool:
-        """Whether `day` is complete at INSEE (see `Publication`)."""
-        return self.publication(day, informations).complete
 
     def iter_pages(
         self,
@@ -755,10 +746,6 @@ class InseeClient:
         return self.iter_pages(
             day_query(day), champs=champs, page_size=page_size, max_records=self.max_day_records
         )
-
-    def fetch_day(self, day: date, **kwargs: Any) -> list[dict[str, Any]]:
-        """All the records of `day`, as sent (not deduplicated)."""
-        return [record for page in self.iter_day(day, **kwargs) for record in page]
 
     # -- HTTP ---------------------------------------------------------------------------
 
