@@ -49,7 +49,7 @@ def _offending(outcome: CheckOutcome) -> str:
     return f"{count} offending" if count is not None else "failed"
 
 
-def hold(outcomes: Sequence[CheckOutcome]) -> None:
+def raise_if_held(outcomes: Sequence[CheckOutcome]) -> None:
     """Raise PublicationHeld when a blocking outcome failed."""
     if any(o.blocking and not o.passed for o in outcomes):
         raise PublicationHeld(outcomes)
@@ -74,5 +74,5 @@ def publish(
     with conn.transaction():
         result = write(conn)
         outcomes = list(audit(conn, result))
-        hold(outcomes)
+        raise_if_held(outcomes)
     return Published(result, outcomes)

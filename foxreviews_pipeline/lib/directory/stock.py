@@ -26,7 +26,7 @@ from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange, publish_directory
 from foxreviews_pipeline.lib.gc_pause import paused_gc
-from foxreviews_pipeline.lib.publish import Published, hold
+from foxreviews_pipeline.lib.publish import Published, raise_if_held
 from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION, map_table
 from foxreviews_pipeline.lib.sirene.stock_staging import (
     StagedStock,
@@ -145,7 +145,7 @@ def _write_batch(
     sirets: list[str] = rows.column("siret").to_pylist()
     prolocalisations = sync_prolocalisations(conn, sirets, partition=partition)
     outcomes = audit_publication(conn, sirets, records=len(rows), checks=ROW_CHECKS)
-    hold(outcomes)
+    raise_if_held(outcomes)
     change.add_batch(counts, prolocalisations, outcomes)
 
 
