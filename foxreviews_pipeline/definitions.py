@@ -1,10 +1,12 @@
 """The code location: every asset, check, job, schedule, sensor and resource of the platform.
 
-Settings are validated on import, so a wrong environment variable stops `dg dev`,
-`dg launch`, the code server and the daemon at start-up with a message naming it.
-Importing this module reads the environment only: the project's `.env` is read by the
-Dagster command that imports it (every `dg`/`dagster` command loads the `.env` of the
-folder it starts in) or by `foxreviews`, never here.
+Importing this module reads nothing: `defs` is a `@dg.definitions` function, which Dagster
+calls when it loads the code location (`dg dev`, `dg launch`, the code server, the daemon,
+each run). It reads and validates the settings then, so a wrong environment variable stops
+them at start-up with a message naming it. The project's `.env` is read by the Dagster
+command (every `dg`/`dagster` command loads the `.env` of the folder it starts in) or by
+`foxreviews`, never here. Each call reads the environment afresh: a test sets its variables,
+then calls `defs()`.
 """
 
 import sys
@@ -17,20 +19,31 @@ from foxreviews_pipeline.defs.reference import definitions as reference
 from foxreviews_pipeline.defs.resources import build_resources
 from foxreviews_pipeline.defs.sirene import definitions as sirene
 from foxreviews_pipeline.defs.uploads import definitions as uploads
-from foxreviews_pipeline.lib.settings import ConfigurationError, load_settings
+from foxreviews_pipeline.lib.settings import ConfigurationError, Settings, load_settings
+from foxreviews_pipeline.recovery import stoppable_executor
 
-try:
-    settings = load_settings()
-except ConfigurationError as exc:
-    # Dagster's tools print the import error with a stack trace: the first line they show
-    # is this one, naming the variable; the error is raised again, alone, without context.
-    print(f"foxreviews: {exc}", file=sys.stderr, flush=True)
-    raise ConfigurationError(str(exc)) from None
 
-defs = dg.Definitions.merge(
-    *(
-        domain.build_definitions(settings)
-        for domain in (reference, sirene, directory, uploads, maintenance)
-    ),
-    dg.Definitions(resources=build_resources(settings)),
-)
+def build_defs(settings: Settings) -> dg.Definitions:
+    """The code location under validated `settings` (what `foxreviews run-day` runs)."""
+    return dg.Definitions.merge(
+        *(
+            domain.build_definitions(settings)
+            for domain in (reference, sirene, directory, uploads, maintenance)
+        ),
+        # Dagster's default executor, but a run worker stopped by SIGTERM/SIGINT ends its run
+        # CANCELED: slots freed, never retried (README, "Stop").
+        dg.Definitions(resources=build_resources(settings), executor=stoppable_executor),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location under the settings of the environment, read now."""
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        # Dagster's tools print the load error with a stack trace: the first line they show
+        # is this one, naming the variable; the error is raised again, alone, without context.
+        print(f"foxreviews: {exc}", file=sys.stderr, flush=True)
+        raise ConfigurationError(str(exc)) from None
+    return build_defs(settings)

@@ -260,8 +260,9 @@ def run_day(
     publication_check_s: float = PUBLICATION_CHECK_S,
     publication_max_wait: timedelta = PUBLICATION_MAX_WAIT,
 ) -> int:
-    from foxreviews_pipeline.definitions import defs
+    from foxreviews_pipeline.definitions import build_defs
 
+    defs = build_defs(settings)
     paris_today = datetime.now(PARIS).date()
     target = date.fromisoformat(day) if day else paris_today - timedelta(days=1)
     last = paris_today - timedelta(days=1)

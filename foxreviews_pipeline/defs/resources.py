@@ -1,7 +1,10 @@
 """Typed resources for every outside system: PostgreSQL, the landing zone, the upload folder.
 
-Values come from `foxreviews_pipeline.lib.settings` (the one place that reads the
-environment) or from `dg.EnvVar`, so that secrets show in the UI by name only.
+The settings are read and validated in `foxreviews_pipeline.lib.settings` (the one place
+that reads the environment). A value the environment states as is goes in by variable name
+(`dg.EnvVar`): Dagster resolves it and the UI shows where it comes from; the secrets always
+go in by name, so that they show in the UI by name only. Defaults and values the settings
+complete (a relative folder made absolute) go in as values.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, overload
 
 import dagster as dg
 import psycopg
@@ -66,14 +70,32 @@ class UploadFolder(dg.ConfigurableResource):
         return path
 
 
+@overload
+def configured(settings: Settings, variable: str, value: str) -> str: ...
+
+
+@overload
+def configured(settings: Settings, variable: str, value: int) -> int: ...
+
+
+def configured(settings: Settings, variable: str, value: Any) -> Any:
+    """The setting `value` of `variable` as a resource field takes it: `dg.EnvVar(variable)`
+    when the environment states exactly this value (`Settings.verbatim`), else the value."""
+    if variable not in settings.verbatim:
+        return value
+    return dg.EnvVar.int(variable) if isinstance(value, int) else dg.EnvVar(variable)
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The resources every domain shares, from the validated settings."""
     return {
         # The URL goes in by variable name so that a password never shows in the UI.
         "postgres": PostgresResource(
             database_url=dg.EnvVar("FOXREVIEWS_DATABASE_URL") if settings.database_url else None,
-            home=str(settings.home),
+            home=configured(settings, "FOXREVIEWS_HOME", str(settings.home)),
         ),
         "landing_zone": LandingZone(root=str(settings.home / "landing")),
-        "upload_folder": UploadFolder(root=str(settings.upload_dir)),
+        "upload_folder": UploadFolder(
+            root=configured(settings, "FOXREVIEWS_UPLOAD_DIR", str(settings.upload_dir))
+        ),
     }

@@ -10,7 +10,7 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,6 +35,8 @@ DEFAULT_INSEE_RETRY_BUDGET_S = 900
 DEFAULT_UPLOAD_QUIET_SECONDS = 60.0
 # INSEE's switch of APE codes to NAF 2025 (décret n° 2025-736).
 DEFAULT_SAMPLE_NAF2025_FROM = date(2027, 1, 1)
+# The webserver's address as operators open it: alerts link to a run's page under it.
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 # The source checkout, the folder holding pyproject.toml (an editable install runs from it).
 # Only the tests and scripts, which run from a checkout, use it; the package's own files
@@ -81,6 +83,16 @@ class Settings:
     # FOXREVIEWS_SAMPLE_NAF2025_FROM: from this day the sample source states activities in
     # NAF 2025, as INSEE does from 2027-01-01 (set earlier to see a switch day today).
     sample_naf2025_from: date = DEFAULT_SAMPLE_NAF2025_FROM
+    # FOXREVIEWS_ALERT_WEBHOOK_URL: where failed runs and stale assets are announced (a
+    # Slack-compatible webhook); unset, nothing is sent. Its path is a credential: only its
+    # host is ever shown.
+    alert_webhook_url: str | None = None
+    # FOXREVIEWS_UI_URL: the webserver's base URL, for the links in alerts.
+    ui_url: str = DEFAULT_UI_URL
+    # The variables this process's environment states exactly as the settings hold them (the
+    # same text): the resources take those by name (`dg.EnvVar`), resolved by Dagster from the
+    # same environment and shown as such in the UI. Empty when read from a given mapping.
+    verbatim: frozenset[str] = frozenset()
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -98,7 +110,8 @@ class Settings:
             f"insee_retry_budget_s={self.insee_retry_budget_s}, "
             f"upload_quiet_seconds={self.upload_quiet_seconds:g}, "
             f"partitions_start={self.partitions_start.isoformat()}, "
-            f"sample_naf2025_from={self.sample_naf2025_from.isoformat()})"
+            f"sample_naf2025_from={self.sample_naf2025_from.isoformat()}, "
+            f"alert_webhook={_webhook_shown(self.alert_webhook_url)}, ui_url={self.ui_url!r})"
         )
 
 
@@ -151,6 +164,25 @@ def _validate_http_url(name: str, value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{name} must be an http(s) URL, got {value!r}")
     return value.rstrip("/")
+
+
+def _webhook_shown(url: str | None) -> str:
+    """What may be shown of the alert webhook: its host (the path is its credential)."""
+    return "unset" if url is None else f"set (host {urlsplit(url).hostname})"
+
+
+def _validate_webhook_url(name: str, value: str) -> str:
+    """An http(s) URL with a host; the message never repeats the value (a credential)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"{name} must be an http(s) URL such as https://hooks.slack.com/services/…"
+        )
+    return value
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -233,8 +265,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         DEFAULT_UPLOAD_QUIET_SECONDS, 0, 86_400, "seconds", whole=False,
     )
 
-    return Settings(
-        partitions_start=load_partitions_start(env),
+    settings = Settings(
+        partitions_start=_date_setting(env, "FOXREVIEWS_PARTITIONS_START", DEFAULT_PARTITIONS_START),
         upload_quiet_seconds=upload_quiet_seconds,
         insee_retry_budget_s=insee_retry_budget_s,
         sample_naf2025_from=_date_setting(
@@ -250,7 +282,39 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         stock_path=stock_path,
         raw_retention_days=raw_retention_days,
         pool_wait_timeout_s=pool_wait_timeout_s,
+        alert_webhook_url=(
+            _validate_webhook_url("FOXREVIEWS_ALERT_WEBHOOK_URL", webhook)
+            if (webhook := get("FOXREVIEWS_ALERT_WEBHOOK_URL")) else None
+        ),
+        ui_url=_validate_http_url("FOXREVIEWS_UI_URL", get("FOXREVIEWS_UI_URL") or DEFAULT_UI_URL),
     )
+    if env is not os.environ:  # Dagster resolves an EnvVar from the process's environment
+        return settings
+    verbatim = frozenset(
+        name for name, text in _as_text(settings).items() if text is not None and env.get(name) == text
+    )
+    return replace(settings, verbatim=verbatim)
+
+
+def _as_text(settings: Settings) -> dict[str, str | None]:
+    """Each variable's setting, written as the variable states it."""
+    return {
+        "FOXREVIEWS_DATABASE_URL": settings.database_url,
+        "FOXREVIEWS_HOME": str(settings.home),
+        "FOXREVIEWS_SIRENE_SOURCE": settings.sirene_source,
+        "FOXREVIEWS_INSEE_API_KEY": settings.insee_api_key,
+        "FOXREVIEWS_INSEE_BASE_URL": settings.insee_base_url,
+        "FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE": str(settings.insee_requests_per_minute),
+        "FOXREVIEWS_UPLOAD_DIR": str(settings.upload_dir),
+        "FOXREVIEWS_SIRENE_STOCK_PATH": str(settings.stock_path) if settings.stock_path else None,
+        "FOXREVIEWS_RAW_RETENTION_DAYS": str(settings.raw_retention_days),
+        "FOXREVIEWS_POOL_WAIT_TIMEOUT_SECONDS": str(settings.pool_wait_timeout_s),
+        "FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS": str(settings.insee_retry_budget_s),
+        "FOXREVIEWS_PARTITIONS_START": settings.partitions_start.isoformat(),
+        "FOXREVIEWS_SAMPLE_NAF2025_FROM": settings.sample_naf2025_from.isoformat(),
+        "FOXREVIEWS_ALERT_WEBHOOK_URL": settings.alert_webhook_url,
+        "FOXREVIEWS_UI_URL": settings.ui_url,
+    }
 
 
 def _number_setting(
@@ -268,13 +332,6 @@ def _number_setting(
         kind = "a whole number" if whole else "a number"
         raise ConfigurationError(f"{name} must be {kind} of {unit} from {low:g} to {high:g}, got {text!r}")
     return value
-
-
-def load_partitions_start(environ: Mapping[str, str] | None = None) -> date:
-    """FOXREVIEWS_PARTITIONS_START (YYYY-MM-DD), read alone: the partitions definition needs
-    it when its module is imported, before any other setting matters."""
-    env = os.environ if environ is None else environ
-    return _date_setting(env, "FOXREVIEWS_PARTITIONS_START", DEFAULT_PARTITIONS_START)
 
 
 def _date_setting(env: Mapping[str, str], name: str, default: date) -> date:

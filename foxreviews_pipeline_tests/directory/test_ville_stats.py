@@ -4,7 +4,7 @@ while an upstream asset is being written."""
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -21,7 +21,7 @@ from foxreviews_pipeline.defs.directory.ville_stats import (
     ville_stats_refresh_job,
 )
 from foxreviews_pipeline.defs.resources import PostgresResource
-from foxreviews_pipeline.defs.sirene.partitions import daily_partitions, stock_partitions
+from foxreviews_pipeline.defs.sirene.partitions import daily_partitions_def, stock_partitions
 from foxreviews_pipeline.lib.directory.ville_stats import (
     APPLICATION_NAME,
     FIGURES,
@@ -236,7 +236,11 @@ def test_asset_reports_the_figures_as_metadata(database_url, tmp_path: Path):
     assert {dep.asset_key for dep in spec.deps} == UPSTREAM
 
 
-# Stand-ins with the real keys and partitioning: what the automation sees of an import.
+# Stand-ins with the real keys and partitioning: what the automation sees of an import (from
+# 2026-01-01: the days tested come before the default first partition).
+daily_partitions = daily_partitions_def(date(2026, 1, 1))
+
+
 @dg.asset(name="villes")
 def villes_stub() -> None: ...
 

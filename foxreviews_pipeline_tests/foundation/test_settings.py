@@ -79,13 +79,44 @@ def test_cli_fails_at_start_up_with_one_line_naming_the_variable(name, value, tm
 
 
 def test_definitions_refuse_to_load_with_a_wrong_source(tmp_path):
+    """Importing the code location reads nothing; loading it (what Dagster does) validates
+    the settings and names the variable, first and last."""
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOXREVIEWS_")}
     env.update(FOXREVIEWS_SIRENE_SOURCE="ftp", FOXREVIEWS_HOME=str(tmp_path))
+    code = "from foxreviews_pipeline.definitions import defs\nprint('imported', flush=True)\ndefs()"
     result = subprocess.run(
-        [sys.executable, "-c", "import foxreviews_pipeline.definitions"],
-        capture_output=True, text=True, env=env, timeout=120,
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode != 0
-    assert "FOXREVIEWS_SIRENE_SOURCE must be one of sample, api, stock" in result.stderr.splitlines()[-1]
+    assert result.stdout == "imported\n"
+    message = "FOXREVIEWS_SIRENE_SOURCE must be one of sample, api, stock, got 'ftp'"
+    assert result.stderr.splitlines()[0] == f"foxreviews: {message}"
+    assert message in result.stderr.splitlines()[-1]
+
+
+def test_verbatim_names_the_variables_the_environment_states_as_the_settings_hold_them(
+    monkeypatch, tmp_path
+):
+    import os
+
+    for name in [n for n in os.environ if n.startswith("FOXREVIEWS_")]:
+        monkeypatch.delenv(name)
+    env = {
+        "FOXREVIEWS_HOME": str(tmp_path / "home"),
+        "FOXREVIEWS_SIRENE_SOURCE": "API",  # normalized: not as stated
+        "FOXREVIEWS_INSEE_API_KEY": "k",
+        "FOXREVIEWS_INSEE_BASE_URL": "https://insee.example/api/",  # trailing slash dropped
+        "FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE": "60",
+        "FOXREVIEWS_RAW_RETENTION_DAYS": "045",
+        "FOXREVIEWS_PARTITIONS_START": "2026-03-01",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().verbatim == {
+        "FOXREVIEWS_HOME", "FOXREVIEWS_INSEE_API_KEY", "FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE",
+        "FOXREVIEWS_PARTITIONS_START",
+    }
+    # Read from a mapping, not from the environment Dagster resolves a variable from: none.
+    assert load_settings(env).verbatim == frozenset()

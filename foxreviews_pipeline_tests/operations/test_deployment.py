@@ -415,6 +415,7 @@ class NotInstalled:
 sys.meta_path.insert(0, NotInstalled())
 import foxreviews_pipeline.cli
 import foxreviews_pipeline.definitions
+foxreviews_pipeline.definitions.defs()
 from foxreviews_pipeline.lib.db.server import data_database_url
 from foxreviews_pipeline.lib.settings import load_settings
 url = data_database_url(load_settings())

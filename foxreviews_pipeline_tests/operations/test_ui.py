@@ -21,7 +21,6 @@ from foxreviews_pipeline.lib.settings import (
     DEFAULT_PARTITIONS_START,
     PROJECT_ROOT,
     ConfigurationError,
-    load_partitions_start,
     load_settings,
 )
 from foxreviews_pipeline_tests.maintenance.test_cleanup import (
@@ -53,7 +52,7 @@ def listed() -> dict:
 def _repository() -> dg.RepositoryDefinition:
     from foxreviews_pipeline.definitions import defs
 
-    return defs.get_repository_def()
+    return defs().get_repository_def()
 
 
 # --- cleanup: one click never deletes ---------------------------------------------------------
@@ -82,7 +81,7 @@ def test_cleanup_launched_with_its_defaults_deletes_nothing(database_url, tmp_pa
     assert result.success
     metadata = output_metadata(result)
     assert metadata["dry_run"].value is True
-    assert metadata["upload_files_to_delete"].value > 0  # it saw what it would delete...
+    assert metadata["would_delete_upload_files"].value > 0  # it saw what it would delete...
     assert "upload_files_deleted" not in metadata
     assert layout.all_paths() == before  # ...and deleted nothing
     with psycopg.connect(database_url) as conn:
@@ -198,12 +197,12 @@ def test_the_groups_are_the_ones_the_readme_lists(listed):
 
 
 def test_partitions_start_at_a_recent_fixed_date_by_default():
-    assert load_partitions_start({}) == DEFAULT_PARTITIONS_START == date(2026, 11, 1)
-    assert load_settings({}).partitions_start == DEFAULT_PARTITIONS_START
-    assert load_partitions_start({"FOXREVIEWS_PARTITIONS_START": "2026-06-15"}) == date(2026, 6, 15)
+    assert load_settings({}).partitions_start == DEFAULT_PARTITIONS_START == date(2026, 11, 1)
+    start = load_settings({"FOXREVIEWS_PARTITIONS_START": "2026-06-15"}).partitions_start
+    assert start == date(2026, 6, 15)
     for wrong in ("2026-13-01", "yesterday", "26-11-01", "1999-12-31"):
         with pytest.raises(ConfigurationError, match="FOXREVIEWS_PARTITIONS_START"):
-            load_partitions_start({"FOXREVIEWS_PARTITIONS_START": wrong})
+            load_settings({"FOXREVIEWS_PARTITIONS_START": wrong})
 
 
 @pytest.mark.parametrize("value, expected", [(None, "2026-11-01"), ("2026-11-15", "2026-11-15")])
@@ -215,7 +214,7 @@ def test_the_code_location_takes_its_first_partition_from_the_setting(value, exp
         env["FOXREVIEWS_PARTITIONS_START"] = value
     code = (
         "from foxreviews_pipeline.definitions import defs\n"
-        "keys = defs.resolve_assets_def('etablissements_raw').partitions_def.get_partition_keys()\n"
+        "keys = defs().resolve_assets_def('etablissements_raw').partitions_def.get_partition_keys()\n"
         "print(keys[0], len(keys) > 0)\n"
     )
     result = subprocess.run(

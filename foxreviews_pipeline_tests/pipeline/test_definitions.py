@@ -1,22 +1,26 @@
-"""The code location as Dagster loads it: assets and groups, schedules and sensors, and the
-INSEE key kept out of everything Dagster shows or stores."""
+"""The code location as Dagster loads it: assets and groups, schedules and sensors, settings
+taken when it loads (by variable name where the environment states them), and the INSEE key
+kept out of everything Dagster shows or stores."""
 
 from __future__ import annotations
 
 import gzip
-import importlib
 import json
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import date, datetime
 
 import dagster as dg
 import pytest
-from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster._core.remote_representation.external_data import (
+    RepositorySnap,
+    ResourceConfigEnvVarSnap,
+)
 from dagster._core.snap import JobSnap
 from dagster._serdes import serialize_value
 
+from foxreviews_pipeline.definitions import defs as load_defs
 from foxreviews_pipeline.lib.settings import PROJECT_ROOT
 from foxreviews_pipeline.sample.fake_server import FakeInseeServer
 from foxreviews_pipeline.sample.source import sample_day_source
@@ -45,26 +49,11 @@ EXPECTED_SCHEDULES = {
 EXPECTED_SENSORS = {"upload_sensor", "sirene_publication_sensor", "ville_stats_automation"}
 
 
-def _load_definitions() -> dg.Definitions:
-    """The code location as imported now: it reads the settings at import, so it is imported
-    afresh under the environment the test has set."""
-    sys.modules.pop(MODULE, None)
-    return importlib.import_module(MODULE).defs
-
-
 @pytest.fixture
-def fresh_module():
-    sys.modules.pop(MODULE, None)
-    yield _load_definitions
-    # Later imports must not see this test's environment (a dropped database, a tmp folder).
-    sys.modules.pop(MODULE, None)
-
-
-@pytest.fixture
-def defs(platform_env, monkeypatch, fresh_module) -> dg.Definitions:
+def defs(platform_env, monkeypatch) -> dg.Definitions:
     monkeypatch.setenv("FOXREVIEWS_SIRENE_SOURCE", "api")
     monkeypatch.setenv("FOXREVIEWS_INSEE_API_KEY", SECRET)
-    return fresh_module()
+    return load_defs()
 
 
 def clean_env(platform_env: dict[str, str], tmp_path) -> dict[str, str]:
@@ -77,14 +66,15 @@ def clean_env(platform_env: dict[str, str], tmp_path) -> dict[str, str]:
 
 LOAD = r"""
 import json
-from foxreviews_pipeline.definitions import defs, settings
+from foxreviews_pipeline.definitions import defs
+defs = defs()
 print(json.dumps({
     "groups": {s.key.to_user_string(): s.group_name for s in defs.resolve_all_asset_specs()},
     "schedules": {s.name: [s.cron_schedule, s.execution_timezone, s.default_status.value]
                   for s in defs.get_repository_def().schedule_defs},
     "sensors": {s.name: s.default_status.value for s in defs.get_repository_def().sensor_defs},
     "resources": sorted(defs.resources),
-    "settings_home": str(settings.home),
+    "landing_root": defs.resources["landing_zone"].root,
 }))
 """
 
@@ -101,7 +91,7 @@ def test_the_code_location_loads_in_a_clean_process(platform_env, tmp_path):
     }
     assert {n: loaded["sensors"][n] for n in EXPECTED_SENSORS} == dict.fromkeys(EXPECTED_SENSORS, "RUNNING")
     assert {"postgres", "landing_zone", "upload_folder", "sirene", "retention"} <= set(loaded["resources"])
-    assert loaded["settings_home"] == platform_env["FOXREVIEWS_HOME"]
+    assert loaded["landing_root"] == platform_env["FOXREVIEWS_HOME"] + "/landing"
 
 
 def test_dagster_validates_the_code_location(platform_env, dagster_storage_db, tmp_path):
@@ -114,10 +104,49 @@ def test_dagster_validates_the_code_location(platform_env, dagster_storage_db, t
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
-def test_the_location_reads_its_settings_at_import(defs, platform_env):
+def test_the_location_reads_its_settings_when_loaded(defs, platform_env):
+    # A value the settings derive is given as is; one the environment states, by name.
     assert defs.resources["landing_zone"].root == platform_env["FOXREVIEWS_HOME"] + "/landing"
-    assert defs.resources["upload_folder"].root == platform_env["FOXREVIEWS_UPLOAD_DIR"]
-    assert defs.resources["sirene"].source == "api"
+    assert isinstance(defs.resources["upload_folder"].root, dg.EnvVar)
+    with dg.build_resources({k: defs.resources[k] for k in ("upload_folder", "sirene")}) as resources:
+        assert resources.upload_folder.root == platform_env["FOXREVIEWS_UPLOAD_DIR"]
+        assert resources.sirene.source == "api"
+
+
+def test_settings_the_environment_states_show_as_variables(defs):
+    snap = RepositorySnap.from_def(defs.get_repository_def())
+    values = {r.name: r.configured_values for r in snap.resources}
+    for resource, field, variable in [
+        ("upload_folder", "root", "FOXREVIEWS_UPLOAD_DIR"),
+        ("postgres", "home", "FOXREVIEWS_HOME"),
+        ("postgres", "database_url", "FOXREVIEWS_DATABASE_URL"),
+        ("sirene", "source", "FOXREVIEWS_SIRENE_SOURCE"),
+        ("sirene", "insee_api_key", "FOXREVIEWS_INSEE_API_KEY"),
+    ]:
+        assert values[resource][field] == ResourceConfigEnvVarSnap(name=variable), (resource, field)
+    # Unset: the default, as a value.
+    assert values["sirene"]["insee_requests_per_minute"] == "30"
+    assert values["retention"]["raw_days"] == "30"
+
+
+def test_each_load_reads_the_environment_afresh(platform_env, monkeypatch):
+    def first_day() -> date:
+        partitions = load_defs().resolve_job_def("sirene_daily").partitions_def
+        assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
+        return partitions.start.date()
+
+    monkeypatch.setenv("FOXREVIEWS_PARTITIONS_START", "2026-03-01")
+    monkeypatch.setenv("FOXREVIEWS_RAW_RETENTION_DAYS", "45")
+    assert first_day() == date(2026, 3, 1)
+    with dg.build_resources({"retention": load_defs().resources["retention"]}) as resources:
+        assert resources.retention.raw_days == 45
+    monkeypatch.setenv("FOXREVIEWS_PARTITIONS_START", "2026-11-15")
+    assert first_day() == date(2026, 11, 15)
+    specs = {s.key.to_user_string(): s for s in load_defs().resolve_all_asset_specs()}
+    for key in ("etablissements_raw", "entreprises", "pro_localisations"):
+        partitions = specs[key].partitions_def
+        assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
+        assert partitions.start.date() == date(2026, 11, 15), key
 
 
 def test_every_asset_of_the_spec_is_in_its_group(defs):
@@ -160,9 +189,9 @@ def test_the_insee_key_never_shows_in_the_location(defs):
     assert SECRET not in repr(defs.resources["sirene"])
 
 
-def test_the_database_password_never_shows_in_the_initialized_resources(platform_env, monkeypatch, fresh_module):
+def test_the_database_password_never_shows_in_the_initialized_resources(platform_env, monkeypatch):
     monkeypatch.setenv("FOXREVIEWS_DATABASE_URL", "postgresql://fox:pw-5f1c-secret@127.0.0.1:5432/foxreviews")
-    defs = fresh_module()
+    defs = load_defs()
     with dg.build_resources({"postgres": defs.resources["postgres"]}) as resources:
         assert resources.postgres.database_url.endswith("@127.0.0.1:5432/foxreviews")  # resolved
         assert "pw-5f1c-secret" not in repr(resources.postgres)
@@ -174,9 +203,7 @@ def test_the_insee_key_never_shows_in_the_initialized_resource(defs):
         assert SECRET not in repr(resources.sirene)
 
 
-def test_a_run_with_the_api_source_keeps_the_key_out_of_dagster_storage(
-    platform_env, monkeypatch, fresh_module
-):
+def test_a_run_with_the_api_source_keeps_the_key_out_of_dagster_storage(platform_env, monkeypatch):
     day = "2026-11-19"
     with FakeInseeServer(
         day_source=sample_day_source(300), api_key=SECRET,
@@ -186,7 +213,7 @@ def test_a_run_with_the_api_source_keeps_the_key_out_of_dagster_storage(
         monkeypatch.setenv("FOXREVIEWS_INSEE_API_KEY", SECRET)
         monkeypatch.setenv("FOXREVIEWS_INSEE_BASE_URL", server.base_url)
         monkeypatch.setenv("FOXREVIEWS_INSEE_REQUESTS_PER_MINUTE", "10000")
-        defs = fresh_module()
+        defs = load_defs()
         job = defs.resolve_implicit_global_asset_job_def()
         with dg.DagsterInstance.ephemeral() as instance:
             result = job.execute_in_process(

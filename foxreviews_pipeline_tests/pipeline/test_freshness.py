@@ -25,7 +25,7 @@ DAILY = ("etablissements_raw", "entreprises", "pro_localisations")
 def test_each_daily_asset_carries_the_36_hour_policy():
     from foxreviews_pipeline.definitions import defs
 
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     for key in DAILY:
         assert graph.get(dg.AssetKey(key)).freshness_policy == DAILY_FRESHNESS
     assert STALE_AFTER == timedelta(hours=36)

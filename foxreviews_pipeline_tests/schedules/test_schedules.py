@@ -17,10 +17,12 @@ from dagster._utils.schedules import schedule_execution_time_iterator
 from foxreviews_pipeline.defs.maintenance.cleanup import cleanup_schedule
 from foxreviews_pipeline.defs.reference.definitions import naf2025_mapping_nightly_schedule
 from foxreviews_pipeline.defs.sirene.jobs import sirene_daily_job
-from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
+from foxreviews_pipeline.defs.sirene.partitions import daily_partitions_def
 from foxreviews_pipeline.defs.sirene.schedules import sirene_daily_schedule as unresolved_daily
 
 PARIS = ZoneInfo("Europe/Paris")
+# The days of 2026 tested come before the default first partition.
+daily_partitions = daily_partitions_def(date(2026, 1, 1))
 SPRING_FORWARD = date(2026, 3, 29)
 FALL_BACK = date(2026, 10, 25)
 

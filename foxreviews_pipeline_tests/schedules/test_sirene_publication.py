@@ -4,7 +4,7 @@ starts the day."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -13,7 +13,7 @@ import time_machine
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
 
 from foxreviews_pipeline.defs.sirene.jobs import SIRENE_DAILY_ASSETS, sirene_daily_job
-from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
+from foxreviews_pipeline.defs.sirene.partitions import daily_partitions_def
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.defs.sirene.sensors import CHECK_EVERY_S, sirene_publication_sensor
 from foxreviews_pipeline.main_job import (
@@ -37,7 +37,8 @@ AVAILABLE_4TH = datetime(2026, 8, 5, 6, 10)
 
 
 def _stub(key: str) -> dg.AssetsDefinition:
-    @dg.asset(name=key, partitions_def=daily_partitions)
+    # The first partition as FOXREVIEWS_PARTITIONS_START=2026-01-01 makes it.
+    @dg.asset(name=key, partitions_def=daily_partitions_def(date(2026, 1, 1)))
     def _asset() -> None: ...
 
     return _asset

@@ -3,18 +3,22 @@ once, at once."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import dagster as dg
 
 from foxreviews_pipeline.defs.resources import LandingZone
-from foxreviews_pipeline.defs.sirene.assets import RAW_DATASET, etablissements_raw
+from foxreviews_pipeline.defs.sirene.assets import RAW_DATASET
+from foxreviews_pipeline.defs.sirene.assets import etablissements_raw as declared
+from foxreviews_pipeline.defs.sirene.partitions import with_daily_partitions
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.lib.sirene.landing import columns_path, partition_path
 from foxreviews_pipeline.sample.fake_server import FakeInseeServer
 
 DAY = "2026-08-04"
 KEY = "right-key-7c1e"
+# DAY comes before the default first partition.
+etablissements_raw = with_daily_partitions(declared, date(2026, 1, 1))
 
 
 def materialize(sirene: SireneSource, root, instance=None) -> dg.ExecuteInProcessResult:

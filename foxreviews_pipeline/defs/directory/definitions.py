@@ -7,12 +7,17 @@ from foxreviews_pipeline.defs.directory.ville_stats import (
     ville_stats_automation_sensor,
     ville_stats_refresh_job,
 )
+from foxreviews_pipeline.defs.sirene.partitions import with_daily_partitions
 from foxreviews_pipeline.lib.settings import Settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[directory_day, directory_stock, ville_stats],
+        assets=[
+            with_daily_partitions(directory_day, settings.partitions_start),
+            directory_stock,
+            ville_stats,
+        ],
         jobs=[ville_stats_refresh_job, sirene_stock_backfill_job],
         sensors=[ville_stats_automation_sensor],
     )

@@ -9,7 +9,6 @@ import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.sirene.jobs import SIRENE_DAILY_ASSETS, sirene_daily_job
-from foxreviews_pipeline.defs.sirene.partitions import daily_partitions
 from foxreviews_pipeline.defs.sirene.publication import is_published, publications
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.lib.constants import PARIS
@@ -30,10 +29,18 @@ IN_FLIGHT_STATUSES = [
 ]
 
 
-def days_to_consider(today: date) -> list[date]:
+def first_day(context: dg.SensorEvaluationContext) -> date:
+    """The first partition of the daily job, as the code location defines it
+    (FOXREVIEWS_PARTITIONS_START)."""
+    assert context.repository_def is not None, "the sensor is evaluated within its definitions"
+    partitions = context.repository_def.get_job(sirene_daily_job.name).partitions_def
+    assert isinstance(partitions, dg.TimeWindowPartitionsDefinition), partitions
+    return partitions.start.date()
+
+
+def days_to_consider(today: date, first: date) -> list[date]:
     """The days the sensor looks at on Paris day `today`, oldest first: the previous day and
-    the catch-up window, from the first partition on."""
-    first = daily_partitions.start.date()
+    the catch-up window, from the first partition (`first`) on."""
     last = today - timedelta(days=1)
     window = (last - timedelta(days=n) for n in reversed(range(CATCH_UP_DAYS)))
     return [day for day in window if day >= first]
@@ -101,9 +108,9 @@ def sirene_publication_sensor(
     file have every day) whether the previous Paris day, and each day of the catch-up window
     that is neither imported nor being imported, is published, and requests the published
     ones. The run key is the day: a day is requested once, whatever the number of ticks."""
-    days = days_to_consider(datetime.now(PARIS).date())
+    first = first_day(context)
+    days = days_to_consider(datetime.now(PARIS).date(), first)
     if not days:
-        first = daily_partitions.start.date()
         return dg.SensorResult(
             skip_reason=dg.SkipReason(
                 f"no SIRENE day to import yet: the first partition is {first} "

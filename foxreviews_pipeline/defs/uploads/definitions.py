@@ -13,7 +13,8 @@ from foxreviews_pipeline.lib.settings import Settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     # The shared resources (postgres, upload_folder) come from defs/resources.py; the
-    # sensor's own one here (FOXREVIEWS_UPLOAD_QUIET_SECONDS).
+    # sensor's own one here (FOXREVIEWS_UPLOAD_QUIET_SECONDS: a value, not a `dg.EnvVar`, which
+    # Dagster resolves to text or a whole number only, and this one may have a fraction).
     return dg.Definitions(
         assets=[uploaded_files],
         jobs=[upload_import_job],
