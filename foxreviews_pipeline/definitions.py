@@ -25,7 +25,7 @@ from foxreviews_pipeline.recovery import stoppable_executor
 
 def build_defs(settings: Settings) -> dg.Definitions:
     """The code location under validated `settings` (what `foxreviews run-day` runs)."""
-    return dg.Definitions.merge(
+    merged = dg.Definitions.merge(
         *(
             domain.build_definitions(settings)
             for domain in (reference, sirene, directory, uploads, maintenance)
@@ -33,6 +33,16 @@ def build_defs(settings: Settings) -> dg.Definitions:
         # Dagster's default executor, but a run worker stopped by SIGTERM/SIGINT ends its run
         # CANCELED: slots freed, never retried (README, "Stop").
         dg.Definitions(resources=build_resources(settings), executor=stoppable_executor),
+    )
+    # Every asset links to the source that computes it (the UI's "code references").
+    return dg.Definitions(
+        assets=dg.with_source_code_references(list(merged.assets or [])),
+        asset_checks=merged.asset_checks,
+        jobs=merged.jobs,
+        schedules=merged.schedules,
+        sensors=merged.sensors,
+        resources=merged.resources,
+        executor=merged.executor,
     )
 
 

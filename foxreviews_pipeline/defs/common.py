@@ -19,3 +19,12 @@ warnings.filterwarnings(
     "ignore", message=r"Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
 )
 
+
+# Code references (`with_source_code_references`: each asset links to its source in the UI)
+# are a beta feature of Dagster 1.13: used knowingly, and their notices silenced likewise.
+warnings.filterwarnings(
+    "ignore",
+    message=r"(Function `with_source_code_references`|Class `LocalFileCodeReference`|"
+    r"Class `CodeReferencesMetadataValue`) is currently in beta",
+    category=dg.BetaWarning,
+)

@@ -351,7 +351,10 @@ def test_a_partition_not_landed_names_the_missing_step(pipeline):
 
 
 def test_the_catalog_shows_each_table_its_live_schema_and_its_rows(pipeline):
-    _, metadata = pipeline.run(CHAIN, DAY1)
+    result, metadata = pipeline.run(CHAIN, DAY1)
+    # The checks are partitioned like their assets: each result names its day.
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 7 and {e.partition for e in evaluations} == {DAY1}
     with psycopg.connect(pipeline.url) as conn:
         stored = conn.execute(
             "SELECT count(*) FROM enterprise_entreprise WHERE last_partition = %s", (DAY1,)

@@ -237,3 +237,24 @@ def test_a_run_with_the_api_source_keeps_the_key_out_of_dagster_storage(platform
         document = gzip.decompress(f.read()).decode()
     assert len(json.loads(document)["etablissements"]) == 300
     assert SECRET not in document
+
+
+def test_every_table_asset_names_its_table_and_links_to_its_code(defs):
+    graph = defs.resolve_asset_graph()
+    tables = {
+        key.to_user_string(): graph.get(key).metadata.get("dagster/table_name")
+        for key in graph.get_all_asset_keys()
+    }
+    assert {k: v.value for k, v in tables.items() if v is not None} == {
+        "naf_nomenclature": "public.ref_naf_nomenclature",
+        "trade_taxonomy": "public.ref_naf_mapping",
+        "villes": "public.location_ville",
+        "entreprises": "public.enterprise_entreprise",
+        "stock_entreprises": "public.enterprise_entreprise",
+        "pro_localisations": "public.enterprise_prolocalisation",
+        "stock_pro_localisations": "public.enterprise_prolocalisation",
+        "ville_stats": "public.ville_stats",
+    }
+    for key in graph.get_all_asset_keys():
+        [reference] = graph.get(key).metadata["dagster/code_references"].code_references
+        assert reference.file_path.endswith(".py") and os.path.exists(reference.file_path), key

@@ -100,9 +100,14 @@ def test_partitions_load_what_the_file_holds_and_reload_writes_nothing(database_
     read = sum(stock_runs.materialization(r, "stock_entreprises")["records"] for r in first.values())
     assert written == len(expected) and read == 2000
     assert sum(rejected.values()) + len(expected) == 2000
-    for result in first.values():
+    for partition, result in first.items():
         checks = result.get_asset_check_evaluations()
         assert len(checks) == 7 and all(c.passed for c in checks)
+        # Partitioned like their assets: each check result names its département.
+        assert {c.partition for c in checks} == {partition}
+        assert stock_runs.materialization(result, "stock_entreprises")["dagster/row_count"] == partitions.get(
+            f"stock:{partition}", 0
+        )
     again = stock_runs.load_all(database_url, home)
     assert all(
         stock_runs.materialization(r, "stock_entreprises")["inserted"]

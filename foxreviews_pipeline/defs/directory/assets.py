@@ -51,45 +51,68 @@ def _daily_spec(key: str, deps: list[str], description: str) -> dg.AssetSpec:
     return directory_spec(key, key, deps, description, freshness_policy=DAILY_FRESHNESS)
 
 
-@dg.multi_asset(
-    name="directory_day",
-    partitions_def=daily_partitions,
-    specs=[
-        _daily_spec(
-            ENTREPRISES,
-            ["etablissements_raw", "naf_nomenclature"],
-            "Establishments (table `enterprise_entreprise`, one row per SIRET) from the "
-            "day's landed SIRENE records, under INSEE's diffusion policy. Contact details "
-            "and Google data belong to the web app and are never touched.",
-        ),
-        _daily_spec(
-            PRO_LOCALISATIONS,
-            [ENTREPRISES, "trade_taxonomy", "villes"],
-            "ProLocalisations (table `enterprise_prolocalisation`): one business × trade × "
-            "town page, e.g. \"Plombier à Lyon\". A page no longer wanted is retired with "
-            "its reason, never deleted.",
-        ),
-    ],
-    check_specs=[
-        dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
+def blocking_check_specs(
+    partitions: dg.PartitionsDefinition, assets: dict[str, str] | None = None
+) -> list[dg.AssetCheckSpec]:
+    """The blocking checks of a directory publication, partitioned as its assets are;
+    `assets` renames the assets they belong to (the stock's)."""
+    return [
+        dg.AssetCheckSpec(
+            name,
+            asset=(assets or {}).get(asset, asset),
+            blocking=True,
+            description=description,
+            partitions_def=partitions,
+        )
         for (asset, name), description in BLOCKING_CHECKS.items()
-    ],
-)
-def directory_day(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, landing_zone: LandingZone
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Writes the day's establishments and ProLocalisations, audits them with the blocking
-    checks inside the same transaction, and publishes both only when every check passes."""
-    day = context.partition_key
-    landed = read_columns(landing_zone.path(RAW_DATASET), day).table
-    try:
-        with postgres.connection() as conn:
-            published = publish_day(conn, landed, partition=day, run_id=context.run.run_id)
-            tables = directory_catalog(conn, day)
-    except PublicationHeld as held:
-        context.log.error(f"Day {day}: {held}")
-        yield from held_results(held, f"Day {day}")
-    change = published.result
-    if change.rejected:
-        context.log.warning(f"{change.rejected} record(s) rejected: {change.rejected_by_reason}")
-    yield from directory_results(published, tables)
+    ]
+
+
+def build_directory_day(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """The day's directory assets and their checks, all partitioned by `partitions` (the
+    configured first day: `daily_partitions_def`), so a check result names its day."""
+
+    @dg.multi_asset(
+        name="directory_day",
+        partitions_def=partitions,
+        specs=[
+            _daily_spec(
+                ENTREPRISES,
+                ["etablissements_raw", "naf_nomenclature"],
+                "Establishments (table `enterprise_entreprise`, one row per SIRET) from the "
+                "day's landed SIRENE records, under INSEE's diffusion policy. Contact details "
+                "and Google data belong to the web app and are never touched.",
+            ),
+            _daily_spec(
+                PRO_LOCALISATIONS,
+                [ENTREPRISES, "trade_taxonomy", "villes"],
+                "ProLocalisations (table `enterprise_prolocalisation`): one business × trade × "
+                "town page, e.g. \"Plombier à Lyon\". A page no longer wanted is retired with "
+                "its reason, never deleted.",
+            ),
+        ],
+        check_specs=blocking_check_specs(partitions),
+    )
+    def directory_day(
+        context: dg.AssetExecutionContext, postgres: PostgresResource, landing_zone: LandingZone
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """Writes the day's establishments and ProLocalisations, audits them with the blocking
+        checks inside the same transaction, and publishes both only when every check passes."""
+        day = context.partition_key
+        landed = read_columns(landing_zone.path(RAW_DATASET), day).table
+        try:
+            with postgres.connection() as conn:
+                published = publish_day(conn, landed, partition=day, run_id=context.run.run_id)
+                tables = directory_catalog(conn, day)
+        except PublicationHeld as held:
+            context.log.error(f"Day {day}: {held}")
+            yield from held_results(held, f"Day {day}")
+        change = published.result
+        if change.rejected:
+            context.log.warning(f"{change.rejected} record(s) rejected: {change.rejected_by_reason}")
+        yield from directory_results(published, tables)
+
+    return directory_day
+
+
+directory_day = build_directory_day(daily_partitions)

@@ -1,20 +1,20 @@
 import dagster as dg
 
-from foxreviews_pipeline.defs.directory.assets import directory_day
+from foxreviews_pipeline.defs.directory.assets import build_directory_day
 from foxreviews_pipeline.defs.directory.stock import directory_stock, sirene_stock_backfill_job
 from foxreviews_pipeline.defs.directory.ville_stats import (
     ville_stats,
     ville_stats_automation_sensor,
     ville_stats_refresh_job,
 )
-from foxreviews_pipeline.defs.sirene.partitions import with_daily_partitions
+from foxreviews_pipeline.defs.sirene.partitions import daily_partitions_def
 from foxreviews_pipeline.lib.settings import Settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[
-            with_daily_partitions(directory_day, settings.partitions_start),
+            build_directory_day(daily_partitions_def(settings.partitions_start)),
             directory_stock,
             ville_stats,
         ],

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
-from foxreviews_pipeline.defs.directory.assets import directory_spec
+from foxreviews_pipeline.defs.directory.assets import blocking_check_specs, directory_spec
 from foxreviews_pipeline.defs.publication import directory_catalog, directory_results, held_results
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.partitions import stock_partitions
-from foxreviews_pipeline.lib.directory.checks import BLOCKING_CHECKS, ENTREPRISES, PRO_LOCALISATIONS
+from foxreviews_pipeline.lib.directory.checks import ENTREPRISES, PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange
 from foxreviews_pipeline.lib.directory.stock import publish_stock_partition
 from foxreviews_pipeline.lib.publish import PublicationHeld
@@ -51,10 +51,7 @@ _PROGRESS_EVERY_BATCHES = 10
             "`enterprise_prolocalisation` as for `pro_localisations`.",
         ),
     ],
-    check_specs=[
-        dg.AssetCheckSpec(name, asset=STOCK_ASSETS[asset], blocking=True, description=description)
-        for (asset, name), description in BLOCKING_CHECKS.items()
-    ],
+    check_specs=blocking_check_specs(stock_partitions, STOCK_ASSETS),
     # One run per département: runs are queued, retried and monitored one by one, and fan
     # out to as many workers as the pool allows.
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
