@@ -13,10 +13,11 @@ import sys
 
 import dagster as dg
 
+from foxreviews_pipeline.defs import alerts, tables
 from foxreviews_pipeline.defs.directory import definitions as directory
 from foxreviews_pipeline.defs.maintenance import definitions as maintenance
 from foxreviews_pipeline.defs.reference import definitions as reference
-from foxreviews_pipeline.defs.resources import build_resources
+from foxreviews_pipeline.defs.resources import PostgresResource, build_resources
 from foxreviews_pipeline.defs.sirene import definitions as sirene
 from foxreviews_pipeline.defs.uploads import definitions as uploads
 from foxreviews_pipeline.lib.settings import ConfigurationError, Settings, load_settings
@@ -25,14 +26,19 @@ from foxreviews_pipeline.recovery import stoppable_executor
 
 def build_defs(settings: Settings) -> dg.Definitions:
     """The code location under validated `settings` (what `foxreviews run-day` runs)."""
+    resources = build_resources(settings)
+    postgres = resources["postgres"]
+    assert isinstance(postgres, PostgresResource)
     merged = dg.Definitions.merge(
         *(
             domain.build_definitions(settings)
-            for domain in (reference, sirene, directory, uploads, maintenance)
+            for domain in (reference, sirene, directory, uploads, maintenance, alerts)
         ),
+        # The table I/O manager reads through the location's own `postgres`.
+        tables.build_definitions(settings, postgres=postgres),
         # Dagster's default executor, but a run worker stopped by SIGTERM/SIGINT ends its run
         # CANCELED: slots freed, never retried (README, "Stop").
-        dg.Definitions(resources=build_resources(settings), executor=stoppable_executor),
+        dg.Definitions(resources=resources, executor=stoppable_executor),
     )
     # Every asset links to the source that computes it (the UI's "code references").
     return dg.Definitions(

@@ -120,3 +120,42 @@ def test_verbatim_names_the_variables_the_environment_states_as_the_settings_hol
     }
     # Read from a mapping, not from the environment Dagster resolves a variable from: none.
     assert load_settings(env).verbatim == frozenset()
+
+
+# -- alerts: the webhook and the webserver's URL -------------------------------------------
+
+
+def test_alerts_are_off_and_link_to_the_local_webserver_by_default():
+    settings = load_settings({})
+    assert settings.alert_webhook_url is None
+    assert settings.ui_url == "http://127.0.0.1:3000"
+    assert "alert_webhook=unset" in repr(settings)
+
+
+def test_the_alert_settings_are_read_and_the_webhook_never_shows():
+    webhook = "https://hooks.slack.com/services/T000/B000/s3cr3t?token=t0k3n"
+    settings = load_settings(
+        {"FOXREVIEWS_ALERT_WEBHOOK_URL": f" {webhook} ", "FOXREVIEWS_UI_URL": "https://dagster.fox.example/"}
+    )
+    assert settings.alert_webhook_url == webhook
+    assert settings.ui_url == "https://dagster.fox.example"  # links are built under it
+    text = repr(settings)
+    assert "s3cr3t" not in text and "t0k3n" not in text and "hooks.slack.com" in text
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("FOXREVIEWS_ALERT_WEBHOOK_URL", "hooks.slack.com/services/T000/B000/s3cr3t"),
+        ("FOXREVIEWS_ALERT_WEBHOOK_URL", "ftp://hooks.example/s3cr3t"),
+        ("FOXREVIEWS_ALERT_WEBHOOK_URL", "https://:99999999/s3cr3t"),
+        ("FOXREVIEWS_ALERT_WEBHOOK_URL", "https://hooks.example:notaport/s3cr3t"),
+        ("FOXREVIEWS_UI_URL", "localhost:3000"),
+    ],
+)
+def test_a_malformed_alert_setting_names_its_variable_in_one_line(variable, value):
+    with pytest.raises(ConfigurationError) as excinfo:
+        load_settings({variable: value})
+    message = str(excinfo.value)
+    assert variable in message and "\n" not in message
+    assert "s3cr3t" not in message  # the webhook's credential is not repeated

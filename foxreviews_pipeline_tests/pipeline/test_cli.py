@@ -66,6 +66,19 @@ def test_the_main_command_runs_a_day_end_to_end(platform_env, dagster_storage_db
     with psycopg.connect(dagster_url) as conn:
         jobs = [j for (j,) in conn.execute("SELECT pipeline_name FROM runs ORDER BY create_timestamp")]
     assert jobs == ["reference_data", "sirene_daily", "ville_stats_refresh"]
+    # The tables as pandas DataFrames, through the location's I/O manager (docs/notebook.md).
+    frames = subprocess.run(
+        [sys.executable, "-c",
+         "from foxreviews_pipeline.definitions import defs\n"
+         "d = defs()\n"
+         "stats = d.load_asset_value('ville_stats')\n"
+         f"day = d.load_asset_value('entreprises', partition_key='{DAY}')\n"
+         "print(type(stats).__name__, len(stats), int(stats['total_entreprises_actives'].iloc[0]),"
+         " len(day), day['siret'].dtype)"],
+        cwd=PROJECT_ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert frames.returncode == 0, frames.stderr[-3000:]
+    assert frames.stdout.split() == ["DataFrame", "1", str(active), str(inserted), "string[pyarrow]"]
 
     # A sample switch day: the next day's records state their activity in NAF 2025. It is
     # published, and the establishments of the first day keep their pages.

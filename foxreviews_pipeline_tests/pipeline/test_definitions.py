@@ -37,6 +37,7 @@ EXPECTED_GROUPS = {
     "pro_localisations": "directory",
     "ville_stats": "directory",
     "uploaded_files": "uploads",
+    "coverage_report": "reports",
 }
 # name → cron and default status, on Paris wall-clock time. The daily import's schedule is
 # the stopped alternative to the publication sensor.
@@ -44,9 +45,13 @@ EXPECTED_SCHEDULES = {
     "sirene_daily_schedule": ("0 8 * * *", "STOPPED"),
     "cleanup_weekly": ("0 3 * * 0", "RUNNING"),
     "naf2025_mapping_nightly": ("30 1 * * *", "RUNNING"),
+    "coverage_report_weekly": ("0 6 * * 1", "RUNNING"),
 }
 # Every one RUNNING by default; `ville_stats_automation` evaluates ville_stats's condition.
-EXPECTED_SENSORS = {"upload_sensor", "sirene_publication_sensor", "ville_stats_automation"}
+EXPECTED_SENSORS = {
+    "upload_sensor", "sirene_publication_sensor", "ville_stats_automation", "run_failure_alert",
+    "freshness_alert",
+}
 
 
 @pytest.fixture
