@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import reference_mapping  # noqa: E402
 from benchmarks.rows import table_rows  # noqa: E402
 from foxreviews_pipeline.lib.sirene.mapping import map_table, records_table  # noqa: E402
-from foxreviews_pipeline.lib.sirene.stock import iter_stock_batches  # noqa: E402
+from foxreviews_pipeline.lib.sirene.stock_file import iter_stock_batches  # noqa: E402
 from foxreviews_pipeline.sample.day import generate_day  # noqa: E402
 from foxreviews_pipeline.sample.stock_files import write_sample_stock  # noqa: E402
 

@@ -318,8 +318,8 @@ _STOCK_CHILD = r"""
 import json, sys, time, psycopg
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from foxreviews_pipeline.lib.directory.stock import publish_stock_partition
-from foxreviews_pipeline.lib.directory.stock import stage_for_directory
+from foxreviews_pipeline.lib.directory.stock_load import publish_stock_partition
+from foxreviews_pipeline.lib.directory.stock_load import stage_for_directory
 url, path, ul, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
 def load(partition):
@@ -395,7 +395,7 @@ def stock_benchmark(
     import json
     import subprocess
 
-    from foxreviews_pipeline.lib.sirene.stock import find_unites_legales
+    from foxreviews_pipeline.lib.sirene.stock_file import find_unites_legales
     from foxreviews_pipeline.sample.stock_files import write_sample_stock
 
     if path is None:

@@ -90,7 +90,7 @@ def _cmd_instance(args, settings) -> int:
 def _cmd_run_day(args, settings) -> int:
     from datetime import date
 
-    from foxreviews_pipeline.main_job import run_day
+    from foxreviews_pipeline.run_day import run_day
 
     if args.date is not None:
         try:
@@ -139,8 +139,8 @@ def _one_line_errors() -> tuple[type[Exception], ...]:
     """Failures whose message is the whole story: a lost database, a failed run, a pool
     wait given up."""
     from foxreviews_pipeline.lib.db.errors import DatabaseUnreachable
-    from foxreviews_pipeline.main_job import RunFailed
     from foxreviews_pipeline.recovery import PoolWaitTimeout
+    from foxreviews_pipeline.run_day import RunFailed
 
     return (DatabaseUnreachable, RunFailed, PoolWaitTimeout)
 

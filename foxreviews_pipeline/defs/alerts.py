@@ -23,14 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol, TypeGuard
 from urllib.parse import quote
 
 import dagster as dg
-
-# Dagster 1.13 records freshness as runless FRESHNESS_STATE_CHANGE events whose payload is
-# this class; it is not exported as public API (the freshness daemon writes it, and
-# `DagsterInstance.report_runless_asset_event`, which is public, takes it).
-from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 from pydantic import Field
 
 from foxreviews_pipeline.defs.common import OWNERS
@@ -156,18 +152,38 @@ def run_failure_alert(
     return None
 
 
+class FreshnessChange(Protocol):
+    """What a FRESHNESS_STATE_CHANGE event carries (Dagster 1.13 exports no type for it)."""
+
+    key: dg.AssetKey
+    new_state: str
+    previous_state: str
+    state_change_timestamp: float
+
+
+def _is_freshness_change(data: object) -> TypeGuard[FreshnessChange]:
+    return all(
+        hasattr(data, name) for name in ("key", "new_state", "previous_state", "state_change_timestamp")
+    )
+
+
+# The states are a `str` enum: a state equals its name.
+_FAIL = "FAIL"
+
+
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, PARIS).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def freshness_text(
-    change: FreshnessStateChange, last_materialized: float | None, link: str
+    change: FreshnessChange, last_materialized: float | None, link: str
 ) -> str:
     last = _when(last_materialized) if last_materialized is not None else "never"
     return (
         f":warning: FoxReviews: asset `{change.key.to_user_string()}` is stale: failing its "
         f"freshness policy since {_when(change.state_change_timestamp)} "
-        f"(was {change.previous_state.value}; last materialized: {last})\n"
+        f"(was {getattr(change.previous_state, 'value', change.previous_state)!s}; "
+        f"last materialized: {last})\n"
         f"Asset: {link}"
     )
 
@@ -216,9 +232,9 @@ def freshness_alert(
         after = record.storage_id
         event = record.event_log_entry.dagster_event
         change = event.event_specific_data if event else None
-        if not isinstance(change, FreshnessStateChange):
+        if not _is_freshness_change(change):
             continue
-        if change.new_state != FreshnessState.FAIL or change.previous_state == FreshnessState.FAIL:
+        if change.new_state != _FAIL or change.previous_state == _FAIL:
             continue
         materialized = instance.get_latest_materialization_event(change.key)
         text = freshness_text(

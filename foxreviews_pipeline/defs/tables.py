@@ -22,18 +22,24 @@ import psycopg
 from psycopg import sql
 
 from foxreviews_pipeline.defs.common import OWNERS
-from foxreviews_pipeline.defs.directory.stock import STOCK_ASSETS
+from foxreviews_pipeline.defs.directory.stock_backfill import STOCK_ASSETS
 from foxreviews_pipeline.defs.reference.assets import TABLES as REFERENCE_TABLES
 from foxreviews_pipeline.defs.resources import PostgresResource, build_resources
+from foxreviews_pipeline.lib.asset_keys import (
+    COVERAGE_REPORT,
+    ENTREPRISES,
+    PRO_LOCALISATIONS,
+    TRADE_TAXONOMY,
+    UPLOADED_FILES,
+    VILLE_STATS,
+    VILLES,
+)
 from foxreviews_pipeline.lib.constants import PARIS_TIMEZONE
 from foxreviews_pipeline.lib.db.catalog import Column, columns
 from foxreviews_pipeline.lib.db.frames import read_table
-from foxreviews_pipeline.lib.directory.checks import ENTREPRISES, PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.directory.publication import TABLES as DIRECTORY_TABLES
-from foxreviews_pipeline.lib.reference.checks import TRADE_TAXONOMY, VILLES
 from foxreviews_pipeline.lib.settings import Settings
 
-VILLE_STATS = "ville_stats"
 # The table (or materialized view) each asset is, whole.
 WHOLE_TABLES: dict[str, str] = {**REFERENCE_TABLES, VILLE_STATS: VILLE_STATS}
 # The directory assets: their table, and the `last_partition` a partition key stands for.
@@ -138,7 +144,6 @@ class PostgresTableIOManager(dg.ConfigurableIOManager):
 # -- the coverage report ------------------------------------------------------------------
 
 REPORTS = "reports"
-COVERAGE_REPORT = "coverage_report"
 COVERAGE_CRON = "0 6 * * 1"  # Mondays 06:00, Paris time
 _TOP_ROWS = 20
 _CHART_BARS = 10
@@ -312,7 +317,7 @@ def bar_chart(report: pd.DataFrame, bars: int = _CHART_BARS) -> str:
             owners=OWNERS,
             code_version="1",
             deps=[VILLES, TRADE_TAXONOMY, ENTREPRISES, PRO_LOCALISATIONS,
-                  *STOCK_ASSETS.values(), "uploaded_files"],
+                  *STOCK_ASSETS.values(), UPLOADED_FILES],
             description="Weekly, per département × trade: the active establishments whose "
             "NAF code maps to the trade, the active ProLocalisations, and the establishments "
             "with no active ProLocalisation (`unmatched`: no ville, not diffusible, trade "

@@ -17,7 +17,7 @@ from typing import Any
 
 from foxreviews_pipeline.lib.reference.naf2025 import correspondents
 from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
-from foxreviews_pipeline.lib.sirene.stock import (
+from foxreviews_pipeline.lib.sirene.stock_file import (
     LAYOUTS,
     STOCK_UNITE_LEGALE_COLUMNS,
     UNITE_LEGALE_JOIN_COLUMNS,

@@ -340,7 +340,7 @@ def test_the_daemon_posts_one_alert_for_a_held_back_day(
 ):
     from dagster._core.definitions.run_request import InstigatorType
 
-    from foxreviews_pipeline.main_job import project_instance
+    from foxreviews_pipeline.run_day import project_instance
 
     load_reference(database_url, villes=False)  # the day cannot resolve its communes
     with (project_folder / ".env").open("a") as env:

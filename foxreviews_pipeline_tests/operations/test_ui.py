@@ -135,17 +135,17 @@ def test_every_schedule_and_sensor_targets_a_named_job():
 
 
 def test_run_day_uses_named_jobs():
-    from foxreviews_pipeline import main_job
+    from foxreviews_pipeline import run_day
 
     repo = _repository()
-    for name in (main_job.REFERENCE_JOB, main_job.DAILY_JOB, main_job.VILLE_STATS_JOB):
+    for name in (run_day.REFERENCE_JOB, run_day.DAILY_JOB, run_day.VILLE_STATS_JOB):
         job = repo.get_job(name)
         assert not name.startswith("__")
         assert job.owners == OWNERS
-    daily = repo.get_job(main_job.DAILY_JOB)
-    assert set(main_job.DAILY_ASSETS) <= {k.to_user_string() for k in daily.asset_layer.selected_asset_keys}
-    reference = repo.get_job(main_job.REFERENCE_JOB)
-    assert set(main_job.REFERENCE_ASSETS) == {
+    daily = repo.get_job(run_day.DAILY_JOB)
+    assert set(run_day.DAILY_ASSETS) <= {k.to_user_string() for k in daily.asset_layer.selected_asset_keys}
+    reference = repo.get_job(run_day.REFERENCE_JOB)
+    assert set(run_day.REFERENCE_ASSETS) == {
         k.to_user_string() for k in reference.asset_layer.selected_asset_keys
     }
 

@@ -12,18 +12,18 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from foxreviews_pipeline.defs.directory.stock import directory_stock
+from foxreviews_pipeline.defs.directory.stock_backfill import directory_stock
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
-from foxreviews_pipeline.defs.sirene.stock import sirene_stock
+from foxreviews_pipeline.defs.sirene.staged_stock import sirene_stock
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange
-from foxreviews_pipeline.lib.directory.stock import (
+from foxreviews_pipeline.lib.directory.stock_load import (
     PARTITION_CHUNK_ROWS,
     publish_stock_partition,
     stage_for_directory,
 )
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS, map_table
-from foxreviews_pipeline.lib.sirene.stock import iter_stock_batches
+from foxreviews_pipeline.lib.sirene.stock_file import iter_stock_batches
 from foxreviews_pipeline.lib.sirene.stock_staging import StagedStock
 from foxreviews_pipeline_tests.sirene.row_mapping import table_rows
 

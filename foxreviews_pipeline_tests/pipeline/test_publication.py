@@ -16,7 +16,7 @@ import pytest
 
 from foxreviews_pipeline.defs.directory.assets import directory_day
 from foxreviews_pipeline.defs.sirene.assets import etablissements_raw
-from foxreviews_pipeline.lib.directory import stock as stock_module
+from foxreviews_pipeline.lib.directory import stock_load as stock_module
 from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
 from foxreviews_pipeline.lib.sirene.landing import write_partition
 from foxreviews_pipeline.sample.stock_files import api_record_to_stock_row, write_sample_stock

@@ -8,7 +8,7 @@ from datetime import datetime
 import psycopg
 import pytest
 
-from foxreviews_pipeline.lib.directory.stock import stage_for_directory
+from foxreviews_pipeline.lib.directory.stock_load import stage_for_directory
 from foxreviews_pipeline.lib.sirene.stock_staging import (
     STOCK_PARTITION_KEYS,
     StockFileError,
@@ -215,7 +215,7 @@ def test_a_partition_read_in_small_batches_loads_what_the_file_holds(database_ur
     written and checked on its own, and together they leave what the file holds."""
     from math import ceil
 
-    from foxreviews_pipeline.lib.directory.stock import publish_stock_partition
+    from foxreviews_pipeline.lib.directory.stock_load import publish_stock_partition
 
     path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
     write_sample_stock(path, 600, unites_legales_path=ul, seed=9)
@@ -239,7 +239,7 @@ def test_one_row_per_siret_is_the_latest_and_on_a_tie_the_later_row():
     """A row with no date is the oldest; the rows come back sorted by SIRET, whole."""
     import pyarrow as pa
 
-    from foxreviews_pipeline.lib.directory.stock import latest_per_siret
+    from foxreviews_pipeline.lib.directory.stock_load import latest_per_siret
     from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 
     def row(siret, treated, nom):

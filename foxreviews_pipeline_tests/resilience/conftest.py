@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from foxreviews_pipeline.lib.settings import PROJECT_ROOT, load_settings
-from foxreviews_pipeline.main_job import project_instance
+from foxreviews_pipeline.run_day import project_instance
 from foxreviews_pipeline_tests.pipeline import conftest as pipeline_conftest
 
 DAY = "2026-11-20"

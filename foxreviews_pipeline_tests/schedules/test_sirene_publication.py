@@ -16,7 +16,7 @@ from foxreviews_pipeline.defs.sirene.jobs import SIRENE_DAILY_ASSETS, sirene_dai
 from foxreviews_pipeline.defs.sirene.partitions import daily_partitions_def
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.defs.sirene.sensors import CHECK_EVERY_S, sirene_publication_sensor
-from foxreviews_pipeline.main_job import (
+from foxreviews_pipeline.run_day import (
     PUBLICATION_CHECK_S,
     PUBLICATION_MAX_WAIT,
     RunFailed,

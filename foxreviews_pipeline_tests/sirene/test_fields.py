@@ -7,7 +7,7 @@ import pytest
 from foxreviews_pipeline.lib.sirene import fields
 from foxreviews_pipeline.lib.sirene.client import CHAMPS
 from foxreviews_pipeline.lib.sirene.mapping import FLAT_FIELDS
-from foxreviews_pipeline.lib.sirene.stock import (
+from foxreviews_pipeline.lib.sirene.stock_file import (
     STOCK_ETABLISSEMENT_COLUMNS,
     STOCK_UNITE_LEGALE_COLUMNS,
 )

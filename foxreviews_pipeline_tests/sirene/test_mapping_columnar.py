@@ -34,7 +34,7 @@ from foxreviews_pipeline.lib.sirene.mapping import (
     Rejection,
     map_table,
 )
-from foxreviews_pipeline.lib.sirene.stock import iter_stock_batches
+from foxreviews_pipeline.lib.sirene.stock_file import iter_stock_batches
 from foxreviews_pipeline.sample.day import generate_day
 from foxreviews_pipeline.sample.stock_files import write_sample_stock
 from foxreviews_pipeline_tests.sirene.row_mapping import (

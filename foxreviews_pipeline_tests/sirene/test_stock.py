@@ -24,7 +24,7 @@ from foxreviews_pipeline.lib.sirene.mapping import (
     Rejection,
     map_table,
 )
-from foxreviews_pipeline.lib.sirene.stock import (
+from foxreviews_pipeline.lib.sirene.stock_file import (
     COLUMNS_ADDED_IN_2024,
     STOCK_ETABLISSEMENT_COLUMNS,
     STOCK_ETABLISSEMENT_COLUMNS_48,

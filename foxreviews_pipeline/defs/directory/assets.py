@@ -10,19 +10,23 @@ from typing import Any
 import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
-from foxreviews_pipeline.defs.publication import (
+from foxreviews_pipeline.defs.resources import LandingZone, PostgresResource
+from foxreviews_pipeline.defs.results import (
     directory_catalog,
     directory_results,
     held_results,
     table_name,
 )
-from foxreviews_pipeline.defs.resources import LandingZone, PostgresResource
 from foxreviews_pipeline.defs.sirene.partitions import DAILY_FRESHNESS, daily_partitions
-from foxreviews_pipeline.lib.directory.checks import (
-    BLOCKING_CHECKS,
+from foxreviews_pipeline.lib.asset_keys import (
     ENTREPRISES,
+    ETABLISSEMENTS_RAW,
+    NAF_NOMENCLATURE,
     PRO_LOCALISATIONS,
+    TRADE_TAXONOMY,
+    VILLES,
 )
+from foxreviews_pipeline.lib.directory.checks import BLOCKING_CHECKS
 from foxreviews_pipeline.lib.directory.daily import publish_day
 from foxreviews_pipeline.lib.directory.publication import TABLES
 from foxreviews_pipeline.lib.publish import PublicationHeld
@@ -78,14 +82,14 @@ def build_directory_day(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         specs=[
             _daily_spec(
                 ENTREPRISES,
-                ["etablissements_raw", "naf_nomenclature"],
+                [ETABLISSEMENTS_RAW, NAF_NOMENCLATURE],
                 "Establishments (table `enterprise_entreprise`, one row per SIRET) from the "
                 "day's landed SIRENE records, under INSEE's diffusion policy. Contact details "
                 "and Google data belong to the web app and are never touched.",
             ),
             _daily_spec(
                 PRO_LOCALISATIONS,
-                [ENTREPRISES, "trade_taxonomy", "villes"],
+                [ENTREPRISES, TRADE_TAXONOMY, VILLES],
                 "ProLocalisations (table `enterprise_prolocalisation`): one business × trade × "
                 "town page, e.g. \"Plombier à Lyon\". A page no longer wanted is retired with "
                 "its reason, never deleted.",

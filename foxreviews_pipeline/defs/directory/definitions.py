@@ -1,7 +1,10 @@
 import dagster as dg
 
 from foxreviews_pipeline.defs.directory.assets import build_directory_day
-from foxreviews_pipeline.defs.directory.stock import directory_stock, sirene_stock_backfill_job
+from foxreviews_pipeline.defs.directory.stock_backfill import (
+    directory_stock,
+    sirene_stock_backfill_job,
+)
 from foxreviews_pipeline.defs.directory.ville_stats import (
     ville_stats,
     ville_stats_automation_sensor,

@@ -8,8 +8,17 @@ import time
 import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
-from foxreviews_pipeline.defs.publication import table_metadata, table_name
 from foxreviews_pipeline.defs.resources import PostgresResource
+from foxreviews_pipeline.defs.results import table_metadata, table_name
+from foxreviews_pipeline.lib.asset_keys import (
+    ENTREPRISES,
+    PRO_LOCALISATIONS,
+    STOCK_ENTREPRISES,
+    STOCK_PRO_LOCALISATIONS,
+    UPLOADED_FILES,
+    VILLE_STATS,
+    VILLES,
+)
 from foxreviews_pipeline.lib.constants import PARIS_TIMEZONE
 from foxreviews_pipeline.lib.directory.ville_stats import FIGURES, refresh_ville_stats
 
@@ -48,19 +57,18 @@ VILLE_STATS_AUTOMATION = (
 
 @dg.asset(
     deps=[
-        dg.AssetKey("villes"),
-        dg.AssetKey("entreprises"),
-        dg.AssetKey("pro_localisations"),
-        dg.AssetKey("stock_entreprises"),
-        dg.AssetKey("stock_pro_localisations"),
-        dg.AssetKey("uploaded_files"),
+        dg.AssetKey(key)
+        for key in (
+            VILLES, ENTREPRISES, PRO_LOCALISATIONS, STOCK_ENTREPRISES, STOCK_PRO_LOCALISATIONS,
+            UPLOADED_FILES,
+        )
     ],
     group_name="directory",
     owners=OWNERS,
     kinds={"postgres"},
     code_version="1",
     automation_condition=VILLE_STATS_AUTOMATION,
-    metadata=table_name("ville_stats"),
+    metadata=table_name(VILLE_STATS),
 )
 def ville_stats(
     context: dg.AssetExecutionContext, postgres: PostgresResource
@@ -78,7 +86,7 @@ def ville_stats(
     metadata["refreshed_at"] = dg.MetadataValue.timestamp(stats["refreshed_at"])
     metadata["duration_s"] = dg.MetadataValue.float(round(time.perf_counter() - started, 3))
     with postgres.connection() as conn:
-        metadata.update(table_metadata(conn, "ville_stats"))
+        metadata.update(table_metadata(conn, VILLE_STATS))
     context.log.info(
         f"ville_stats: {stats['total_villes']} villes, "
         f"{stats['total_entreprises_actives']} active entreprises, "

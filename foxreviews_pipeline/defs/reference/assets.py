@@ -9,24 +9,19 @@ import psycopg
 from pydantic import Field
 
 from foxreviews_pipeline.defs.common import OWNERS
-from foxreviews_pipeline.defs.publication import (
+from foxreviews_pipeline.defs.resources import PostgresResource
+from foxreviews_pipeline.defs.results import (
     held_results,
     metadata,
     outcome_results,
     table_metadata,
     table_name,
 )
-from foxreviews_pipeline.defs.resources import PostgresResource
+from foxreviews_pipeline.lib.asset_keys import NAF_NOMENCLATURE, TRADE_TAXONOMY, VILLES
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 from foxreviews_pipeline.lib.publish import PublicationHeld, publish
 from foxreviews_pipeline.lib.reference import geo_api
-from foxreviews_pipeline.lib.reference.checks import (
-    NAF_NOMENCLATURE,
-    TRADE_TAXONOMY,
-    VILLES,
-    audit_reference,
-    checks_of,
-)
+from foxreviews_pipeline.lib.reference.checks import audit_reference, checks_of
 from foxreviews_pipeline.lib.reference.communes import load_aliases, load_communes
 from foxreviews_pipeline.lib.reference.load import (
     LoadCounts,

@@ -9,7 +9,7 @@ from foxreviews_pipeline.defs.sirene.partitions import with_daily_partitions
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.defs.sirene.schedules import sirene_daily_schedule
 from foxreviews_pipeline.defs.sirene.sensors import sirene_publication_sensor
-from foxreviews_pipeline.defs.sirene.stock import sirene_stock, sirene_stock_stage_job
+from foxreviews_pipeline.defs.sirene.staged_stock import sirene_stock, sirene_stock_stage_job
 from foxreviews_pipeline.lib.settings import Settings
 
 

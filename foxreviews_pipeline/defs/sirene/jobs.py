@@ -3,8 +3,9 @@
 import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
+from foxreviews_pipeline.lib.asset_keys import ENTREPRISES, ETABLISSEMENTS_RAW, PRO_LOCALISATIONS
 
-SIRENE_DAILY_ASSETS = ("etablissements_raw", "entreprises", "pro_localisations")
+SIRENE_DAILY_ASSETS = (ETABLISSEMENTS_RAW, ENTREPRISES, PRO_LOCALISATIONS)
 
 sirene_daily_job = dg.define_asset_job(
     name="sirene_daily",

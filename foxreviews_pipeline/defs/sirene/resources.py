@@ -70,7 +70,7 @@ class SireneSource(dg.ConfigurableResource):
                     "FOXREVIEWS_SIRENE_STOCK_PATH is not set: the stock source needs it",
                     allow_retries=False,
                 )
-            from foxreviews_pipeline.lib.sirene.stock import read_stock_day
+            from foxreviews_pipeline.lib.sirene.stock_file import read_stock_day
             from foxreviews_pipeline.lib.sirene.stock_staging import StockFileError
 
             try:

@@ -9,7 +9,7 @@ import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.sirene.jobs import SIRENE_DAILY_ASSETS, sirene_daily_job
-from foxreviews_pipeline.defs.sirene.publication import is_published, publications
+from foxreviews_pipeline.defs.sirene.readiness import is_published, publications
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.lib.constants import PARIS
 

@@ -7,6 +7,7 @@ import dagster as dg
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource, UploadFolder
 from foxreviews_pipeline.defs.uploads.partitions import upload_partitions
+from foxreviews_pipeline.lib.asset_keys import UPLOADED_FILES
 from foxreviews_pipeline.lib.uploads import (
     ERROR,
     SUCCESS,
@@ -26,14 +27,14 @@ ROWS_CHECK = "every_row_imported"
 UPLOAD_CHECKS = [
     dg.AssetCheckSpec(
         IMPORT_CHECK,
-        asset="uploaded_files",
+        asset=UPLOADED_FILES,
         partitions_def=upload_partitions,
         description="Fails (error) when nothing of the file was imported: status ERROR, the "
         "file is in rejected/ with its reason.",
     ),
     dg.AssetCheckSpec(
         ROWS_CHECK,
-        asset="uploaded_files",
+        asset=UPLOADED_FILES,
         partitions_def=upload_partitions,
         description="Fails (warning) when some rows were reported instead of imported "
         "(status PARTIAL): see the import log's errors.",

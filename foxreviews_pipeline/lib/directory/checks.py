@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from foxreviews_pipeline.lib.asset_keys import ENTREPRISES, PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.directory.prolocalisations import SAMPLE_SIZE, ProLocalisationCounts
 from foxreviews_pipeline.lib.gc_pause import paused_gc
 from foxreviews_pipeline.lib.publish import CheckOutcome
@@ -38,8 +39,6 @@ MAX_INVALID_SHARE = 0.01
 # a day to publish.
 MAX_UNUSABLE_SHARE = 0.05
 
-ENTREPRISES = "entreprises"
-PRO_LOCALISATIONS = "pro_localisations"
 
 # (asset, check) → what it guarantees; the Dagster checks are declared from this table.
 BLOCKING_CHECKS: dict[tuple[str, str], str] = {

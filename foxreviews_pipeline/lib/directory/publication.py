@@ -16,12 +16,11 @@ from typing import Any
 
 import psycopg
 
+from foxreviews_pipeline.lib.asset_keys import ENTREPRISES, PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.directory.checks import (
     BLOCKING_CHECKS,
-    ENTREPRISES,
     MAX_INVALID_SHARE,
-    PRO_LOCALISATIONS,
     ROW_CHECKS,
     audit_publication,
     merge_outcomes,

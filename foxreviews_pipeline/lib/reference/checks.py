@@ -10,13 +10,10 @@ from typing import Any
 
 import psycopg
 
+from foxreviews_pipeline.lib.asset_keys import NAF_NOMENCLATURE, TRADE_TAXONOMY, VILLES
 from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.publish import CheckOutcome
 from foxreviews_pipeline.lib.reference.naf import NAF_REV2
-
-NAF_NOMENCLATURE = "naf_nomenclature"
-TRADE_TAXONOMY = "trade_taxonomy"
-VILLES = "villes"
 
 NAF_REV2_CODES = 732
 VILLES_RANGE = (34_000, 36_000)

@@ -219,7 +219,7 @@ def stage_stock(
     previous staging, and commit; nothing is committed if the files do not belong together.
 
     `select_pending` selects, from the staged establishments (`sirene_stock.etablissement
-    e`), those still to apply: the directory decides (`lib/directory/stock.py`).
+    e`), those still to apply: the directory decides (`lib/directory/stock_load.py`).
 
     The same files staged again (same names, sizes and times; `force` to copy them anyway)
     are not copied again: only the rows still to apply are recomputed.

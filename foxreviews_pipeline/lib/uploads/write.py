@@ -21,13 +21,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from foxreviews_pipeline.lib.asset_keys import ENTREPRISES as CHECKED_ENTREPRISES
+from foxreviews_pipeline.lib.asset_keys import PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.db.upsert import UpsertCounts
-from foxreviews_pipeline.lib.directory.checks import ENTREPRISES as CHECKED_ENTREPRISES
-from foxreviews_pipeline.lib.directory.checks import (
-    PERSONAL_COLUMNS,
-    PRO_LOCALISATIONS,
-    ROW_CHECKS,
-)
+from foxreviews_pipeline.lib.directory.checks import PERSONAL_COLUMNS, ROW_CHECKS
 from foxreviews_pipeline.lib.directory.entreprises import upsert_entreprises
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange, publish_directory

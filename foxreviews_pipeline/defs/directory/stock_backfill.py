@@ -13,17 +13,24 @@ import dagster as dg
 
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.directory.assets import blocking_check_specs, directory_spec
-from foxreviews_pipeline.defs.publication import directory_catalog, directory_results, held_results
 from foxreviews_pipeline.defs.resources import PostgresResource
+from foxreviews_pipeline.defs.results import directory_catalog, directory_results, held_results
 from foxreviews_pipeline.defs.sirene.partitions import stock_partitions
-from foxreviews_pipeline.lib.directory.checks import ENTREPRISES, PRO_LOCALISATIONS
+from foxreviews_pipeline.lib.asset_keys import (
+    ENTREPRISES,
+    NAF_NOMENCLATURE,
+    PRO_LOCALISATIONS,
+    SIRENE_STOCK,
+    STOCK_ENTREPRISES,
+    STOCK_PRO_LOCALISATIONS,
+    TRADE_TAXONOMY,
+    VILLES,
+)
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange
-from foxreviews_pipeline.lib.directory.stock import publish_stock_partition
+from foxreviews_pipeline.lib.directory.stock_load import publish_stock_partition
 from foxreviews_pipeline.lib.publish import PublicationHeld
 from foxreviews_pipeline.lib.sirene.stock_staging import StockFileError
 
-STOCK_ENTREPRISES = "stock_entreprises"
-STOCK_PRO_LOCALISATIONS = "stock_pro_localisations"
 # The checks are declared once, per table; here they belong to the stock's assets.
 STOCK_ASSETS = {ENTREPRISES: STOCK_ENTREPRISES, PRO_LOCALISATIONS: STOCK_PRO_LOCALISATIONS}
 # Stock partitions write the directory in parallel up to this pool's limit (set by
@@ -39,14 +46,14 @@ _PROGRESS_EVERY_BATCHES = 10
         directory_spec(
             STOCK_ENTREPRISES,
             ENTREPRISES,
-            ["sirene_stock", "naf_nomenclature"],
+            [SIRENE_STOCK, NAF_NOMENCLATURE],
             "Establishments of one département from the staged SIRENE stock, written to "
             "`enterprise_entreprise` by the rules of `entreprises`.",
         ),
         directory_spec(
             STOCK_PRO_LOCALISATIONS,
             PRO_LOCALISATIONS,
-            [STOCK_ENTREPRISES, "trade_taxonomy", "villes"],
+            [STOCK_ENTREPRISES, TRADE_TAXONOMY, VILLES],
             "ProLocalisations of one département's stock establishments, in "
             "`enterprise_prolocalisation` as for `pro_localisations`.",
         ),

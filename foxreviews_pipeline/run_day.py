@@ -18,13 +18,22 @@ import dagster as dg
 
 from foxreviews_pipeline.defs.sirene.definitions import sirene_source
 from foxreviews_pipeline.defs.sirene.jobs import SIRENE_DAILY_ASSETS, sirene_daily_job
-from foxreviews_pipeline.defs.sirene.publication import (
+from foxreviews_pipeline.defs.sirene.readiness import (
     PublicationUnknown,
     is_published,
     publications,
 )
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
 from foxreviews_pipeline.instance import use_instance
+from foxreviews_pipeline.lib.asset_keys import (
+    ENTREPRISES,
+    ETABLISSEMENTS_RAW,
+    NAF_NOMENCLATURE,
+    PRO_LOCALISATIONS,
+    TRADE_TAXONOMY,
+    VILLE_STATS,
+    VILLES,
+)
 from foxreviews_pipeline.lib.constants import PARIS
 from foxreviews_pipeline.lib.db.database import reachable_database_url
 from foxreviews_pipeline.lib.db.errors import (
@@ -46,7 +55,7 @@ from foxreviews_pipeline.recovery import (
     wait_for_pools,
 )
 
-REFERENCE_ASSETS = ("naf_nomenclature", "trade_taxonomy", "villes")
+REFERENCE_ASSETS = (NAF_NOMENCLATURE, TRADE_TAXONOMY, VILLES)
 DAILY_ASSETS = SIRENE_DAILY_ASSETS
 REFERENCE_JOB, DAILY_JOB, VILLE_STATS_JOB = "reference_data", sirene_daily_job.name, "ville_stats_refresh"
 # INSEE publishes a day around 06:00–08:00 Paris time the next morning: until then `run-day`
@@ -284,7 +293,7 @@ def run_day(
         say=say,
         asset_pools={
             k: pool
-            for k in (*REFERENCE_ASSETS, *DAILY_ASSETS, "ville_stats")
+            for k in (*REFERENCE_ASSETS, *DAILY_ASSETS, VILLE_STATS)
             if (pool := defs.resolve_assets_def(k).op.pool)
         },
     )
@@ -311,16 +320,16 @@ def run_day(
                 defs.resolve_job_def(DAILY_JOB), instance, DAILY_ASSETS,
                 partition_key=target.isoformat(), guard=guard,
             )
-            stats = _run(defs.resolve_job_def(VILLE_STATS_JOB), instance, ("ville_stats",), guard=guard)
+            stats = _run(defs.resolve_job_def(VILLE_STATS_JOB), instance, (VILLE_STATS,), guard=guard)
     except Exception as exc:  # every failure ends as one line
         raise _explain(exc, data_url, log_path) from exc
     elapsed = time.perf_counter() - started
 
-    raw = daily.get("etablissements_raw", {})
-    ent = daily.get("entreprises", {})
-    pl = daily.get("pro_localisations", {})
-    vs = stats.get("ville_stats", {})
-    tx = ref.get("trade_taxonomy", {})
+    raw = daily.get(ETABLISSEMENTS_RAW, {})
+    ent = daily.get(ENTREPRISES, {})
+    pl = daily.get(PRO_LOCALISATIONS, {})
+    vs = stats.get(VILLE_STATS, {})
+    tx = ref.get(TRADE_TAXONOMY, {})
     n25 = pl.get("naf2025") or {}
     checks = [ref["__checks__"], daily["__checks__"], stats["__checks__"]]
     passed = sum(c["passed"] for c in checks)

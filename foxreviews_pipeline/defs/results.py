@@ -10,8 +10,8 @@ from typing import Any
 import dagster as dg
 import psycopg
 
+from foxreviews_pipeline.lib.asset_keys import PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.db import catalog
-from foxreviews_pipeline.lib.directory.checks import PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.directory.publication import TABLES, DirectoryChange, partition_rows
 from foxreviews_pipeline.lib.publish import CheckOutcome, PublicationHeld, Published
 

@@ -11,8 +11,8 @@ from pydantic import Field
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.resources import SireneSource
-from foxreviews_pipeline.lib.directory.stock import stage_for_directory
-from foxreviews_pipeline.lib.sirene.stock import find_unites_legales
+from foxreviews_pipeline.lib.directory.stock_load import stage_for_directory
+from foxreviews_pipeline.lib.sirene.stock_file import find_unites_legales
 from foxreviews_pipeline.lib.sirene.stock_staging import StockFileError
 
 
