@@ -15,13 +15,18 @@ import csv
 import sys
 from pathlib import Path
 
-from foxreviews_pipeline.lib.reference.naf import load_naf
-from foxreviews_pipeline.lib.reference.snapshots import (
-    CORRESPONDENCE_HEADER,
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from foxreviews_pipeline.lib.reference.naf import load_naf  # noqa: E402
+from foxreviews_pipeline.lib.reference.snapshots import (  # noqa: E402
     NAF2025_CORRESPONDENCE_FILE,
     NAF2025_FILE,
-    NAF_HEADER,
     REFERENCE_DATA_DIR,
+)
+from scripts.reference_snapshots import (  # noqa: E402
+    CORRESPONDENCE_HEADER,
+    NAF_HEADER,
     build_naf2025,
     write_csv_gz,
 )

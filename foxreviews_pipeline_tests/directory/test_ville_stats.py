@@ -5,7 +5,9 @@ while an upstream asset is being written."""
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -22,11 +24,10 @@ from foxreviews_pipeline.defs.directory.ville_stats import (
 )
 from foxreviews_pipeline.defs.resources import PostgresResource
 from foxreviews_pipeline.defs.sirene.partitions import daily_partitions_def, stock_partitions
+from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.directory.ville_stats import (
     APPLICATION_NAME,
     FIGURES,
-    compute_ville_stats_directly,
-    figures_only,
     read_ville_stats,
     refresh_ville_stats,
 )
@@ -39,6 +40,46 @@ UPSTREAM = {
         "stock_pro_localisations", "uploaded_files",
     )
 }
+
+
+def compute_ville_stats_directly(conn: psycopg.Connection) -> dict[str, Any]:
+    """The same figures computed from the tables, independently of the view's definition
+    (the reference the view is checked against)."""
+    villes = one_row(
+        conn.execute(
+            """
+            SELECT count(*), count(DISTINCT departement), count(DISTINCT region),
+                   sum(population), avg(population)
+            FROM location_ville WHERE is_active
+            """
+        )
+    )
+    entreprises = one_row(
+        conn.execute("SELECT count(*) FROM enterprise_entreprise WHERE is_active")
+    )
+    prolocalisations = one_row(
+        conn.execute("SELECT count(*) FROM enterprise_prolocalisation WHERE is_active")
+    )
+    total, departements, regions, population_sum, population_avg = villes
+    return {
+        "total_villes": int(total),
+        "total_departements": int(departements),
+        "total_regions": int(regions),
+        "population_totale": int(population_sum or 0),
+        # PostgreSQL's round() goes half away from zero; Python's round() would go half to even.
+        "population_moyenne": (
+            int(Decimal(population_avg).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+            if population_avg is not None
+            else 0
+        ),
+        "total_entreprises_actives": int(entreprises[0]),
+        "total_prolocalisations_actives": int(prolocalisations[0]),
+    }
+
+
+def figures_only(stats: dict[str, Any]) -> dict[str, int]:
+    """The numeric figures of a `ville_stats` row (without `refreshed_at`)."""
+    return {name: int(stats[name]) for name in FIGURES}
 
 
 def seed(conn: psycopg.Connection) -> None:

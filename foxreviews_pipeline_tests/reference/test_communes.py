@@ -1,5 +1,6 @@
 """Communes: the shipped snapshot, code resolution, names and slugs (no database)."""
 
+import functools
 import re
 
 import pytest
@@ -11,10 +12,21 @@ from foxreviews_pipeline.lib.reference.communes import (
     load_aliases,
     load_communes,
     normalise_name,
-    resolve_commune_code,
     slugify,
     ville_slugs,
 )
+
+
+@functools.cache
+def default_resolver() -> CommuneResolver:
+    return CommuneResolver(load_communes(), load_aliases())
+
+
+def resolve_commune_code(code: str | None) -> str | None:
+    """The current commune for `code` per the shipped snapshot: itself if current, the
+    parent commune of an arrondissement municipal (75115 → 75056), the commune nouvelle
+    of a commune déléguée or associée or of a former code; None if unknown."""
+    return default_resolver().resolve(code)
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,29 @@
 """The NAF nomenclature snapshot and the trade taxonomy files (no database)."""
 
 import dataclasses
+import re
 
 import pytest
 
-from foxreviews_pipeline.lib.reference.naf import NAF_REV2, format_naf_code, load_naf
+from foxreviews_pipeline.lib.reference.naf import NAF_REV2, load_naf
 from foxreviews_pipeline.lib.reference.taxonomy import (
     NafMapping,
     Taxonomy,
     TaxonomyError,
     load_taxonomy,
 )
+
+_NAF_CODE_SPELLING = re.compile(r"^([0-9]{2})\.?([0-9]{2})([A-Za-z])$")
+
+
+def format_naf_code(value: str | None) -> str | None:
+    """`NN.NNL` from the spellings seen in files ("6201Z", "62.01z", " 62.01Z ")."""
+    if not value:
+        return None
+    match = _NAF_CODE_SPELLING.match(value.strip())
+    if not match:
+        return None
+    return f"{match[1]}.{match[2]}{match[3].upper()}"
 
 
 @pytest.fixture(scope="module")

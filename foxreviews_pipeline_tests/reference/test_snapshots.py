@@ -5,19 +5,18 @@ import json
 
 import pytest
 
-from foxreviews_pipeline.lib.reference import snapshots
-from foxreviews_pipeline.lib.reference.snapshots import (
+from foxreviews_pipeline.lib.reference.snapshots import REFERENCE_DATA_DIR, read_csv_gz
+from scripts import reference_snapshots as snapshots
+from scripts.reference_snapshots import (
     ALIASES_HEADER,
     COMMUNES_HEADER,
     NAF_HEADER,
-    REFERENCE_DATA_DIR,
     BuildReport,
     build_all,
     build_communes,
     build_naf,
     cross_check_naf,
     insee_naf_labels,
-    read_csv_gz,
     write_csv_gz,
 )
 

@@ -9,13 +9,10 @@ sql/0002_ville_stats.sql) and a view that has been populated once.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-
-from foxreviews_pipeline.lib.db.database import one_row
 
 VIEW = "ville_stats"
 APPLICATION_NAME = "foxreviews-ville-stats"
@@ -64,44 +61,3 @@ def refresh_ville_stats(url: str) -> dict[str, Any]:
         else:
             conn.execute("REFRESH MATERIALIZED VIEW ville_stats")
         return read_ville_stats(conn)
-
-
-def compute_ville_stats_directly(conn: psycopg.Connection) -> dict[str, Any]:
-    """The same figures computed from the tables, independently of the view's definition
-    (the reference the view is checked against)."""
-    villes = one_row(
-        conn.execute(
-            """
-            SELECT count(*), count(DISTINCT departement), count(DISTINCT region),
-                   sum(population), avg(population)
-            FROM location_ville WHERE is_active
-            """
-        )
-    )
-    entreprises = one_row(
-        conn.execute("SELECT count(*) FROM enterprise_entreprise WHERE is_active")
-    )
-    prolocalisations = one_row(
-        conn.execute("SELECT count(*) FROM enterprise_prolocalisation WHERE is_active")
-    )
-    total, departements, regions, population_sum, population_avg = villes
-    return {
-        "total_villes": int(total),
-        "total_departements": int(departements),
-        "total_regions": int(regions),
-        "population_totale": int(population_sum or 0),
-        # PostgreSQL's round() goes half away from zero; Python's round() would go half to even.
-        "population_moyenne": (
-            int(Decimal(population_avg).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-            if population_avg is not None
-            else 0
-        ),
-        "total_entreprises_actives": int(entreprises[0]),
-        "total_prolocalisations_actives": int(prolocalisations[0]),
-    }
-
-
-def figures_only(stats: dict[str, Any]) -> dict[str, int]:
-    """The numeric figures of a `ville_stats` row (without `refreshed_at`)."""
-    return {name: int(stats[name]) for name in FIGURES}
-

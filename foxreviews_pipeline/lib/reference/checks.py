@@ -173,6 +173,14 @@ def checks_of(asset: str) -> tuple[ReferenceCheck, ...]:
     return tuple(c for c in REFERENCE_CHECKS if c.asset == asset)
 
 
+def audit_named(*names: str) -> Callable[[psycopg.Connection, object], list[CheckOutcome]]:
+    """The audit of a write that touches a reference table without reloading it (a staff
+    upload): the checks of that name."""
+    chosen = [check for check in REFERENCE_CHECKS if check.name in names]
+    assert len(chosen) == len(names), names
+    return lambda conn, _result: [check.outcome(conn) for check in chosen]
+
+
 def audit_reference(asset: str) -> Callable[[psycopg.Connection, object], list[CheckOutcome]]:
     """The audit of a reference load (for `publish`): every check of its asset."""
     return lambda conn, _result: [check.outcome(conn) for check in checks_of(asset)]

@@ -168,14 +168,3 @@ class CommuneResolver:
             return code
         return self._aliases.get(code)
 
-
-@functools.cache
-def default_resolver() -> CommuneResolver:
-    return CommuneResolver(_shipped_communes(), _shipped_aliases())
-
-
-def resolve_commune_code(code: str | None) -> str | None:
-    """The current commune for `code` per the shipped snapshot: itself if current, the
-    parent commune of an arrondissement municipal (75115 → 75056), the commune nouvelle
-    of a commune déléguée or associée or of a former code; None if unknown."""
-    return default_resolver().resolve(code)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from foxreviews_pipeline.lib.reference.snapshots import NAF_FILE, REFERENCE_DATA_DIR, read_csv_gz
 
 NAF_REV2 = "NAFRev2"
-_CODE = re.compile(r"^([0-9]{2})\.?([0-9]{2})([A-Za-z])$")
 
 
 @dataclass(frozen=True)
@@ -34,12 +32,3 @@ def load_naf(path: Path | None = None) -> list[NafCode]:
 def _shipped() -> tuple[NafCode, ...]:
     return tuple(load_naf(REFERENCE_DATA_DIR / NAF_FILE))
 
-
-def format_naf_code(value: str | None) -> str | None:
-    """`NN.NNL` from the spellings seen in files ("6201Z", "62.01z", " 62.01Z ")."""
-    if not value:
-        return None
-    match = _CODE.match(value.strip())
-    if not match:
-        return None
-    return f"{match[1]}.{match[2]}{match[3].upper()}"

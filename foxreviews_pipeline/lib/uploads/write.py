@@ -28,7 +28,9 @@ from foxreviews_pipeline.lib.directory.checks import PERSONAL_COLUMNS, ROW_CHECK
 from foxreviews_pipeline.lib.directory.entreprises import upsert_entreprises
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange, publish_directory
+from foxreviews_pipeline.lib.publish import publish
 from foxreviews_pipeline.lib.reference import tables
+from foxreviews_pipeline.lib.reference.checks import audit_named
 from foxreviews_pipeline.lib.reference.communes import slugify
 from foxreviews_pipeline.lib.reference.tables import (
     Table,
@@ -41,6 +43,13 @@ from foxreviews_pipeline.lib.uploads.specs import CATEGORIES, ENTREPRISES, SOUS_
 from foxreviews_pipeline.lib.uploads.validate import Validated, ValidRow
 
 UPLOAD_SOURCE = "upload"
+# The reference checks an upload of villes or of the taxonomy is audited with (not the counts
+# of a whole load: an upload edits rows).
+UPLOAD_AUDITS = {
+    VILLES: ("villes_unique_keys", "villes_have_departement_and_region"),
+    CATEGORIES: ("mapped_trades_reachable",),
+    SOUS_CATEGORIES: ("mapped_trades_reachable",),
+}
 # What an entreprises upload reports of its publication's figures: what changed, row by row.
 _COUNTED = (
     "personal_fields_withheld", "inserted", "updated", "unchanged", "closed", "reopened",
@@ -79,7 +88,15 @@ def write(
     }[validated.import_type]
     if not validated.rows:
         return WriteResult()
-    return writer(conn, validated, partition=partition, run_id=run_id)
+    if validated.import_type == ENTREPRISES:
+        return write_entreprises(conn, validated, partition=partition, run_id=run_id)  # publishes
+    # Villes and the taxonomy are published like their reference loads: written, audited by
+    # the reference checks a staff edit can break, and committed only when they pass.
+    return publish(
+        conn,
+        lambda c: writer(c, validated, partition=partition, run_id=run_id),
+        audit_named(*UPLOAD_AUDITS[validated.import_type]),
+    ).result
 
 
 # --- entreprises ----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Maintainer scripts (regenerating the reference snapshots, setup), importable for their tests."""
