@@ -2,19 +2,39 @@
 
 import functools
 import re
+from collections.abc import Iterable, Mapping
 
 import pytest
 
 from foxreviews_pipeline.lib.reference.communes import (
     Commune,
     CommuneAlias,
-    CommuneResolver,
     load_aliases,
     load_communes,
     normalise_name,
     slugify,
     ville_slugs,
 )
+
+
+class CommuneResolver:
+    """Any commune code SIRENE may carry → the current commune's INSEE code, from the
+    snapshot alone: the oracle the aliases are checked against (the pipeline resolves in SQL,
+    through `location_commune_alias`)."""
+
+    def __init__(self, communes: Iterable[Commune], aliases: Iterable[CommuneAlias]):
+        self._current = {c.code_insee for c in communes}
+        self._aliases: Mapping[str, str] = {
+            a.code_insee: a.ville_code_insee for a in aliases if a.ville_code_insee in self._current
+        }
+
+    def resolve(self, code: str | None) -> str | None:
+        if not code:
+            return None
+        code = code.strip().upper()
+        if code in self._current:
+            return code
+        return self._aliases.get(code)
 
 
 @functools.cache

@@ -17,7 +17,6 @@ from foxreviews_pipeline.lib.sirene.client import (
     InseeApiError,
     InseeClient,
     day_query,
-    latest_per_siret,
     make_limiter,
 )
 from foxreviews_pipeline.sample.day import generate_day
@@ -314,15 +313,6 @@ def test_stats_measure_duration_and_belong_to_one_client(server):
     assert stats.duration_s > 0
     assert stats.as_dict()["api_calls"] == stats.api_calls
     assert make_client(server).stats.api_calls == 0
-
-
-def test_latest_per_siret_keeps_the_newest_version():
-    a1 = {"siret": "A", "dateDernierTraitementEtablissement": "2025-03-10T05:00:00.000", "v": 1}
-    b1 = {"siret": "B", "dateDernierTraitementEtablissement": "2025-03-10T05:00:00.000", "v": 1}
-    a2 = {"siret": "A", "dateDernierTraitementEtablissement": "2025-03-11T05:00:00.000", "v": 2}
-    a0 = {"siret": "A", "dateDernierTraitementEtablissement": "2025-03-09T05:00:00.000", "v": 0}
-    b2 = {"siret": "B", "dateDernierTraitementEtablissement": "2025-03-10T05:00:00.000", "v": 2}
-    assert latest_per_siret([a1, b1, a2, a0, b2]) == [a2, b2]
 
 
 def test_client_requires_a_key():

@@ -8,10 +8,10 @@ from datetime import date, datetime
 
 import pytest
 
-from foxreviews_pipeline.lib.sirene.client import InseeApiError, InseeClient, latest_per_siret
+from foxreviews_pipeline.lib.sirene.client import InseeApiError, InseeClient
 from foxreviews_pipeline.sample.day import generate_day
 from foxreviews_pipeline.sample.fake_server import DROP, FakeInseeServer, Fault, encode_cursor
-from foxreviews_pipeline_tests.sirene.client_helpers import fetch_day
+from foxreviews_pipeline_tests.sirene.client_helpers import fetch_day, latest_per_siret
 
 KEY = "trust-key-91ab"
 DAY = date(2025, 3, 10)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from foxreviews_pipeline.lib.sirene import landing as landing_module
-from foxreviews_pipeline.lib.sirene.client import InseeApiError, InseeClient, latest_per_siret
+from foxreviews_pipeline.lib.sirene.client import InseeApiError, InseeClient
 from foxreviews_pipeline.lib.sirene.landing import (
     LandedName,
     LandingError,
@@ -25,7 +25,7 @@ from foxreviews_pipeline.lib.sirene.mapping import records_table
 from foxreviews_pipeline.lib.sirene.sources import land_day_with_client
 from foxreviews_pipeline.sample.day import generate_day
 from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault
-from foxreviews_pipeline_tests.sirene.client_helpers import fetch_day
+from foxreviews_pipeline_tests.sirene.client_helpers import fetch_day, latest_per_siret
 
 KEY = "landing-key"
 DAY = date(2025, 3, 10)

@@ -6,7 +6,7 @@ import functools
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,26 +145,3 @@ def ville_slugs(communes: Iterable[Commune]) -> dict[str, str]:
     if len(set(slugs.values())) != len(slugs):
         raise ValueError("ville slugs are not unique after disambiguation")
     return slugs
-
-
-# ---------------------------------------------------------------------------------------
-# Code resolution
-
-
-class CommuneResolver:
-    """Any commune code SIRENE may carry → the current commune's INSEE code."""
-
-    def __init__(self, communes: Iterable[Commune], aliases: Iterable[CommuneAlias]):
-        self._current = {c.code_insee for c in communes}
-        self._aliases: Mapping[str, str] = {
-            a.code_insee: a.ville_code_insee for a in aliases if a.ville_code_insee in self._current
-        }
-
-    def resolve(self, code: str | None) -> str | None:
-        if not code:
-            return None
-        code = code.strip().upper()
-        if code in self._current:
-            return code
-        return self._aliases.get(code)
-

@@ -31,7 +31,7 @@ import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
@@ -227,21 +227,6 @@ def day_query(day: date) -> str:
     """INSEE's query for the establishments processed on `day` (a Paris-time date)."""
     d = day.isoformat()
     return f"dateDernierTraitementEtablissement:[{d} TO {d}]"
-
-
-def latest_per_siret(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per SIRET: the one with the greatest `dateDernierTraitementEtablissement`
-    (ISO strings compare chronologically; on a tie, the last one seen wins). Keeps the order
-    in which SIRETs first appeared."""
-    best: dict[str | None, dict[str, Any]] = {}
-    for record in records:
-        siret = record.get("siret")
-        current = best.get(siret)
-        if current is None or (record.get("dateDernierTraitementEtablissement") or "") >= (
-            current.get("dateDernierTraitementEtablissement") or ""
-        ):
-            best[siret] = record
-    return list(best.values())
 
 
 @dataclass(frozen=True)
@@ -635,7 +620,7 @@ class InseeClient:
         max_records: int = MAX_DAY_RECORDS,
     ) -> Iterator[list[dict[str, Any]]]:
         """Every page of a `/siret` search, read with cursors, as INSEE sent it (a SIRET can
-        repeat; see `latest_per_siret`). A 404 on the first call means no result.
+        repeat: `landing.PartitionWriter` keeps each one's latest version). A 404 on the first call means no result.
 
         The read is checked against `header.total`: it fails (InseeApiError naming the
         counts) when fewer records came than announced, when more distinct SIRETs came, when

@@ -248,8 +248,7 @@ class PartitionWriter:
             writer.commit(meta)
 
     The latest version is the one with the greatest `dateDernierTraitementEtablissement`
-    (the last one seen on a tie), and SIRETs keep the order they first appeared in, as
-    `latest_per_siret` does. Leaving the block without `commit` (an error) removes the spool
+    (the last one seen on a tie), and SIRETs keep the order they first appeared in. Leaving the block without `commit` (an error) removes the spool
     and leaves the partition as it was.
     """
 
