@@ -326,7 +326,9 @@ def test_a_stock_backfill_of_three_partitions_runs_one_run_each(
         pages = conn.execute(
             "SELECT count(*) FROM enterprise_prolocalisation WHERE last_partition LIKE 'stock:%'"
         ).fetchone()[0]
-    assert set(loaded) == {f"stock:{p}" for p in STOCK_BACKFILL}
+    # The stock's partitions, and only those (the publication sensor, running by default,
+    # may have imported recent sample days meanwhile: other partitions, not stock ones).
+    assert {p for p in loaded if p.startswith("stock:")} == {f"stock:{p}" for p in STOCK_BACKFILL}
     for partition in STOCK_BACKFILL:
         # Every staged row of the partition is stored, but the few the mapping rejects.
         assert 0.9 * staged[partition] <= loaded[f"stock:{partition}"] <= staged[partition]

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +20,7 @@ from foxreviews_pipeline.lib.sirene.landing import (
     remove_stale_spools,
     stale_spools,
 )
+from foxreviews_pipeline.sample.fake_server import FakeInseeServer, Fault
 
 from .conftest import (
     DAY,
@@ -38,11 +40,20 @@ def _closed_port() -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_run_day_within_seconds_and_the_next_run_is_clean(instance, signum):
-    # A dead INSEE: the step would retry for many minutes.
+    # INSEE says the day is published, then fails every search: the step would retry for
+    # many minutes (the first request is run-day's own publication check).
+    day = date.fromisoformat(DAY)
+    server = FakeInseeServer(
+        api_key="test-key",
+        last_processed_at=datetime.combine(day + timedelta(days=1), datetime.min.time()) + timedelta(hours=1),
+        made_available_at=datetime.combine(day + timedelta(days=1), datetime.min.time()) + timedelta(hours=6),
+        faults={n: Fault.http(503) for n in range(2, 5000)},
+    )
+    server.start()
     env = subprocess_env(
         FOXREVIEWS_SIRENE_SOURCE="api",
         FOXREVIEWS_INSEE_API_KEY="test-key",
-        FOXREVIEWS_INSEE_BASE_URL=f"http://127.0.0.1:{_closed_port()}/api-sirene/3.11",
+        FOXREVIEWS_INSEE_BASE_URL=server.base_url,
     )
     known = {run.run_id for run in instance.get_runs()}
     proc = start_run_day(env)
@@ -56,6 +67,7 @@ def test_a_signal_stops_run_day_within_seconds_and_the_next_run_is_clean(instanc
     finally:
         if proc.poll() is None:
             proc.kill()
+        server.stop()
     assert took < 30
     assert proc.returncode == 128 + signum
     last = [line for line in err.splitlines() if line.strip()][-1]
