@@ -34,11 +34,10 @@ WHERE e.is_active AND m.sous_categorie_id IS NOT NULL
 
 
 @pytest.fixture
-def reference(database_url: str) -> str:
+def reference(reference_db: str) -> str:
     """The NAF codes, the taxonomy and the communes: every partition is audited whole, and
-    its share checks need the real ones."""
-    load_reference(database_url)
-    return database_url
+    its share checks need the real ones (cloned from the session's reference template)."""
+    return reference_db
 
 
 def _versions(conn: psycopg.Connection) -> list[tuple]:

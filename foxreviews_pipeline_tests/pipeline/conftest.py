@@ -27,11 +27,8 @@ def load_reference(url: str, *, villes: bool = True) -> None:
             load_villes(conn, load_communes(), load_aliases())
 
 
-@pytest.fixture
-def reference_db(database_url: str) -> str:
-    """A migrated database with the NAF codes, the taxonomy and the communes loaded."""
-    load_reference(database_url)
-    return database_url
+# `reference_db` (a database with all of `load_reference`): the root conftest.py, cloned
+# from a session template.
 
 
 @pytest.fixture
