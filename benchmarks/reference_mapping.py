@@ -5,11 +5,14 @@ a rule shows up here as a difference, to be made in both places (and `MAPPING_VE
 
 from __future__ import annotations
 
+import math
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
+from foxreviews_pipeline.lib.sirene import geography
 from foxreviews_pipeline.lib.sirene.identifiers import siret_valid
 from foxreviews_pipeline.lib.sirene.mapping import (
     INDICE_REPETITION,
@@ -232,6 +235,8 @@ def _map_values(
     nom_usage: Any,
     prenom1: Any,
     prenom_usuel: Any,
+    lambert_x: Any = None,
+    lambert_y: Any = None,
 ) -> tuple[Any, ...] | Rejection:
     # Hot path (35,000 records a day, 4 million in a backfill): the empty/[ND] tests are
     # written inline rather than through _text, whose call would cost more than the test.
@@ -305,7 +310,47 @@ def _map_values(
         tranche_effectifs if tranche_effectifs and tranche_effectifs != ND else None,
         statut_diffusion if statut_diffusion and statut_diffusion != ND else None,
         _parse_timestamp(date_dernier_traitement),
+        *_position(lambert_x, lambert_y, code_commune, diffusible),
     )
+
+
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]*)?")
+
+
+def _coordinate(value: Any) -> float | None:
+    if value.__class__ is not str:
+        return None
+    text = value.strip().replace(",", ".")
+    if not _NUMBER.fullmatch(text):
+        return None
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def _position(
+    x: Any, y: Any, code_commune: Any, diffusible: bool
+) -> tuple[float | None, float | None, int | None]:
+    """(lat, lng, epsg) of SIRENE's Lambert coordinates, converted in the projection of the
+    commune's territory; NULL when masked, absent, not diffusible, of no known territory, or
+    outside the département's extent."""
+    if x == ND or y == ND:
+        return None, None, None
+    x_value, y_value = _coordinate(x), _coordinate(y)
+    if x_value is None or y_value is None or not diffusible:
+        return None, None, None
+    code = code_commune if code_commune.__class__ is str and code_commune != ND else None
+    departement = None
+    if code is not None and len(code) >= 2:
+        departement = code[:3] if code.startswith(("97", "98")) else code[:2]
+    if departement not in geography.DEPARTEMENT_EXTENTS:
+        return None, None, None
+    epsg = geography.EPSG_BY_TERRITORY.get(departement, geography.LAMBERT_93)
+    lng, lat = geography.transformer(epsg).transform(x_value, y_value)
+    west, south, east, north = geography.DEPARTEMENT_EXTENTS[departement]
+    margin = geography.EXTENT_MARGIN_DEG
+    if not (west - margin <= lng <= east + margin and south - margin <= lat <= north + margin):
+        return None, None, None
+    return float(lat), float(lng), epsg
 
 
 _EMPTY: Mapping[str, Any] = {}
@@ -359,6 +404,8 @@ def map_record(record: Mapping[str, Any]) -> tuple[Any, ...] | Rejection:
         ul.get("nomUsageUniteLegale"),
         ul.get("prenom1UniteLegale"),
         ul.get("prenomUsuelUniteLegale"),
+        ad.get("coordonneeLambertAbscisseEtablissement"),
+        ad.get("coordonneeLambertOrdonneeEtablissement"),
     )
 
 

@@ -9,6 +9,9 @@
     foxreviews run-day [--date D] the main job: once the source has published the day (asked
                                   every 20 min, for up to 8 h), reference data, one SIRENE
                                   day end to end, ville_stats; prints a summary
+    foxreviews changes --since ID [--entity E] [--limit N] [--json]
+                                  the change feed after change ID, in feed order
+                                  (docs/change-feed.md); --json: one object per line
 """
 
 from __future__ import annotations
@@ -104,6 +107,32 @@ def _cmd_run_day(args, settings) -> int:
     return run_day(args.date, settings)
 
 
+def _cmd_changes(args, settings) -> int:
+    import json
+
+    import psycopg
+
+    from foxreviews_pipeline.lib.db.database import ready_database_url
+    from foxreviews_pipeline.lib.directory.change_feed import follow
+
+    url = ready_database_url(settings)
+    with psycopg.connect(url, application_name="foxreviews", autocommit=True) as conn:
+        try:
+            for change in follow(conn, args.since, limit=args.limit, entity=args.entity):
+                print(json.dumps(change.as_json(), ensure_ascii=False) if args.json else change.line())
+        except psycopg.errors.NoDataFound as exc:  # a position the retention purged
+            print(f"foxreviews: {exc.diag.message_primary or exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="foxreviews", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     inst.add_argument("--env-file", help="the file to record it in (default: the project's .env)")
     run = sub.add_parser("run-day", help="materialize reference data and one SIRENE day end to end")
     run.add_argument("--date", help="the day (YYYY-MM-DD, Paris time); default: yesterday")
+    changes = sub.add_parser("changes", help="print the change feed after a change id")
+    changes.add_argument("--since", type=_non_negative, required=True,
+                         help="the id of the last change already read (0: from the start)")
+    changes.add_argument("--entity", choices=["entreprise", "prolocalisation", "ville"],
+                         help="only this entity's changes (snapshot markers are always shown)")
+    changes.add_argument("--limit", type=_non_negative, help="at most this many changes")
+    changes.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
 
     load_dotenv_file()
@@ -124,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler = {
         "check": _cmd_check, "db": _cmd_db, "instance": _cmd_instance, "run-day": _cmd_run_day,
+        "changes": _cmd_changes,
     }[args.command]
     try:
         return handler(args, settings)

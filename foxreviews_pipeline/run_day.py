@@ -331,6 +331,8 @@ def run_day(
     vs = stats.get(VILLE_STATS, {})
     tx = ref.get(TRADE_TAXONOMY, {})
     n25 = pl.get("naf2025") or {}
+    positions = ent.get("positions") or {}
+    centres = vs.get("villes_positioned_by_source") or {}
     checks = [ref["__checks__"], daily["__checks__"], stats["__checks__"]]
     passed = sum(c["passed"] for c in checks)
     failed = [name for c in checks for name in c["failed"]]
@@ -343,6 +345,9 @@ def run_day(
         f"({raw.get('retries', 0)} retries, {raw.get('http_429', 0)} × 429)",
         f"  entreprises    {ent.get('inserted', 0)} inserted, {ent.get('updated', 0)} updated, "
         f"{ent.get('closed', 0)} closed, {ent.get('unchanged', 0)} unchanged, {ent.get('rejected', 0)} rejected",
+        f"  positions      {positions.get('positioned', 0)} of {sum(positions.values())} establishments "
+        f"positioned, {positions.get('outside_territory', 0)} outside their territory; towns "
+        f"{sum(centres.values())} with a centre, {vs.get('villes_without_position', '?')} without",
         f"  ProLocalisations {pl.get('created', 0)} created, {pl.get('reactivated', 0)} reactivated, "
         f"{pl.get('deactivated', 0)} retired, {pl.get('unmatched', 0)} unmatched",
         f"  NAF 2025       {n25.get('stated_naf2025', 0)} active establishments stated in NAF 2025 "

@@ -15,6 +15,10 @@ if [ ! -x .venv/bin/uv ]; then
 fi
 # --compile-bytecode: Dagster starts several processes; without .pyc files each re-compiles.
 .venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python -e '.[test]'
+# setuptools came with the venv, not through uv, so uv's cache lacks it although a dependency
+# needs it: installed once more through uv, every dependency is in the cache, and the wheel
+# test installs the built package offline from it.
+.venv/bin/uv pip install --quiet --python .venv/bin/python --reinstall-package setuptools setuptools
 # The instance: $FOXREVIEWS_HOME/dagster/dagster.yaml, Dagster's database beside the data,
 # DAGSTER_HOME in .env. A database that does not answer yet is not fatal to the set-up.
 if ! .venv/bin/foxreviews instance; then

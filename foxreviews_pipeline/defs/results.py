@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from foxreviews_pipeline.lib.asset_keys import PRO_LOCALISATIONS
+from foxreviews_pipeline.lib.asset_keys import ENTREPRISES, PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.db import catalog
 from foxreviews_pipeline.lib.directory.publication import TABLES, DirectoryChange, partition_rows
 from foxreviews_pipeline.lib.publish import CheckOutcome, PublicationHeld, Published
@@ -112,6 +112,25 @@ def _markdown_counts(title: str, counts: Mapping[str, int]) -> str:
     return "\n".join(lines)
 
 
+# The départements the positions summary lists: those with the most establishments.
+_TOP_DEPARTEMENTS = 20
+
+
+def _markdown_positions(by_departement: Mapping[str, Mapping[str, Any]]) -> str:
+    top = sorted(by_departement.items(), key=lambda kv: (-kv[1]["establishments"], kv[0]))
+    lines = [
+        f"**Positioned establishments, top {min(_TOP_DEPARTEMENTS, len(top))} départements**",
+        "",
+        "| département | establishments | positioned | share |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {dep} | {f['establishments']} | {f['positioned']} | {f['share']:.1%} |"
+        for dep, f in top[:_TOP_DEPARTEMENTS]
+    ]
+    return "\n".join(lines)
+
+
 def directory_results(
     published: Published[DirectoryChange],
     tables: Mapping[str, Mapping[str, dg.MetadataValue]],
@@ -122,6 +141,10 @@ def directory_results(
     change = published.result
     for asset, figures in change.figures().items():
         shown = {**metadata(figures), **tables.get(asset, {})}
+        if asset == ENTREPRISES and figures.get("positioned_by_departement"):
+            shown["positions_summary"] = dg.MetadataValue.md(
+                _markdown_positions(figures["positioned_by_departement"])
+            )
         if asset == PRO_LOCALISATIONS:
             shown["summary"] = dg.MetadataValue.md(
                 _markdown_counts("Unmatched", change.prolocalisations.unmatched_by_reason)

@@ -16,6 +16,8 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 
+from foxreviews_pipeline.lib.directory.change_feed import begin_publication, end_publication
+
 _Result = TypeVar("_Result")
 
 
@@ -61,18 +63,29 @@ class Published(Generic[_Result]):
 
     result: _Result
     outcomes: list[CheckOutcome]
+    # The changes it appended to the change feed, by entity and operation
+    # (lib/directory/change_feed.py).
+    changes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def publish(
     conn: psycopg.Connection,
     write: Callable[[psycopg.Connection], _Result],
     audit: Callable[[psycopg.Connection, _Result], Sequence[CheckOutcome]],
+    *,
+    partition: str | None = None,
+    run_id: str | None = None,
 ) -> Published[_Result]:
     """Write, audit, and publish or hold, in one transaction of `conn` (a savepoint inside
     the caller's transaction, which commits). Raises `PublicationHeld`, with every outcome,
-    after rolling the write back."""
+    after rolling the write back.
+
+    The transaction is marked as a publish (of `partition`, by `run_id`), so that what it
+    changes is appended to the change feed in it, and held back with it."""
     with conn.transaction():
+        mark = begin_publication(conn, partition=partition, run_id=run_id)
         result = write(conn)
         outcomes = list(audit(conn, result))
         raise_if_held(outcomes)
-    return Published(result, outcomes)
+        changes = end_publication(conn, mark)
+    return Published(result, outcomes, changes)

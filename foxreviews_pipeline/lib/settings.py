@@ -23,6 +23,8 @@ DEFAULT_REQUESTS_PER_MINUTE = 30
 # About the size of a real day of SIRENE changes.
 DEFAULT_SAMPLE_SIZE = 35_000
 DEFAULT_RAW_RETENTION_DAYS = 30
+# Rows of the change feed (docs/change-feed.md) older than this many days are purged.
+DEFAULT_CHANGE_RETENTION_DAYS = 30
 # How long a run waits for a concurrency-pool slot (e.g. `insee_api`) held by another run
 # before giving up; a healthy holder keeps it for minutes.
 DEFAULT_POOL_WAIT_TIMEOUT_S = 1800
@@ -71,6 +73,9 @@ class Settings:
     stock_path: Path | None
     # Landed raw SIRENE partitions older than this many days (by partition date) are purged.
     raw_retention_days: int = DEFAULT_RAW_RETENTION_DAYS
+    # FOXREVIEWS_CHANGE_RETENTION_DAYS: changes of the change feed older than this many days
+    # are purged by the weekly cleanup.
+    change_retention_days: int = DEFAULT_CHANGE_RETENTION_DAYS
     pool_wait_timeout_s: int = DEFAULT_POOL_WAIT_TIMEOUT_S
     # FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS: the time a day's fetch may spend on transient
     # INSEE failures and the waits after them (Retry-After included) before it fails.
@@ -106,6 +111,7 @@ class Settings:
             f"insee_base_url={self.insee_base_url!r}, "
             f"insee_requests_per_minute={self.insee_requests_per_minute}, "
             f"upload_dir={self.upload_dir}, raw_retention_days={self.raw_retention_days}, "
+            f"change_retention_days={self.change_retention_days}, "
             f"pool_wait_timeout_s={self.pool_wait_timeout_s}, "
             f"insee_retry_budget_s={self.insee_retry_budget_s}, "
             f"upload_quiet_seconds={self.upload_quiet_seconds:g}, "
@@ -252,6 +258,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         get("FOXREVIEWS_RAW_RETENTION_DAYS"), "FOXREVIEWS_RAW_RETENTION_DAYS",
         DEFAULT_RAW_RETENTION_DAYS, 1, 3650, "days",
     ))
+    change_retention_days = int(_number_setting(
+        get("FOXREVIEWS_CHANGE_RETENTION_DAYS"), "FOXREVIEWS_CHANGE_RETENTION_DAYS",
+        DEFAULT_CHANGE_RETENTION_DAYS, 1, 3650, "days",
+    ))
     pool_wait_timeout_s = int(_number_setting(
         get("FOXREVIEWS_POOL_WAIT_TIMEOUT_SECONDS"), "FOXREVIEWS_POOL_WAIT_TIMEOUT_SECONDS",
         DEFAULT_POOL_WAIT_TIMEOUT_S, 1, 86_400, "seconds",
@@ -281,6 +291,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         upload_dir=upload_dir,
         stock_path=stock_path,
         raw_retention_days=raw_retention_days,
+        change_retention_days=change_retention_days,
         pool_wait_timeout_s=pool_wait_timeout_s,
         alert_webhook_url=(
             _validate_webhook_url("FOXREVIEWS_ALERT_WEBHOOK_URL", webhook)
@@ -308,6 +319,7 @@ def _as_text(settings: Settings) -> dict[str, str | None]:
         "FOXREVIEWS_UPLOAD_DIR": str(settings.upload_dir),
         "FOXREVIEWS_SIRENE_STOCK_PATH": str(settings.stock_path) if settings.stock_path else None,
         "FOXREVIEWS_RAW_RETENTION_DAYS": str(settings.raw_retention_days),
+        "FOXREVIEWS_CHANGE_RETENTION_DAYS": str(settings.change_retention_days),
         "FOXREVIEWS_POOL_WAIT_TIMEOUT_SECONDS": str(settings.pool_wait_timeout_s),
         "FOXREVIEWS_INSEE_RETRY_BUDGET_SECONDS": str(settings.insee_retry_budget_s),
         "FOXREVIEWS_PARTITIONS_START": settings.partitions_start.isoformat(),

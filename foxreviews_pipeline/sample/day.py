@@ -35,6 +35,7 @@ from foxreviews_pipeline.lib.sirene.identifiers import (
     luhn_check_digit,
 )
 from foxreviews_pipeline.lib.sirene.mapping import ND
+from foxreviews_pipeline.sample.positions import commune_lambert
 
 # Masked when statutDiffusion is "P" (INSEE's list); the commune stays.
 _MASKED_ADDRESS = (
@@ -194,6 +195,8 @@ class _Tables:
         if not rows:
             raise ValueError("communes must not be empty")
         self.communes = [(code, cp, _sirene_commune_label(code, lib)) for code, cp, lib in rows]
+        # Where each commune's establishments are, in its territory's projection.
+        self.lambert = commune_lambert([code for code, _, _ in self.communes])
         weights = [
             25 if code in self._BIG_CITIES or code.startswith(("751", "132", "6938")) else 1
             for code, _, _ in self.communes
@@ -325,13 +328,16 @@ def _address(r: random.Random, t: _Tables) -> dict[str, Any]:
         "identifiantAdresseEtablissement": (
             f"{code}_{r.randrange(10000):04d}_{int(numero):05d}" if has_ban and numero else None
         ),
-        "coordonneeLambertAbscisseEtablissement": (
-            f"{r.uniform(150_000, 1_200_000):.1f}" if has_ban else None
-        ),
-        "coordonneeLambertOrdonneeEtablissement": (
-            f"{r.uniform(6_100_000, 7_100_000):.1f}" if has_ban else None
-        ),
+        "coordonneeLambertAbscisseEtablissement": None,
+        "coordonneeLambertOrdonneeEtablissement": None,
     }
+    if has_ban:
+        # A few kilometres around the commune's point (the same draws as ever).
+        dx, dy = r.uniform(-2_000, 2_000), r.uniform(-2_000, 2_000)
+        point = t.lambert.get(code)
+        if point is not None:
+            address["coordonneeLambertAbscisseEtablissement"] = f"{point[0] + dx:.1f}"
+            address["coordonneeLambertOrdonneeEtablissement"] = f"{point[1] + dy:.1f}"
     roll = r.random()
     if roll < FOREIGN_SHARE:
         pays, libelle_pays, ville = _pick(r, _FOREIGN)

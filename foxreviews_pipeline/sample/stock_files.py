@@ -8,6 +8,7 @@ the stock would hold for it, so that one payload can go through both paths.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import random
 import zipfile
@@ -23,6 +24,7 @@ from foxreviews_pipeline.lib.sirene.stock_file import (
     UNITE_LEGALE_JOIN_COLUMNS,
 )
 from foxreviews_pipeline.sample.day import naf25_code
+from foxreviews_pipeline.sample.positions import commune_lambert
 
 
 def api_record_to_stock_row(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,6 +75,17 @@ _COMMUNES = (
     ("92046", "92240", "MALAKOFF"),
     ("56260", "56000", "VANNES"),
 )
+@functools.lru_cache(maxsize=1)
+def _lambert() -> dict[str, tuple[float, float]]:
+    return commune_lambert([c for c, _, _ in _COMMUNES])
+
+
+def _coordinates(commune: str, dx: float, dy: float) -> tuple[str | None, str | None]:
+    """SIRENE's Lambert coordinates of an address `dx`, `dy` metres from the commune's point."""
+    point = _lambert().get(commune)
+    if point is None:
+        return None, None
+    return f"{point[0] + dx:.1f}", f"{point[1] + dy:.1f}"
 _NAF_REV2 = (
     ("68.20A", 12),
     ("70.22Z", 9),
@@ -290,8 +303,9 @@ def _sample_rows(n: int, seed: int) -> Iterator[tuple[dict[str, Any], dict[str, 
                 "libelleCommuneEtablissement": libelle,
                 "codeCommuneEtablissement": commune,
                 "identifiantAdresseEtablissement": f"{commune}_{rng.randrange(10000):04d}",
-                "coordonneeLambertAbscisseEtablissement": f"{rng.uniform(1e5, 1.2e6):.1f}",
-                "coordonneeLambertOrdonneeEtablissement": f"{rng.uniform(6e6, 7.1e6):.1f}",
+                # Metres from the commune's point, made coordinates below.
+                "coordonneeLambertAbscisseEtablissement": rng.uniform(-2_000, 2_000),
+                "coordonneeLambertOrdonneeEtablissement": rng.uniform(-2_000, 2_000),
                 "dateDebut": f"{rng.randrange(max(year, 2008), 2025)}-{month:02d}-01",
                 "etatAdministratifEtablissement": "F" if closed else "A",
                 "enseigne1Etablissement": (
@@ -305,6 +319,14 @@ def _sample_rows(n: int, seed: int) -> Iterator[tuple[dict[str, Any], dict[str, 
                     None if old_naf else naf25_code(naf25, naf, siren + nic)
                 ),
             }
+            (
+                row["coordonneeLambertAbscisseEtablissement"],
+                row["coordonneeLambertOrdonneeEtablissement"],
+            ) = _coordinates(
+                commune,
+                row["coordonneeLambertAbscisseEtablissement"],
+                row["coordonneeLambertOrdonneeEtablissement"],
+            )
             if diffusion == "P":
                 row.update(_MASKED_WHEN_PARTIAL)
             yield row, (ul if first else None)

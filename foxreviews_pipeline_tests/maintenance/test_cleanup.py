@@ -137,6 +137,7 @@ def seed_log(conn: psycopg.Connection, layout: Layout) -> dict[str, int]:
 EXPECTED_COUNTS = {
     "import_log_rows_deleted": 2,
     "import_log_rows_marked_purged": 2,
+    "change_rows_deleted": 0,  # the change feed: directory/test_change_feed.py
     "upload_files_deleted": 4,
     "upload_reason_files_deleted": 2,
     "raw_partitions_deleted": 2,
@@ -303,7 +304,9 @@ def test_job_reports_every_deletion_in_its_metadata(database_url, tmp_path):
             assert metadata[shown].value == value, shown
             if dry_run and shown != name:
                 assert name not in metadata
-        assert metadata["retention_days"].value == {"import_log": 90, "uploads": 30, "raw_partitions": 30}
+        assert metadata["retention_days"].value == {
+            "import_log": 90, "uploads": 30, "raw_partitions": 30, "changes": 30,
+        }
     assert len(layout.all_paths()) == len(before) - EXPECTED_COUNTS["files_deleted"]
 
 
@@ -316,3 +319,13 @@ def test_raw_retention_setting():
     for wrong in ("abc", "0", "-3", "10.5", "100000"):
         with pytest.raises(ConfigurationError, match="FOXREVIEWS_RAW_RETENTION_DAYS"):
             load_settings({"FOXREVIEWS_RAW_RETENTION_DAYS": wrong})
+
+
+def test_change_retention_setting():
+    assert load_settings({}).change_retention_days == 30
+    settings = load_settings({"FOXREVIEWS_CHANGE_RETENTION_DAYS": "7"})
+    assert settings.change_retention_days == 7
+    assert build_definitions(settings).resources["retention"].change_days == 7
+    for wrong in ("abc", "0", "-3", "10.5", "100000"):
+        with pytest.raises(ConfigurationError, match="FOXREVIEWS_CHANGE_RETENTION_DAYS"):
+            load_settings({"FOXREVIEWS_CHANGE_RETENTION_DAYS": wrong})

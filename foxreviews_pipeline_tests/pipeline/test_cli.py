@@ -50,7 +50,9 @@ def test_the_main_command_runs_a_day_end_to_end(platform_env, dagster_storage_db
     assert re.search(r"^\s+reference\s+NAF codes 732 rév. 2 \+ 747 NAF 2025, villes 3\d{4}$", out, re.M), out
     assert re.search(r"^\s+NAF 2025\s+0 active establishments stated in NAF 2025 .*; mapping \d+ of 747 codes", out, re.M), out
     assert re.search(r"^\s+landed\s+35000 records in \d+ API calls \(0 retries, 0 × 429\)$", out, re.M), out
-    assert re.search(r"^\s+checks\s+16 passed$", out, re.M), out
+    assert re.search(r"^\s+checks\s+17 passed$", out, re.M), out
+    positions = re.search(r"^\s+positions\s+(\d+) of (\d+) establishments positioned, 0 outside", out, re.M)
+    assert positions and 0 < int(positions.group(1)) < int(positions.group(2)), out
 
     inserted = int(re.search(r"entreprises\s+(\d+) inserted, 0 updated", out).group(1))
     created = int(re.search(r"ProLocalisations (\d+) created", out).group(1))
@@ -91,7 +93,7 @@ def test_the_main_command_runs_a_day_end_to_end(platform_env, dagster_storage_db
     )
     assert switch.returncode == 0, switch.stderr[-3000:]
     out = switch.stdout
-    assert re.search(r"^\s+checks\s+16 passed$", out, re.M), out
+    assert re.search(r"^\s+checks\s+17 passed$", out, re.M), out
     stated = int(re.search(r"NAF 2025\s+(\d+) active establishments stated in NAF 2025", out).group(1))
     assert stated > 20_000
     kept = int(re.search(r"\((\d+) kept their rév. 2 trade", out).group(1))
@@ -134,7 +136,7 @@ def test_the_main_command_on_a_fresh_embedded_home(tmp_path):
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"Day {DAY}: done in" in result.stdout
-        assert re.search(r"^\s+checks\s+16 passed$", result.stdout, re.M), result.stdout
+        assert re.search(r"^\s+checks\s+17 passed$", result.stdout, re.M), result.stdout
     finally:
         subprocess.run(
             [*_foxreviews(), "db", "stop"], cwd=PROJECT_ROOT, env=env,

@@ -118,6 +118,11 @@ def test_a_day_materialized_twice_changes_nothing_the_second_time(pipeline):
     before = table_state(pipeline.url)
     assert len(before[0]) == first["entreprises"]["inserted"]
     assert len(before[1]) == first["pro_localisations"]["created"]
+    # The change feed's counts (docs/change-feed.md), the same on both assets.
+    assert first["entreprises"]["changes"] == first["pro_localisations"]["changes"] == {
+        "entreprise": {"created": first["entreprises"]["inserted"]},
+        "prolocalisation": {"created": first["pro_localisations"]["created"]},
+    }
 
     result, again = pipeline.run(CHAIN, DAY1)
     assert result.success
@@ -127,11 +132,12 @@ def test_a_day_materialized_twice_changes_nothing_the_second_time(pipeline):
     p = again["pro_localisations"]
     assert (p["created"], p["reactivated"], p["deactivated"]) == (0, 0, 0)
     assert table_state(pipeline.url) == before
+    assert again["entreprises"]["changes"] == again["pro_localisations"]["changes"] == {}
     # Every blocking check ran and passed the second time too.
     evaluations = result.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {
         "valid_identifiers", "records_usable", "one_row_per_siret", "no_nd_stored", "diffusion_policy",
-        "villes_resolved", "trades_resolved",
+        "positions_in_territory", "villes_resolved", "trades_resolved",
     }
     assert all(e.passed for e in evaluations)
 
@@ -354,7 +360,7 @@ def test_the_catalog_shows_each_table_its_live_schema_and_its_rows(pipeline):
     result, metadata = pipeline.run(CHAIN, DAY1)
     # The checks are partitioned like their assets: each result names its day.
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 7 and {e.partition for e in evaluations} == {DAY1}
+    assert len(evaluations) == 8 and {e.partition for e in evaluations} == {DAY1}
     with psycopg.connect(pipeline.url) as conn:
         stored = conn.execute(
             "SELECT count(*) FROM enterprise_entreprise WHERE last_partition = %s", (DAY1,)

@@ -115,7 +115,7 @@ def test_the_installed_wheel_runs_a_day_from_any_folder(fresh_platform, tmp_path
     assert re.search(r"^\s+reference\s+NAF codes 732 rév. 2 \+ 747 NAF 2025, villes 3\d{4}$", out, re.MULTILINE), out
     landed = r"^\s+landed\s+35000 records in \d+ API calls \(0 retries, 0 × 429\)$"
     assert re.search(landed, out, re.MULTILINE), out
-    assert re.search(r"^\s+checks\s+16 passed$", out, re.MULTILINE), out
+    assert re.search(r"^\s+checks\s+17 passed$", out, re.MULTILINE), out
     inserted = int(re.search(r"entreprises\s+(\d+) inserted, 0 updated", out).group(1))
     assert _count(database_url, "SELECT count(*) FROM enterprise_entreprise") == inserted > 30_000
     applied = _count(database_url, "SELECT count(*) FROM foxreviews_schema_migrations")

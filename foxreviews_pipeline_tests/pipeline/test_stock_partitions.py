@@ -102,7 +102,7 @@ def test_partitions_load_what_the_file_holds_and_reload_writes_nothing(database_
     assert sum(rejected.values()) + len(expected) == 2000
     for partition, result in first.items():
         checks = result.get_asset_check_evaluations()
-        assert len(checks) == 7 and all(c.passed for c in checks)
+        assert len(checks) == 8 and all(c.passed for c in checks)
         # Partitioned like their assets: each check result names its département.
         assert {c.partition for c in checks} == {partition}
         assert stock_runs.materialization(result, "stock_entreprises")["dagster/row_count"] == partitions.get(

@@ -73,6 +73,9 @@ def test_row_columns_are_the_contract_with_the_write_path():
         "tranche_effectifs",
         "statut_diffusion",
         "date_dernier_traitement",
+        "sirene_lat",
+        "sirene_lng",
+        "sirene_epsg",
     )
     assert len(map_record(fixture("company_mgdis"))) == len(ENTREPRISE_COLUMNS)
 
@@ -97,6 +100,10 @@ def test_company():
         "tranche_effectifs": None,
         "statut_diffusion": "O",
         "date_dernier_traitement": datetime(2023, 11, 30, 10, 17, 12),
+        # The record gives no Lambert coordinates.
+        "sirene_lat": None,
+        "sirene_lng": None,
+        "sirene_epsg": None,
     }
 
 

@@ -120,6 +120,13 @@ AWKWARD: dict[str, tuple[Any, ...]] = {
         "İLKER", "ß", "D'ARTAGNAN", "JEAN2", "-", "  ", "A--B", "JEAN\x1cPAUL",
     ),
     "prenomUsuelUniteLegale": (None, "", "[ND]", "LEA", "éloïse", "ANNE-MARIE"),
+    # Lambert-93 metres (near Paris, Lyon), a Réunion abscissa, and what is not a number.
+    "coordonneeLambertAbscisseEtablissement": (
+        None, "", "[ND]", "652000.0", " 842100,5 ", "338830", "1e5", "abc", "-", "1" * 400, "12.",
+    ),
+    "coordonneeLambertOrdonneeEtablissement": (
+        None, "", "[ND]", "6862000.0", "6519300", "7690600.0", "NaN", " ", "6.8e6",
+    ),
 }
 
 
@@ -137,9 +144,10 @@ def _expected(rows: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[
 def _naive(row: tuple[Any, ...]) -> tuple[Any, ...]:
     # The per-record rules kept an offset INSEE never writes (the `timestamp` column dropped
     # it on write); the columnar mapping drops it at once.
-    treated = row[-1]
+    at = ENTREPRISE_COLUMNS.index("date_dernier_traitement")
+    treated = row[at]
     if isinstance(treated, datetime) and treated.tzinfo is not None:
-        return (*row[:-1], treated.replace(tzinfo=None))
+        return (*row[:at], treated.replace(tzinfo=None), *row[at + 1 :])
     return row
 
 
@@ -261,7 +269,7 @@ def test_map_table_types_order_and_batches():
     rows = [
         (GOOD, GOOD[:9], "O", "2020-05-04", "01", "2024-03-22T10:15:30.000", "true", None, "3",
          "B", "AV", "FOCH", "75016", "PARIS 16", "75116", "2024-01-31", "F", None, None,
-         "6201Z", "NAFRev2", None, "ACME", None, None, None, None),
+         "6201Z", "NAFRev2", None, "ACME", None, None, None, None, "652000.0", "6862000.0"),
         ("1", None, *([None] * (len(FLAT_FIELDS) - 2))),
     ]
     table = rows_table(rows)
@@ -273,8 +281,10 @@ def test_map_table_types_order_and_batches():
     assert row == (
         GOOD, GOOD[:9], "ACME", None, "3 BIS AVENUE FOCH", "75016", "PARIS 16", "75116", "62.01Z",
         "NAFRev2", None, False, date(2020, 5, 4), date(2024, 1, 31), True, "01", "O",
-        datetime(2024, 3, 22, 10, 15, 30),
+        datetime(2024, 3, 22, 10, 15, 30), *row[-3:],
     )
+    # Lambert-93 (652000, 6862000) is in Paris.
+    assert row[-1] == 2154 and 48.8 < row[-3] < 48.9 and 2.3 < row[-2] < 2.4
     # A record batch, and a table in several chunks, map alike.
     assert map_table(table.to_batches()[0])[0].equals(mapped)
     chunked = pa.concat_tables([table.slice(0, 1), table.slice(1)])

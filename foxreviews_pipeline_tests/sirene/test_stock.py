@@ -125,8 +125,11 @@ def test_48_and_54_column_files_of_the_same_rows_agree(tmp_path):
     rows48, _ = _mapped(tmp_path / "e48.csv", unites_legales=ul)
     naf25 = ENTREPRISE_COLUMNS.index("naf25_code")
     assert rows54 and any(r[naf25] for r in rows54)
-    assert [r[:naf25] + r[naf25 + 1 :] for r in rows54] == [
-        r[:naf25] + r[naf25 + 1 :] for r in rows48
+    # The older layout has neither NAF 2025 codes nor Lambert coordinates: no positions.
+    lat = ENTREPRISE_COLUMNS.index("sirene_lat")
+    assert any(r[lat] is not None for r in rows54) and all(r[lat] is None for r in rows48)
+    assert [r[:naf25] + r[naf25 + 1 : lat] for r in rows54] == [
+        r[:naf25] + r[naf25 + 1 : lat] for r in rows48
     ]
 
 

@@ -20,7 +20,11 @@ from foxreviews_pipeline.lib.asset_keys import (
     VILLES,
 )
 from foxreviews_pipeline.lib.constants import PARIS_TIMEZONE
-from foxreviews_pipeline.lib.directory.ville_stats import FIGURES, refresh_ville_stats
+from foxreviews_pipeline.lib.directory.ville_stats import (
+    FIGURES,
+    refresh_town_centres,
+    refresh_ville_stats,
+)
 
 NIGHTLY_CRON = "0 2 * * *"
 
@@ -66,7 +70,7 @@ VILLE_STATS_AUTOMATION = (
     group_name="directory",
     owners=OWNERS,
     kinds={"postgres"},
-    code_version="1",
+    code_version="2",
     automation_condition=VILLE_STATS_AUTOMATION,
     metadata=table_name(VILLE_STATS),
 )
@@ -75,15 +79,24 @@ def ville_stats(
 ) -> dg.MaterializeResult:
     """Directory-wide figures shown by the web app (materialized view `ville_stats`, one row):
     towns, départements, régions, population, active establishments and ProLocalisations.
+    Before them, the centre of every town geo.api.gouv.fr gave none is derived from its
+    establishments (the median of their positions; `location_ville.position_source`).
     Refreshed CONCURRENTLY (readers are never blocked) by declarative automation: at 02:00
     Paris time and after any of its deps changes, never while one of them is being written.
     """
     started = time.perf_counter()
+    # The town centres derived from the directory first: the same change calls for both.
+    centres = refresh_town_centres(postgres.url)
     stats = refresh_ville_stats(postgres.url)
     metadata: dict[str, dg.MetadataValue] = {
         name: dg.MetadataValue.int(int(stats[name])) for name in FIGURES
     }
     metadata["refreshed_at"] = dg.MetadataValue.timestamp(stats["refreshed_at"])
+    metadata["centres_updated"] = dg.MetadataValue.int(centres["centres_updated"])
+    metadata["villes_positioned_by_source"] = dg.MetadataValue.json(
+        centres["villes_positioned_by_source"]
+    )
+    metadata["villes_without_position"] = dg.MetadataValue.int(centres["villes_without_position"])
     metadata["duration_s"] = dg.MetadataValue.float(round(time.perf_counter() - started, 3))
     with postgres.connection() as conn:
         metadata.update(table_metadata(conn, VILLE_STATS))

@@ -10,6 +10,7 @@ from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.resources import LandingZone, PostgresResource, UploadFolder
 from foxreviews_pipeline.lib.constants import PARIS, PARIS_TIMEZONE
 from foxreviews_pipeline.lib.maintenance.cleanup import (
+    CHANGE_RETENTION_DAYS,
     IMPORT_LOG_RETENTION_DAYS,
     UPLOAD_RETENTION_DAYS,
     RetentionPolicy,
@@ -25,12 +26,15 @@ class Retention(dg.ConfigurableResource):
     upload_days: int = UPLOAD_RETENTION_DAYS
     # FOXREVIEWS_RAW_RETENTION_DAYS
     raw_days: int = DEFAULT_RAW_RETENTION_DAYS
+    # FOXREVIEWS_CHANGE_RETENTION_DAYS
+    change_days: int = CHANGE_RETENTION_DAYS
 
     def policy(self) -> RetentionPolicy:
         return RetentionPolicy(
             import_log_days=self.import_log_days,
             upload_days=self.upload_days,
             raw_days=self.raw_days,
+            change_days=self.change_days,
         )
 
 
@@ -86,6 +90,7 @@ def cleanup_files_and_logs(
             "import_log": policy.import_log_days,
             "uploads": policy.upload_days,
             "raw_partitions": policy.raw_days,
+            "changes": policy.change_days,
         }
     )
     if result.refused:
@@ -101,8 +106,9 @@ def cleanup_files_and_logs(
 
 @dg.job(
     name="cleanup",
-    description="Delete import-log rows (> 90 days), archived and rejected uploads (> 30 days) "
-    "and landed raw partitions past FOXREVIEWS_RAW_RETENTION_DAYS. A dry run unless launched "
+    description="Delete import-log rows (> 90 days), archived and rejected uploads (> 30 days), "
+    "landed raw partitions past FOXREVIEWS_RAW_RETENTION_DAYS and changes of the change feed "
+    "past FOXREVIEWS_CHANGE_RETENTION_DAYS. A dry run unless launched "
     "with `dry_run: false` (the weekly schedule does).",
     owners=OWNERS,
 )

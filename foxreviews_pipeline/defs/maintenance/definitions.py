@@ -13,7 +13,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "retention": Retention(
                 raw_days=configured(
                     settings, "FOXREVIEWS_RAW_RETENTION_DAYS", settings.raw_retention_days
-                )
+                ),
+                change_days=configured(
+                    settings, "FOXREVIEWS_CHANGE_RETENTION_DAYS", settings.change_retention_days
+                ),
             )
         },
     )

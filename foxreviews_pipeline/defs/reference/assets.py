@@ -77,7 +77,11 @@ def _publish(
             table = table_metadata(conn, TABLES[asset])
     except PublicationHeld as held:
         yield from held_results(held, f"{asset}:")
-    yield dg.MaterializeResult(asset_key=asset, metadata={**describe(published.result), **table})
+    # The towns are shown by the web app: their changes go to the change feed (docs/change-feed.md).
+    changes = {"changes": dg.MetadataValue.json(published.changes)} if asset == VILLES else {}
+    yield dg.MaterializeResult(
+        asset_key=asset, metadata={**describe(published.result), **table, **changes}
+    )
     yield from outcome_results(published.outcomes)
 
 

@@ -7,7 +7,7 @@ Every writer of the directory (a SIRENE day, a stock partition, an upload) publi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,10 @@ MAX_INVALID_SHARE = 0.01
 # day that names nobody (a stock read without its StockUniteLegale, a broken extract) is not
 # a day to publish.
 MAX_UNUSABLE_SHARE = 0.05
+# Positions converted from SIRENE's coordinates that land outside their own département or
+# territory: a few are odd addresses; more than this share of the batch's positioned
+# establishments is a projection bug (lib/sirene/geography.py), not data.
+MAX_OUTSIDE_TERRITORY_SHARE = 0.01
 
 
 # (asset, check) → what it guarantees; the Dagster checks are declared from this table.
@@ -57,6 +61,11 @@ BLOCKING_CHECKS: dict[tuple[str, str], str] = {
         "No establishment that may not be published (diffusion status other than O, or P "
         "without a name) carries a name, trade name or address, or an active ProLocalisation."
     ),
+    (ENTREPRISES, "positions_in_territory"): (
+        f"At most {MAX_OUTSIDE_TERRITORY_SHARE:.0%} of the batch's positioned establishments "
+        "fall outside the bounding box of their département or territory once converted to "
+        "WGS84 (more is a projection bug, not data)."
+    ),
     (PRO_LOCALISATIONS, "villes_resolved"): (
         f"At least {MIN_VILLE_SHARE:.0%} of the batch's active establishments resolve to a ville."
     ),
@@ -70,6 +79,7 @@ BLOCKING_CHECKS: dict[tuple[str, str], str] = {
 # decisions row by row) and single stock batches do not run them.
 SHARE_CHECKS = (
     (ENTREPRISES, "records_usable"),
+    (ENTREPRISES, "positions_in_territory"),
     (PRO_LOCALISATIONS, "villes_resolved"),
     (PRO_LOCALISATIONS, "trades_resolved"),
 )
@@ -169,13 +179,15 @@ def audit_publication(
     unusable_rejected: Sequence[str] = (),
     prolocalisations: ProLocalisationCounts | None = None,
     checks: Sequence[tuple[str, str]] = tuple(BLOCKING_CHECKS),
+    positions: Mapping[str, Any] | None = None,
 ) -> list[CheckOutcome]:
     """Every blocking check of `checks` on what this transaction sees for `sirets`.
 
     `records` is how many records the batch held (before mapping); `invalid_rejected` the
     SIRETs the mapping rejected as invalid, `unusable_rejected` those it rejected for another
     reason; `prolocalisations` what the ProLocalisation sync
-    of the batch found (needed for the share checks).
+    of the batch found (needed for the share checks); `positions` how the batch's mapping
+    positioned its establishments (`mapping.position_counts`, for `positions_in_territory`).
     """
     wanted = set(checks)
     outcomes: list[CheckOutcome] = []
@@ -248,6 +260,8 @@ def audit_publication(
                 {"offending": len(violations), "sample": violations[:SAMPLE_SIZE]},
             )
         )
+    if (ENTREPRISES, "positions_in_territory") in wanted:
+        outcomes.append(positions_outcome(positions or {}))
     pl = prolocalisations
     if pl is not None and (PRO_LOCALISATIONS, "villes_resolved") in wanted:
         outcomes.append(
@@ -263,6 +277,25 @@ def audit_publication(
             )
         )
     return outcomes
+
+
+def positions_outcome(positions: Mapping[str, Any]) -> CheckOutcome:
+    """`positions_in_territory` on a batch's position counts: of the establishments whose
+    coordinates were converted, the share that fell outside their territory."""
+    outside = int(positions.get("outside_territory", 0))
+    converted = int(positions.get("positioned", 0)) + outside
+    outside_share = outside / converted if converted else 0.0
+    return CheckOutcome(
+        ENTREPRISES,
+        "positions_in_territory",
+        outside_share <= MAX_OUTSIDE_TERRITORY_SHARE,
+        {
+            "offending": outside,
+            "converted": converted,
+            "outside_share": round(outside_share, 4),
+            "by_reason": {k: v for k, v in positions.items() if k != "by_departement"},
+        },
+    )
 
 
 def _share_outcome(

@@ -22,6 +22,7 @@ from foxreviews_pipeline.lib.publish import Published
 from foxreviews_pipeline.lib.sirene.mapping import (
     MAPPING_VERSION,
     map_table,
+    position_counts,
     records_table,
     treatment_times,
 )
@@ -83,6 +84,7 @@ def write_day(
         )
         counts.unchanged += int(done.sum())
         change.add_rejections(rejections)
+        change.add_positions(position_counts(mapped))
         prolocalisations = sync_prolocalisations(
             conn, list(dict.fromkeys(change.sirets)), partition=partition
         )
@@ -99,7 +101,8 @@ def publish_day(
 ) -> Published[DirectoryChange]:
     """A day written, audited by every blocking check, and published or held."""
     return publish_directory(
-        conn, lambda c: write_day(c, records, partition=partition, run_id=run_id)
+        conn, lambda c: write_day(c, records, partition=partition, run_id=run_id),
+        partition=partition, run_id=run_id,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import psycopg
 
 from foxreviews_pipeline.lib.asset_keys import ENTREPRISES, PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.db.database import one_row
+from foxreviews_pipeline.lib.directory import change_feed
 from foxreviews_pipeline.lib.directory.checks import (
     BLOCKING_CHECKS,
     MAX_INVALID_SHARE,
@@ -29,6 +30,7 @@ from foxreviews_pipeline.lib.directory.checks import (
 from foxreviews_pipeline.lib.directory.entreprises import EntrepriseCounts
 from foxreviews_pipeline.lib.directory.prolocalisations import SAMPLE_SIZE, ProLocalisationCounts
 from foxreviews_pipeline.lib.publish import CheckOutcome, Published, publish
+from foxreviews_pipeline.lib.sirene.geography import merge_counts
 from foxreviews_pipeline.lib.sirene.mapping import REJECT_INVALID_SIRET, Rejection
 
 _REJECTED_SAMPLE_SIZE = 20
@@ -54,6 +56,12 @@ class DirectoryChange:
     sirets: list[str] = field(default_factory=list)
     batch_outcomes: dict[tuple[str, str], list[CheckOutcome]] = field(default_factory=dict)
     extra: dict[str, int] = field(default_factory=dict)  # a writer's own figures
+    # How the mapped establishments were positioned (`mapping.position_counts`, added up):
+    # the positioned ones, the others by reason, and both per département.
+    positions: dict[str, Any] = field(default_factory=dict)
+    # The changes it appended to the change feed: entity → operation → count
+    # (lib/directory/change_feed.py), filled by `publish_directory`.
+    changes: dict[str, dict[str, int]] = field(default_factory=dict)
     batches: int = 0
     duration_s: float = 0.0
 
@@ -85,6 +93,27 @@ class DirectoryChange:
             self.batch_outcomes.setdefault((outcome.asset, outcome.name), []).append(outcome)
         self.batches += 1
 
+    def add_positions(self, counts: Mapping[str, Any]) -> None:
+        if counts:
+            merge_counts(self.positions, counts)
+
+    def position_figures(self) -> dict[str, Any]:
+        """`positions` (by reason), `positioned_share` of the mapped establishments, and per
+        département the rows, the positioned ones and their share; nothing when no record
+        was mapped (an upload, a re-run that mapped nothing again)."""
+        by_reason = {k: v for k, v in self.positions.items() if k != "by_departement"}
+        mapped = sum(by_reason.values())
+        if not mapped:
+            return {}
+        return {
+            "positions": by_reason,
+            "positioned_share": round(by_reason.get("positioned", 0) / mapped, 4),
+            "positioned_by_departement": {
+                dep: {"establishments": n, "positioned": p, "share": round(p / n, 4) if n else 0.0}
+                for dep, (n, p) in self.positions.get("by_departement", {}).items()
+            },
+        }
+
     def figures(self) -> dict[str, dict[str, Any]]:
         """The publication's figures per asset, plain values, the same keys for every writer."""
         counts, pl = self.entreprises, self.prolocalisations
@@ -102,6 +131,8 @@ class DirectoryChange:
                 "rejected_by_reason": self.rejected_by_reason,
                 "rejected_sample": self.rejected_sample,
                 **self.extra,
+                **self.position_figures(),
+                "changes": self.changes,
                 "duration_s": self.duration_s,
             },
             PRO_LOCALISATIONS: {
@@ -115,6 +146,7 @@ class DirectoryChange:
                 "unmatched": pl.unmatched,
                 "unmatched_by_reason": pl.unmatched_by_reason,
                 "naf2025": pl.naf2025,
+                "changes": self.changes,
                 "duration_s": self.duration_s,
             },
         }
@@ -141,6 +173,7 @@ def audit_change(
         outcomes += audit_publication(
             conn, [], records=change.records, unusable_rejected=change.unusable_sirets,
             prolocalisations=change.prolocalisations, checks=shares,
+            positions=change.positions,
         )
     return sorted(outcomes, key=lambda o: _ORDER.get((o.asset, o.name), len(_ORDER)))
 
@@ -172,10 +205,27 @@ def publish_directory(
     write: Callable[[psycopg.Connection], DirectoryChange],
     *,
     checks: Sequence[tuple[str, str]] = tuple(BLOCKING_CHECKS),
+    partition: str | None = None,
+    run_id: str | None = None,
+    snapshot_if_first_load: bool = False,
 ) -> Published[DirectoryChange]:
-    """Write, audit with `checks`, and publish or hold (`PublicationHeld`, nothing kept)."""
+    """Write, audit with `checks`, and publish or hold (`PublicationHeld`, nothing kept).
+
+    Its changes go to the change feed in its transaction, under `partition` and `run_id`;
+    with `snapshot_if_first_load`, a first load of `partition` is one snapshot marker
+    (`change_feed.snapshot_if_first_load`)."""
     started = time.perf_counter()
-    published = publish(conn, write, lambda c, change: audit_change(c, change, checks))
+
+    def marked_write(c: psycopg.Connection) -> DirectoryChange:
+        if snapshot_if_first_load and partition is not None:
+            change_feed.snapshot_if_first_load(c, partition)
+        return write(c)
+
+    published = publish(
+        conn, marked_write, lambda c, change: audit_change(c, change, checks),
+        partition=partition, run_id=run_id,
+    )
+    published.result.changes = published.changes
     published.result.duration_s = round(time.perf_counter() - started, 3)
     return published
 

@@ -27,7 +27,7 @@ from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisat
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange, publish_directory
 from foxreviews_pipeline.lib.gc_pause import paused_gc
 from foxreviews_pipeline.lib.publish import Published, raise_if_held
-from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION, map_table
+from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION, map_table, position_counts
 from foxreviews_pipeline.lib.sirene.stock_staging import (
     StagedStock,
     partition_counts,
@@ -98,6 +98,8 @@ def publish_stock_partition(
         lambda c: write_stock_partition(
             c, partition, run_id=run_id, chunk_rows=chunk_rows, on_batch=on_batch
         ),
+        # A partition's first load is one marker in the change feed (docs/change-feed.md).
+        partition=f"stock:{partition}", run_id=run_id, snapshot_if_first_load=True,
     )
 
 
@@ -121,6 +123,7 @@ def write_stock_partition(
                 mapped, rejections = map_table(table)
                 change.records += mapped.num_rows + len(rejections)
                 change.add_rejections(rejections)
+                change.add_positions(position_counts(mapped))
                 unique = latest_per_siret(mapped)
                 change.duplicates += mapped.num_rows - unique.num_rows
                 _write_batch(conn, change, unique, partition=f"stock:{partition}", run_id=run_id)

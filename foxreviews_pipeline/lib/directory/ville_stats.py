@@ -5,6 +5,10 @@ ones and applies the difference, holding only an EXCLUSIVE lock on the view, whi
 readers' ACCESS SHARE lock does not conflict with — the web app keeps reading the previous
 figures until the refresh commits. That needs a unique index on a plain column (`id`,
 sql/0002_ville_stats.sql) and a view that has been populated once.
+
+The same step refreshes the town centres derived from the directory (`refresh_town_centres`):
+a town that geo.api.gouv.fr gave no centre takes the median position of its active
+positioned establishments.
 """
 
 from __future__ import annotations
@@ -38,6 +42,57 @@ def read_ville_stats(conn: psycopg.Connection) -> dict[str, Any]:
     if row is None:
         raise RuntimeError("ville_stats holds no row: has migration 0002 been applied?")
     return dict(row)
+
+
+# Each town without a centre from geo.api.gouv.fr: the median latitude and longitude of its
+# active establishments that have a position (an arrondissement's or a former commune's
+# establishments count for the town they belong to). A town whose establishments all went
+# keeps the centre it had: a stale centre is still the town's.
+_REFRESH_CENTRES = """
+WITH centre AS (
+    SELECT coalesce(a.ville_code_insee, e.code_commune) AS code_insee,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY e.sirene_lat) AS lat,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY e.sirene_lng) AS lng
+    FROM enterprise_entreprise e
+    LEFT JOIN location_commune_alias a ON a.code_insee = e.code_commune
+    WHERE e.is_active AND e.sirene_lat IS NOT NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM location_ville g
+          WHERE g.code_insee = coalesce(a.ville_code_insee, e.code_commune)
+            AND g.position_source = 'geo_api'
+      )
+    GROUP BY 1
+)
+UPDATE location_ville v
+SET lat = c.lat, lng = c.lng, position_source = 'establishments', updated_at = now()
+FROM centre c
+WHERE v.code_insee = c.code_insee AND v.position_source IS DISTINCT FROM 'geo_api'
+  AND (v.lat, v.lng, v.position_source) IS DISTINCT FROM (c.lat, c.lng, 'establishments')
+"""
+
+
+def town_positions(conn: psycopg.Connection) -> dict[str, Any]:
+    """The active towns by source of their centre, and how many have none."""
+    rows = conn.execute(
+        "SELECT position_source, count(*) FILTER (WHERE lat IS NOT NULL AND lng IS NOT NULL),"
+        " count(*) FILTER (WHERE lat IS NULL OR lng IS NULL)"
+        " FROM location_ville WHERE is_active GROUP BY 1"
+    ).fetchall()
+    return {
+        "villes_positioned_by_source": {
+            source: int(n) for source, n, _ in sorted(rows, key=lambda r: r[0] or "") if source and n
+        },
+        "villes_without_position": sum(int(missing) for _, _, missing in rows),
+    }
+
+
+def refresh_town_centres(url: str) -> dict[str, Any]:
+    """Derive the centre of every town geo.api.gouv.fr gave none from its establishments, in
+    one transaction; returns `centres_updated` and `town_positions`."""
+    with psycopg.connect(url, application_name=APPLICATION_NAME) as conn:
+        updated = conn.execute(_REFRESH_CENTRES).rowcount
+        conn.commit()
+        return {"centres_updated": max(updated, 0), **town_positions(conn)}
 
 
 def refresh_ville_stats(url: str) -> dict[str, Any]:

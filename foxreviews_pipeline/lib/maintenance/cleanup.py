@@ -10,6 +10,9 @@
 - Landed raw partitions (`<landing root>/<dataset>/<YYYY-MM-DD>.json.gz` and any
   `<YYYY-MM-DD>.*` sidecar) older than the configured retention go, by the partition date in
   the name — a backfill of an old day would otherwise be kept for a month for nothing.
+- Changes of the change feed (`directory_change`, docs/change-feed.md) older than
+  FOXREVIEWS_CHANGE_RETENTION_DAYS (by `created_at`) are deleted; the feed's newest change
+  is always kept, so that a consumer that is up to date can resume from it.
 
 Nothing outside the project's own folders is ever touched: folders and files are checked
 with `lstat` (a symbolic link is never followed and never deleted, only reported), and
@@ -29,6 +32,7 @@ from pathlib import Path
 import psycopg
 
 from foxreviews_pipeline.lib.constants import PARIS
+from foxreviews_pipeline.lib.directory.change_feed import purge_changes
 from foxreviews_pipeline.lib.sirene.landing import RAW_DATASET, parse_landed_name, stale_spools
 
 IMPORT_LOG_RETENTION_DAYS = 90
@@ -36,6 +40,7 @@ UPLOAD_RETENTION_DAYS = 30
 UPLOAD_FOLDERS = ("archive", "rejected")
 REASON_SUFFIX = ".reason.txt"
 RAW_DATASETS = (RAW_DATASET,)
+CHANGE_RETENTION_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,10 @@ class RetentionPolicy:
     import_log_days: int = IMPORT_LOG_RETENTION_DAYS
     upload_days: int = UPLOAD_RETENTION_DAYS
     raw_days: int = 30
+    change_days: int = CHANGE_RETENTION_DAYS
 
     def __post_init__(self) -> None:
-        for name in ("import_log_days", "upload_days", "raw_days"):
+        for name in ("import_log_days", "upload_days", "raw_days", "change_days"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of days >= 1, got {value!r}")
@@ -64,6 +70,7 @@ class CleanupResult:
     raw_partitions_deleted: int = 0
     raw_sidecars_deleted: int = 0
     spool_files_deleted: int = 0  # left by a landing writer that was killed
+    change_rows_deleted: int = 0  # rows of the change feed
     bytes_freed: int = 0
     deleted_paths: list[Path] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -83,6 +90,7 @@ class CleanupResult:
         return {
             "import_log_rows_deleted": self.import_log_rows_deleted,
             "import_log_rows_marked_purged": self.import_log_rows_marked_purged,
+            "change_rows_deleted": self.change_rows_deleted,
             "upload_files_deleted": self.upload_files_deleted,
             "upload_reason_files_deleted": self.upload_reason_files_deleted,
             "raw_partitions_deleted": self.raw_partitions_deleted,
@@ -342,6 +350,9 @@ def run_cleanup(
             )
         if expired_ids:
             conn.execute("DELETE FROM core_importlog WHERE id = ANY(%s)", (expired_ids,))
+    result.change_rows_deleted = purge_changes(
+        conn, now - timedelta(days=policy.change_days), dry_run=dry_run
+    )
 
     if log is not None:
         for refused in result.refused:

@@ -223,6 +223,9 @@ def load_villes(
           json.dumps(sorted(c.codes_postaux)), c.departement, c.region, c.lat, c.lng, c.population)
          for c in communes),
         primary_key=("code_insee",),
+        # Joined to location_ville three times below: without statistics the planner takes
+        # the staged table for a few rows and scans it once per ville.
+        analyze=True,
     )
     # A slug still held by a ville that left the source stays with it; the newcomer is
     # disambiguated with its INSEE code, as homonyms are.
@@ -233,13 +236,21 @@ def load_villes(
           AND NOT EXISTS (SELECT 1 FROM stage_ville o WHERE o.code_insee = v.code_insee)
     """)
     # Slugs are unique and checked row by row: villes whose slug changes first move to a
-    # free placeholder, so that two villes may exchange slugs within one run.
+    # free placeholder, so that two villes may exchange slugs within one run (`moving-<id>-<slug>`:
+    # the change feed reads it as the slug it stands for, sql/0009_change_feed.sql).
     conn.execute("""
-        UPDATE location_ville v SET slug = 'moving-' || v.id
+        UPDATE location_ville v SET slug = 'moving-' || v.id || '-' || v.slug
         FROM stage_ville s
         WHERE s.code_insee = v.code_insee AND s.slug <> v.slug
     """)
     upserted = upsert_rows(conn, VILLES, "stage_ville", keep_existing_when_null=_COORDINATES, from_reference=True)
+    # A centre the source gave (geo.api.gouv.fr) replaces one derived from establishments.
+    conn.execute("""
+        UPDATE location_ville v SET position_source = 'geo_api'
+        FROM stage_ville s
+        WHERE s.code_insee = v.code_insee AND s.lat IS NOT NULL AND s.lng IS NOT NULL
+          AND v.position_source IS DISTINCT FROM 'geo_api'
+    """)
     deactivated = _deactivate_missing(conn, VILLES, "stage_ville")
     villes = _counts(upserted, deactivated)
     if villes.changed:

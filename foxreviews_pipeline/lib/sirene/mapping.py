@@ -15,7 +15,8 @@ outside the common formats go to the same Python parsers.
 Diffusion (`statutDiffusionEtablissement`, docs/data-model.md): `O` maps in full; `P` has
 its masked fields NULL, and a natural person whose name is masked is stored without a name
 (never published); `N` or any other value keeps only identifiers, activity, commune, dates
-and state.
+and state. The position (`sirene_lat`/`sirene_lng`, lib/sirene/geography.py) is kept for `O`
+only: like the street, it is personal data.
 
 Presentation choices (the registry writes everything in capitals):
 
@@ -41,10 +42,11 @@ from datetime import date, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from foxreviews_pipeline.lib.sirene import fields
+from foxreviews_pipeline.lib.sirene import fields, geography
 from foxreviews_pipeline.lib.sirene.identifiers import sirets_valid
 
 ENTREPRISE_COLUMNS: tuple[str, ...] = (
@@ -66,6 +68,11 @@ ENTREPRISE_COLUMNS: tuple[str, ...] = (
     "tranche_effectifs",
     "statut_diffusion",
     "date_dernier_traitement",
+    # The establishment's position, WGS84, converted from SIRENE's Lambert coordinates in
+    # its territory's projection (`sirene_epsg`); NULL when withheld (geography.py).
+    "sirene_lat",
+    "sirene_lng",
+    "sirene_epsg",
 )
 
 # The columns `map_table` takes (in this order for flat rows): SIRENE's own field names, so
@@ -98,6 +105,8 @@ FLAT_FIELDS: tuple[str, ...] = (
     "nomUsageUniteLegale",
     "prenom1UniteLegale",
     "prenomUsuelUniteLegale",
+    "coordonneeLambertAbscisseEtablissement",
+    "coordonneeLambertOrdonneeEtablissement",
 )
 
 # Legal-unit fields that the stock takes from StockUniteLegale (joined on siren).
@@ -111,7 +120,7 @@ UNITE_LEGALE_NAME_FIELDS: tuple[str, ...] = (
 
 # Bump when a rule below changes what a record maps to: rows mapped by older rules are then
 # mapped again on the next run of their day instead of being skipped as unchanged.
-MAPPING_VERSION = 3
+MAPPING_VERSION = 4
 
 NAF_REV2 = "NAFRev2"
 NAF_2025 = "NAF2025"
@@ -364,6 +373,10 @@ ENTREPRISE_SCHEMA = pa.schema(
         if name in ("date_creation", "date_fermeture")
         else (name, pa.timestamp("us"))
         if name == "date_dernier_traitement"
+        else (name, pa.float64())
+        if name in ("sirene_lat", "sirene_lng")
+        else (name, pa.int32())
+        if name == "sirene_epsg"
         else (name, _STRING)
         for name in ENTREPRISE_COLUMNS
     ]
@@ -640,6 +653,14 @@ def map_table(data: pa.Table | pa.RecordBatch) -> tuple[pa.Table, list[Rejection
     # Non-diffusible ("N", or any value but O/P): the person opted out of publication. Only
     # identifiers, activity, commune, dates and state are kept.
     hidden = ~(diffusible | partial)
+    # The position is personal data, like the street: only a diffusible (O) one is kept.
+    found = geography.positions(
+        c["coordonneeLambertAbscisseEtablissement"],
+        c["coordonneeLambertOrdonneeEtablissement"],
+        c["codeCommuneEtablissement"],
+        ~diffusible,
+    )
+    sirene_lat, sirene_lng, sirene_epsg = found.columns()
     columns = {
         "siret": siret,
         "siren": siren_of_siret,
@@ -659,10 +680,14 @@ def map_table(data: pa.Table | pa.RecordBatch) -> tuple[pa.Table, list[Rejection
         "tranche_effectifs": _null_where(_given(c["trancheEffectifsEtablissement"]), hidden),
         "statut_diffusion": _given(statut),
         "date_dernier_traitement": _timestamps(c["dateDernierTraitementEtablissement"]),
+        "sirene_lat": sirene_lat,
+        "sirene_lng": sirene_lng,
+        "sirene_epsg": sirene_epsg,
     }
     table = pa.Table.from_arrays(list(columns.values()), schema=ENTREPRISE_SCHEMA)
 
     rejected = ~valid | mismatch | nameless
+    table = _with_position_counts(table, found.counts(~rejected))
     if not rejected.any():
         return table, []
     rows = np.flatnonzero(rejected)
@@ -684,6 +709,21 @@ def map_table(data: pa.Table | pa.RecordBatch) -> tuple[pa.Table, list[Rejection
             message = f"no usable name for SIRET {siret_value}"
             rejections.append(Rejection(siret_value, REJECT_NO_NAME, message))
     return table.filter(pa.array(~rejected)), rejections
+
+
+_POSITIONS_KEY = b"foxreviews.positions"
+
+
+def _with_position_counts(table: pa.Table, counts: Mapping[str, Any]) -> pa.Table:
+    return table.replace_schema_metadata({_POSITIONS_KEY: orjson.dumps(counts)})
+
+
+def position_counts(mapped: pa.Table) -> dict[str, Any]:
+    """How many of the rows `map_table` mapped got a position, and why the others did not
+    (`geography.Positions.counts`); empty for a table that did not come from `map_table`."""
+    metadata = mapped.schema.metadata or {}
+    given = metadata.get(_POSITIONS_KEY)
+    return dict(orjson.loads(given)) if given else {}
 
 
 # --- Records and rows --------------------------------------------------------------------

@@ -96,6 +96,7 @@ def write(
         conn,
         lambda c: writer(c, validated, partition=partition, run_id=run_id),
         audit_named(*UPLOAD_AUDITS[validated.import_type]),
+        partition=partition, run_id=run_id,
     ).result
 
 
@@ -147,7 +148,9 @@ def write_entreprises(
 
     # Staff decide row by row: the row checks apply, not the shares of INSEE data. A failed
     # one raises, and the import's transaction is rolled back whole.
-    figures = publish_directory(conn, write_rows, checks=ROW_CHECKS).result.figures()
+    figures = publish_directory(
+        conn, write_rows, checks=ROW_CHECKS, partition=partition, run_id=run_id
+    ).result.figures()
     counts = {k: v for k, v in figures[CHECKED_ENTREPRISES].items() if k in _COUNTED}
     counts |= {
         f"prolocalisations_{k}": figures[PRO_LOCALISATIONS][k]

@@ -1,0 +1,215 @@
+"""The change feed: what each publish changed, for the web app to follow (docs/change-feed.md).
+
+Rows of `directory_change` are appended by triggers (sql/0009_change_feed.sql) in the
+publishing transaction, when the publish marked it (`begin_publication`); a write made
+outside a publish appends nothing. `end_publication` counts a publication's changes,
+appends the snapshot marker of a first load and wakes listeners (`NOTIFY
+foxreviews_changes`, delivered at commit, once per publication).
+
+Reading goes through `directory_changes_since`, the SQL contract: changes in feed order
+(writing transaction, then id), only from transactions that have ended for every reader, so
+a consumer that resumes from the last id it processed never skips one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from foxreviews_pipeline.lib.db.database import one_row
+
+CHANNEL = "foxreviews_changes"
+ENTITIES = ("entreprise", "prolocalisation", "ville")
+OPERATIONS = ("created", "updated", "retired", "reactivated")
+# A publication's mode (`foxreviews.change_feed`): 'on' records each change; 'snapshot'
+# records one marker for the whole publication (a first load, `snapshot_if_first_load`).
+RECORD, SNAPSHOT = "on", "snapshot"
+SNAPSHOT_ENTITY = "directory"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row of the feed."""
+
+    id: int
+    created_at: datetime
+    run_id: str | None
+    partition: str | None
+    entity: str
+    entity_id: int | None
+    siret: str | None
+    business_key: str | None
+    op: str
+    fields: dict[str, Any] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.created_at.isoformat(),
+            "run_id": self.run_id,
+            "partition": self.partition,
+            "entity": self.entity,
+            "entity_id": self.entity_id,
+            "siret": self.siret,
+            "business_key": self.business_key,
+            "op": self.op,
+            "fields": self.fields,
+        }
+
+    def line(self) -> str:
+        """One line for people: id, entity, operation, key, partition, fields changed."""
+        fields = ",".join(self.fields) if self.fields and self.op == "updated" else ""
+        return "\t".join(
+            str(v) for v in (
+                self.id, self.entity, self.op, self.business_key or "", self.partition or "", fields
+            )
+        )
+
+
+_COLUMNS = "id, created_at, run_id, partition, entity, entity_id, siret, business_key, op, fields"
+
+
+def changes_since(
+    conn: psycopg.Connection, after: int = 0, *, limit: int = 1000, entity: str | None = None
+) -> list[Change]:
+    """The changes after change `after` in feed order, at most `limit` (`follow`)."""
+    return list(follow(conn, after, limit=limit, entity=entity))
+
+
+def follow(
+    conn: psycopg.Connection, after: int = 0, *, limit: int | None = None,
+    entity: str | None = None, batch: int = 1000,
+) -> Iterator[Change]:
+    """Every change after `after` the horizon lets through (at most `limit`), in feed
+    order, read `batch` at a time."""
+    left = limit
+    while left is None or left > 0:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM directory_changes_since(%s, %s)",
+            (after, batch if left is None else min(batch, left)),
+        ).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            change = Change(*row)
+            after = change.id
+            if entity is not None and change.entity != entity and change.entity != SNAPSHOT_ENTITY:
+                continue
+            yield change
+            if left is not None:
+                left -= 1
+                if left == 0:
+                    return
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A publication's place in the feed, and the marks of its transaction it replaced."""
+
+    start: int  # the feed position before it: every change it appends has a greater id
+    previous: tuple[str, str, str]  # mode, partition, run id (a publish inside a publish)
+
+
+def begin_publication(
+    conn: psycopg.Connection, *, partition: str | None = None, run_id: str | None = None
+) -> Mark:
+    """Mark the current transaction as a publish that records its changes."""
+    previous = one_row(
+        conn.execute(
+            """
+            SELECT coalesce(current_setting('foxreviews.change_feed', true), ''),
+                   coalesce(current_setting('foxreviews.partition', true), ''),
+                   coalesce(current_setting('foxreviews.run_id', true), ''),
+                   (SELECT coalesce(max(id), 0) FROM directory_change)
+            """
+        )
+    )
+    conn.execute(
+        "SELECT set_config('foxreviews.change_feed', %s, true), "
+        "set_config('foxreviews.partition', coalesce(%s, ''), true), "
+        "set_config('foxreviews.run_id', coalesce(%s, ''), true)",
+        (RECORD, partition, run_id),
+    )
+    return Mark(start=previous[3], previous=(previous[0], previous[1], previous[2]))
+
+
+def snapshot_if_first_load(conn: psycopg.Connection, partition: str) -> bool:
+    """Record this publication as one snapshot marker when no establishment was written by
+    `partition` yet (a stock partition's first load): True if so. Every row it writes then
+    carries `last_partition = partition`, which is what the marker tells a consumer to read."""
+    first = not one_row(
+        conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM enterprise_entreprise WHERE last_partition = %s)",
+            (partition,),
+        )
+    )[0]
+    if first:
+        conn.execute("SELECT set_config('foxreviews.change_feed', %s, true)", (SNAPSHOT,))
+    return first
+
+
+def end_publication(conn: psycopg.Connection, mark: Mark) -> dict[str, dict[str, int]]:
+    """The changes this publication appended, by entity and operation; appends the snapshot
+    marker of a snapshot publication and, when anything was appended, notifies listeners
+    (delivered at commit: a publication rolled back notifies nothing)."""
+    mode = one_row(conn.execute("SELECT current_setting('foxreviews.change_feed', true)"))[0]
+    if mode == SNAPSHOT:
+        conn.execute(
+            """
+            INSERT INTO directory_change (run_id, partition, entity, business_key, op)
+            VALUES (nullif(current_setting('foxreviews.run_id', true), ''),
+                    nullif(current_setting('foxreviews.partition', true), ''), %s,
+                    nullif(current_setting('foxreviews.partition', true), ''), 'snapshot')
+            """,
+            (SNAPSHOT_ENTITY,),
+        )
+    counts: dict[str, dict[str, int]] = {}
+    for entity, op, n in conn.execute(
+        """
+        SELECT entity, op, count(*) FROM directory_change
+        WHERE id > %s AND xid = pg_current_xact_id_if_assigned()
+        GROUP BY 1, 2 ORDER BY 1, 2
+        """,
+        (mark.start,),
+    ):
+        counts.setdefault(entity, {})[op] = n
+    if counts:
+        total = sum(n for ops in counts.values() for n in ops.values())
+        conn.execute(
+            "SELECT pg_notify(%s, %s)",
+            (CHANNEL, json.dumps({"changes": total, "partition": _partition(conn)})),
+        )
+    # Back to the caller's marks: what it writes next in this transaction is not this publish.
+    conn.execute(
+        "SELECT set_config('foxreviews.change_feed', %s, true), "
+        "set_config('foxreviews.partition', %s, true), set_config('foxreviews.run_id', %s, true)",
+        mark.previous,
+    )
+    return counts
+
+
+def _partition(conn: psycopg.Connection) -> str | None:
+    value: str | None = one_row(
+        conn.execute("SELECT nullif(current_setting('foxreviews.partition', true), '')")
+    )[0]
+    return value
+
+
+def purge_changes(conn: psycopg.Connection, before: datetime, *, dry_run: bool = False) -> int:
+    """Delete (or, in a dry run, count) the changes older than `before`; the newest change
+    of the feed is always kept, so that a consumer that is up to date can still resume."""
+    condition = """
+        created_at < %(before)s
+        AND id <> (SELECT id FROM directory_change ORDER BY xid DESC, id DESC LIMIT 1)
+    """
+    if dry_run:
+        counted: int = one_row(
+            conn.execute(f"SELECT count(*) FROM directory_change WHERE {condition}", {"before": before})
+        )[0]
+        return counted
+    return conn.execute(f"DELETE FROM directory_change WHERE {condition}", {"before": before}).rowcount
