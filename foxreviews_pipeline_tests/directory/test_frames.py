@@ -37,6 +37,10 @@ SIZE = 1_000
 VILLES = 34_969
 
 
+# Loading a value reads no run history: an ephemeral instance, whatever DAGSTER_HOME says.
+INSTANCE = dg.DagsterInstance.ephemeral()
+
+
 @dataclass
 class Loaded:
     url: str
@@ -120,7 +124,7 @@ def test_postgres_types_map_to_arrow_types():
 
 
 def test_ville_stats_loads_as_one_row_of_arrow_columns(loaded):
-    frame = loaded.defs.load_asset_value("ville_stats")
+    frame = loaded.defs.load_asset_value(instance=INSTANCE, asset_key="ville_stats")
     assert isinstance(frame, pd.DataFrame)
     assert len(frame) == 1
     assert _is_arrow(frame)
@@ -136,7 +140,7 @@ def test_ville_stats_loads_as_one_row_of_arrow_columns(loaded):
 
 
 def test_the_reference_tables_load_whole(loaded):
-    villes = loaded.defs.load_asset_value("villes")
+    villes = loaded.defs.load_asset_value(instance=INSTANCE, asset_key="villes")
     assert len(villes) == VILLES
     assert _is_arrow(villes)
     assert villes["code_insee"].dtype == pd.ArrowDtype(pa.string())
@@ -145,16 +149,16 @@ def test_the_reference_tables_load_whole(loaded):
     assert villes["codes_postaux"].dtype == pd.ArrowDtype(pa.string())  # jsonb, as its text
     assert villes["code_insee"].is_unique
     for asset, table in (("naf_nomenclature", "ref_naf_nomenclature"), ("trade_taxonomy", "ref_naf_mapping")):
-        frame = loaded.defs.load_asset_value(asset)
+        frame = loaded.defs.load_asset_value(instance=INSTANCE, asset_key=asset)
         [(count,)] = loaded.sql(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
         assert len(frame) == count > 700, asset
         assert _is_arrow(frame), asset
-    naf = loaded.defs.load_asset_value("naf_nomenclature")
+    naf = loaded.defs.load_asset_value(instance=INSTANCE, asset_key="naf_nomenclature")
     assert set(naf["nomenclature"]) == {"NAFRev2", "NAF2025"}
 
 
 def test_a_day_of_entreprises_is_the_rows_that_day_last_wrote(loaded):
-    frame = loaded.defs.load_asset_value("entreprises", partition_key=DAY)
+    frame = loaded.defs.load_asset_value(instance=INSTANCE, asset_key="entreprises", partition_key=DAY)
     expected = {s for (s,) in loaded.sql(
         "SELECT siret FROM enterprise_entreprise WHERE last_partition = %s", (DAY,)
     )}
@@ -179,7 +183,7 @@ def test_a_day_of_entreprises_is_the_rows_that_day_last_wrote(loaded):
     first = frame.iloc[0]
     assert (first["siret"], first["created_at"].to_pydatetime()) == (siret, created_at)
     # A day nothing was published for: no rows, the same typed columns.
-    empty = loaded.defs.load_asset_value("entreprises", partition_key="2026-11-21")
+    empty = loaded.defs.load_asset_value(instance=INSTANCE, asset_key="entreprises", partition_key="2026-11-21")
     assert empty.empty and list(empty.columns) == list(frame.columns)
     assert (empty.dtypes == frame.dtypes).all()
 
@@ -197,9 +201,9 @@ def test_pro_localisations_are_bounded_to_the_partition(loaded):
         "UPDATE enterprise_entreprise SET last_partition = 'stock:75' WHERE siret = ANY(%s)", (moved,)
     )
     try:
-        day = loaded.defs.load_asset_value("pro_localisations", partition_key=DAY)
-        stock = loaded.defs.load_asset_value("stock_pro_localisations", partition_key="75")
-        stock_entreprises = loaded.defs.load_asset_value("stock_entreprises", partition_key="75")
+        day = loaded.defs.load_asset_value(instance=INSTANCE, asset_key="pro_localisations", partition_key=DAY)
+        stock = loaded.defs.load_asset_value(instance=INSTANCE, asset_key="stock_pro_localisations", partition_key="75")
+        stock_entreprises = loaded.defs.load_asset_value(instance=INSTANCE, asset_key="stock_entreprises", partition_key="75")
         ids = {
             partition: {i for (i,) in loaded.sql(
                 "SELECT p.id FROM enterprise_prolocalisation p JOIN enterprise_entreprise e "
@@ -230,7 +234,7 @@ def test_an_empty_string_stays_one_and_null_is_na(loaded):
         "telephone = CASE WHEN siret = %s THEN 'NA' ELSE 'a \"quoted\", multi\nline value' END "
         "WHERE siret IN (%s, %s)", (first, first, first, second)
     )
-    frame = loaded.defs.load_asset_value("entreprises", partition_key=DAY).set_index("siret")
+    frame = loaded.defs.load_asset_value(instance=INSTANCE, asset_key="entreprises", partition_key=DAY).set_index("siret")
     assert frame.loc[first, "nom_commercial"] == ""
     assert frame.loc[second, "nom_commercial"] is pd.NA
     assert frame.loc[first, "telephone"] == "NA"  # a value, not a null marker
@@ -260,9 +264,9 @@ def test_read_table_reads_any_query_with_its_parameters(loaded):
 
 def test_an_asset_without_a_table_is_a_clear_error(loaded):
     with pytest.raises(Exception, match=r"etablissements_raw has no table the I/O manager can load"):
-        loaded.defs.load_asset_value("etablissements_raw", partition_key=DAY)
+        loaded.defs.load_asset_value(instance=INSTANCE, asset_key="etablissements_raw", partition_key=DAY)
     with pytest.raises(Exception, match=r"entreprises is partitioned: load one partition"):
-        loaded.defs.load_asset_value("entreprises")
+        loaded.defs.load_asset_value(instance=INSTANCE, asset_key="entreprises")
 
 
 def test_the_io_manager_stores_nothing_and_refuses_a_value(loaded):

@@ -24,6 +24,7 @@ def row(siret, *, nom="BOULANGERIE MARTIN", naf="10.71C", commune="69123", activ
         "is_active": active, "date_creation": date(2010, 5, 1),
         "date_fermeture": None if active else date(2026, 11, 19), "est_siege": True,
         "tranche_effectifs": "01", "statut_diffusion": "O", "date_dernier_traitement": treated,
+        "sirene_lat": None, "sirene_lng": None, "sirene_epsg": None,
     }
     return tuple(values[c] for c in SIRENE_COLUMNS)
 
