@@ -267,6 +267,21 @@ def test_a_write_outside_a_publish_records_nothing(conn, days):
     assert _last_id(conn) == last
 
 
+def test_every_feed_trigger_plans_for_the_statement_it_records(conn):
+    """A trigger's statement is planned on each call for its transition tables' true sizes
+    (sql/0010_change_feed_plans.sql), and no plan is forbidden: a plan kept from a call of
+    three rows, or hash joins forced onto a page's lookup of its establishment, would scan
+    a whole table for each statement of a large directory."""
+    configs = dict(
+        conn.execute(
+            "SELECT DISTINCT p.proname, p.proconfig FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+            "WHERE t.tgname LIKE 'directory_change_%' AND NOT t.tgisinternal"
+        ).fetchall()
+    )
+    assert len(configs) == 6
+    assert all(config == ["plan_cache_mode=force_custom_plan"] for config in configs.values()), configs
+
+
 # -- a town change --------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import psycopg
 
 from foxreviews_pipeline.lib.asset_keys import ENTREPRISES, PRO_LOCALISATIONS
+from foxreviews_pipeline.lib.db.arrays import TextArray
 from foxreviews_pipeline.lib.directory.prolocalisations import SAMPLE_SIZE, ProLocalisationCounts
 from foxreviews_pipeline.lib.gc_pause import paused_gc
 from foxreviews_pipeline.lib.publish import CheckOutcome
@@ -100,8 +101,8 @@ def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> Entrep
     audit = EntrepriseAudit()
     nd = " OR ".join(f"{c} = '[ND]'" for c in _TEXT_COLUMNS)
     rows = conn.execute(
-        f"SELECT siret, siren, ({nd}) FROM enterprise_entreprise WHERE siret = ANY(%b)",
-        (list(sirets),),
+        f"SELECT siret, siren, ({nd}) FROM enterprise_entreprise WHERE siret = ANY(%s)",
+        (TextArray(sirets),),
     ).fetchall()
     audit.rows = len(rows)
     audit.duplicate_sirets = len(rows) - len({r[0] for r in rows})
@@ -137,14 +138,14 @@ def audit_diffusion(conn: psycopg.Connection, sirets: Sequence[str]) -> list[dic
                count(p.id) FILTER (WHERE p.is_active) AS active_prolocalisations
         FROM enterprise_entreprise e
         LEFT JOIN enterprise_prolocalisation p ON p.entreprise_id = e.id
-        WHERE e.siret = ANY(%b)
+        WHERE e.siret = ANY(%s)
           AND NOT entreprise_publishable(e.statut_diffusion, e.nom, e.source)
         GROUP BY e.id
         HAVING (e.statut_diffusion IS DISTINCT FROM 'P' AND ({personal}))
             OR count(p.id) FILTER (WHERE p.is_active) > 0
         ORDER BY e.siret
         """,
-        (list(sirets),),
+        (TextArray(sirets),),
     )
     names = [d.name for d in cur.description or ()]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

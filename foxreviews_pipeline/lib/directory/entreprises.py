@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from foxreviews_pipeline.lib.db.arrays import TextArray
 from foxreviews_pipeline.lib.db.copy import drop_temp
 from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.db.upsert import analyze_stage, new_value, stage, upsert_statement
@@ -215,7 +216,7 @@ def upsert_entreprises(
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE {existing} ON COMMIT DROP AS SELECT siret, is_active, {cols} "
-            "FROM enterprise_entreprise WHERE siret = ANY(%b)"
+            "FROM enterprise_entreprise WHERE siret = ANY(%s)"
         ).format(
             existing=sql.Identifier(_EXISTING),
             cols=sql.SQL(", ").join(
@@ -226,7 +227,7 @@ def upsert_entreprises(
                 if c != "is_active"
             ),
         ),
-        (sirets,),
+        (TextArray(sirets),),
     )
     analyze_stage(conn, _EXISTING, ["siret"])
     if keeps_rev2:

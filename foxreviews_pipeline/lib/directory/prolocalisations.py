@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from foxreviews_pipeline.lib.db.arrays import TextArray
 from foxreviews_pipeline.lib.db.copy import drop_temp
 from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.db.upsert import analyze_stage
@@ -102,7 +103,7 @@ _RESOLVED = """
     LEFT JOIN category_categorie cat ON cat.id = sub.categorie_id
     -- An array through the SIRET index: the plan stays an index lookup per establishment
     -- whatever the size of the table or the freshness of its statistics.
-    WHERE e.siret = ANY(%b)
+    WHERE e.siret = ANY(%s)
 """
 
 # Why an active establishment has no page; the first that applies.
@@ -146,7 +147,7 @@ def sync_prolocalisations(
 
 def _stage_resolved(conn: psycopg.Connection, scope: list[str]) -> None:
     """`stage_proloc_resolved`: each establishment of the scope with its ville and trade."""
-    conn.execute(f"CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}", (scope,))
+    conn.execute(f"CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}", (TextArray(scope),))
     analyze_stage(conn, "stage_proloc_resolved", ["entreprise_id", "ville_id", "code_commune"])
     _resolve_by_postal_code(conn)
     _keep_trades(conn)
@@ -252,15 +253,14 @@ def _stage_existing(conn: psycopg.Connection) -> None:
     """`stage_proloc_existing`: the ProLocalisations the scope has now, active or not."""
     # Read once through the (entreprise, …) unique index with an array of ids: a plan that
     # stays right whatever the table's statistics say (a join against a freshly filled table
-    # is planned as if it were empty).
-    ids = [r[0] for r in conn.execute("SELECT entreprise_id FROM stage_proloc_resolved")]
+    # is planned as if it were empty). The array is built in the server, not sent.
     conn.execute(
         """
         CREATE TEMP TABLE stage_proloc_existing ON COMMIT DROP AS
         SELECT id, entreprise_id, sous_categorie_id, ville_id, is_active
-        FROM enterprise_prolocalisation WHERE entreprise_id = ANY(%b)
-        """,
-        (ids,),
+        FROM enterprise_prolocalisation
+        WHERE entreprise_id = ANY(ARRAY(SELECT entreprise_id FROM stage_proloc_resolved))
+        """
     )
     analyze_stage(conn, "stage_proloc_desired")
     analyze_stage(conn, "stage_proloc_existing")
