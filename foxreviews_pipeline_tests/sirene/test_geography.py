@@ -1,8 +1,9 @@
 """Positions of establishments: SIRENE's Lambert coordinates in each territory's projection.
 
-The oracle is the published definition of each projection (EPSG registry): the point a
-projection's false easting and northing put at its natural origin is exact, whatever the
-library. pyproj converting back and forth is not used as one.
+The oracles are published: positions published beside their projected coordinates (Base
+Adresse Nationale addresses, Etalab's fixtures), and each projection's definition (EPSG
+registry), whose natural origin is exact whatever the library. pyproj converting back and
+forth is not used as one.
 """
 
 from __future__ import annotations
@@ -54,6 +55,38 @@ def _metres(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
 def test_each_projection_puts_its_origin_where_its_definition_says(epsg, x, y, lat, lng):
     got_lat, got_lng = geography.to_wgs84(epsg, np.array([x]), np.array([y]))
     assert _metres(got_lat[0], got_lng[0], lat, lng) < 11
+
+
+# Published positions: each (x, y) in its territory's legal projection beside the WGS84
+# position published with it, read as published. Addresses of the Base Adresse Nationale
+# (its API answers and address files give x/y beside lon/lat), and, where no BAN answer was
+# to be found (Guyane, Mayotte, Saint-Pierre-et-Miquelon, Saint-Martin, Saint-Barthélemy),
+# the fixtures of Etalab's project-legal (computed by proj4js, another library than
+# pyproj). The commune code chooses the projection, as in a SIRENE record.
+PUBLISHED_POINTS = (
+    # code commune, x, y, lat, lng — source
+    ("75115", 649850.81, 6860034.75, 48.838411, 2.316754),  # Paris 15e, 10 pl. des Cinq Martyrs du Lycée Buffon (BAN)
+    ("67482", 1049409.0, 6838286.4, 48.55045, 7.737072),  # Strasbourg, 11 rue du Verdon (BAL)
+    ("35001", 363406.065895971, 6791854.24255302, 48.1401803364252, -1.52766874865078),  # Acigné (BAL)
+    ("2B033", 1228557.67, 6199231.44, 42.698296, 9.449953),  # Bastia, rue Napoléon (BAN)
+    ("97106", 630891.77, 1787333.09, 16.162802, -61.775699),  # Bouillante, Guadeloupe (BAN)
+    ("97209", 708397.73, 1615430.45, 14.604142, -61.065388),  # Fort-de-France, 9 bd Chevalier Sainte-Marthe (BAN)
+    ("97801", 491382.61, 1998509.81, 18.075223, -63.081436),  # Saint-Martin (project-legal)
+    ("97701", 516012.15, 1978611.10, 17.895324, -62.848835),  # Saint-Barthélemy (project-legal)
+    ("97302", 351541.87, 540162.02, 4.885560, -52.338867),  # Guyane, Cayenne (project-legal)
+    ("97422", 349508.73, 7646629.44, -21.275868, 55.54941),  # Le Tampon, La Réunion (BAN)
+    ("97419", 376908.32, 7661474.9, -21.143829, 55.814539),  # Sainte-Rose, La Réunion (BAN)
+    ("97611", 521488.64, 8585837.37, -12.792185, 45.197995),  # Mayotte, Mamoudzou (project-legal)
+    ("97501", 552154.77, 5191524.54, 46.875213, -56.315575),  # Miquelon-Langlade (project-legal)
+)
+
+
+@pytest.mark.parametrize(("code_commune", "x", "y", "lat", "lng"), PUBLISHED_POINTS)
+def test_published_positions_in_every_territory_within_11_m(code_commune, x, y, lat, lng):
+    got_lat, got_lng, epsg, reason = geography.position_of(str(x), str(y), code_commune, False)
+    assert reason == "positioned"
+    assert got_lat is not None and got_lng is not None
+    assert _metres(got_lat, got_lng, lat, lng) < 11, (epsg, got_lat, got_lng)
 
 
 def test_every_territory_has_its_projection():
