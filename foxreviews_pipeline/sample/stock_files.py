@@ -72,6 +72,14 @@ _COMMUNES = (
     ("01053", "01000", "BOURG-EN-BRESSE"),
     ("2A004", "20000", "AJACCIO"),
     ("97411", "97400", "SAINT-DENIS"),
+    # Every overseas territory with a projection of its own (lib/sirene/geography.py).
+    ("97120", "97110", "POINTE-A-PITRE"),
+    ("97209", "97200", "FORT-DE-FRANCE"),
+    ("97302", "97300", "CAYENNE"),
+    ("97611", "97600", "MAMOUDZOU"),
+    ("97502", "97500", "SAINT-PIERRE"),
+    ("97701", "97133", "SAINT-BARTHELEMY"),
+    ("97801", "97150", "SAINT-MARTIN"),
     ("92046", "92240", "MALAKOFF"),
     ("56260", "56000", "VANNES"),
 )

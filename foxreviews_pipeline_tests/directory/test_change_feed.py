@@ -21,6 +21,7 @@ from foxreviews_pipeline.lib.asset_keys import ENTREPRISES, PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.directory.change_feed import CHANNEL, changes_since
 from foxreviews_pipeline.lib.directory.daily import publish_day, write_day
 from foxreviews_pipeline.lib.directory.publication import publish_directory
+from foxreviews_pipeline.lib.directory.ville_stats import CENTRES_PARTITION, refresh_town_centres
 from foxreviews_pipeline.lib.maintenance.cleanup import RetentionPolicy, run_cleanup
 from foxreviews_pipeline.lib.publish import PublicationHeld, publish
 from foxreviews_pipeline.lib.reference.communes import load_aliases, load_communes
@@ -320,6 +321,26 @@ def test_a_town_renamed_and_a_town_gone_are_in_the_feed(conn):
     assert fields["slug"] == [before[renamed.code_insee]["slug"], after[renamed.code_insee]["slug"]]
     assert fields["nom"] == [renamed.nom, "Nouvelle Commune"]
     assert published.changes == {"ville": dict(Counter(op for _, _, op, _ in found))}
+
+
+def test_town_centres_derived_from_the_directory_are_town_changes(conn, reference_db, days):
+    publish_day(conn, days[DAY1], partition=DAY1.isoformat(), run_id="run-1")
+    last = _last_id(conn)
+    before = _villes(conn)
+    refreshed = refresh_town_centres(reference_db, run_id="run-c")
+    after = _villes(conn)
+    moved = {code for code, now in after.items() if (now["lat"], now["lng"]) != (before[code]["lat"], before[code]["lng"])}
+    assert refreshed["centres_updated"] == len(moved) > 0
+    rows = conn.execute(
+        "SELECT business_key, op, partition, run_id, fields FROM directory_change WHERE id > %s", (last,)
+    ).fetchall()
+    assert {r[0] for r in rows} == moved
+    assert {(r[1], r[2], r[3]) for r in rows} == {("updated", CENTRES_PARTITION, "run-c")}
+    assert all(set(r[4]) == {"lat", "lng"} for r in rows)
+    assert refreshed["changes"] == {"ville": {"updated": len(moved)}}
+    # Nothing moved since: a second refresh appends nothing.
+    assert refresh_town_centres(reference_db, run_id="run-d")["changes"] == {}
+    assert conn.execute("SELECT count(*) FROM directory_change WHERE run_id = 'run-d'").fetchone() == (0,)
 
 
 # -- the stock's first load: one snapshot marker -----------------------------------------------

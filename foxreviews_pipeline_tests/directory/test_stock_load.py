@@ -325,7 +325,7 @@ def test_a_stock_whose_legal_units_name_nobody_is_held_back(reference, tmp_path)
 def test_memory_stays_bounded_while_streaming(reference, tmp_path):
     """A partition's Python memory peaks at a batch or two, far below its rows held whole."""
     path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
-    write_sample_stock(path, 40_000, unites_legales_path=ul, seed=17)
+    write_sample_stock(path, 50_000, unites_legales_path=ul, seed=17)
     staged = stock_runs.stage_file(reference, path, ul)
     partition = max(staged.rows_by_partition, key=lambda p: staged.rows_by_partition[p])
     rows = staged.rows_by_partition[partition]

@@ -130,6 +130,12 @@ def test_villes_from_geo_api(resources, pg_conn):
     assert all(_checks(result).values())
     lat, lng, region = pg_conn.execute("SELECT lat, lng, region FROM location_ville WHERE code_insee = '01001'").fetchone()
     assert (lat, lng, region) == (46.0, 2.0, "Auvergne-Rhône-Alpes")
+    # The towns' changes are in the change feed under the asset's name and the run's id.
+    recorded = pg_conn.execute(
+        "SELECT partition, run_id, count(*) FROM directory_change WHERE entity = 'ville' GROUP BY 1, 2"
+    ).fetchall()
+    assert [(p, r) for p, r, _ in recorded] == [("villes", result.run_id)]
+    assert recorded[0][2] >= 34_969
 
 
 def test_a_villes_load_that_fails_a_blocking_check_leaves_the_table_as_it_was(resources, pg_conn):

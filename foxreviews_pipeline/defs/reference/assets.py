@@ -64,16 +64,21 @@ def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
 
 
 def _publish(
+    context: dg.AssetExecutionContext,
     postgres: PostgresResource,
     asset: str,
     load: Callable[[psycopg.Connection], _Loaded],
     describe: Callable[[_Loaded], dict[str, dg.MetadataValue]],
 ) -> _Results:
     """Load a reference table, audit it with its checks in the same transaction, and publish
-    or hold (`lib/publish.py`): a failed blocking check leaves the table as it was."""
+    or hold (`lib/publish.py`): a failed blocking check leaves the table as it was. Its
+    changes to what the web app shows (the towns) go to the change feed under the asset's
+    name and the run's id."""
     try:
         with postgres.connection() as conn:
-            published = publish(conn, load, audit_reference(asset))
+            published = publish(
+                conn, load, audit_reference(asset), partition=asset, run_id=context.run.run_id
+            )
             table = table_metadata(conn, TABLES[asset])
     except PublicationHeld as held:
         yield from held_results(held, f"{asset}:")
@@ -105,7 +110,7 @@ def _table(rows: dict[str, LoadCounts]) -> str:
     group_name=GROUP, kinds={"postgres"}, code_version="2", owners=OWNERS,
     check_specs=_check_specs(NAF_NOMENCLATURE), metadata=table_name(TABLES[NAF_NOMENCLATURE]),
 )
-def naf_nomenclature(postgres: PostgresResource) -> _Results:
+def naf_nomenclature(context: dg.AssetExecutionContext, postgres: PostgresResource) -> _Results:
     """The 732 sous-classes of INSEE's NAF rév. 2 and the 747 of NAF 2025, the APE
     nomenclature from 2027-01-01 (table `ref_naf_nomenclature`, keyed by nomenclature and
     code), with their labels and their section / division / groupe / classe, and INSEE's
@@ -133,14 +138,14 @@ def naf_nomenclature(postgres: PostgresResource) -> _Results:
             "correspondence_pairs": dg.MetadataValue.int(pairs),
         }
 
-    yield from _publish(postgres, NAF_NOMENCLATURE, load, describe)
+    yield from _publish(context, postgres, NAF_NOMENCLATURE, load, describe)
 
 
 @dg.asset(
     group_name=GROUP, kinds={"postgres"}, deps=[naf_nomenclature], code_version="1", owners=OWNERS,
     check_specs=_check_specs(TRADE_TAXONOMY), metadata=table_name(TABLES[TRADE_TAXONOMY]),
 )
-def trade_taxonomy(postgres: PostgresResource) -> _Results:
+def trade_taxonomy(context: dg.AssetExecutionContext, postgres: PostgresResource) -> _Results:
     """FoxReviews' categories and trades and the NAF → trade mapping (tables
     `category_categorie`, `subcategory_souscategorie`, `ref_naf_mapping`), from the reviewed
     files `trade_taxonomy.yaml` and `naf_mapping.csv`. Every NAF code is mapped or excluded
@@ -186,7 +191,7 @@ def trade_taxonomy(postgres: PostgresResource) -> _Results:
             })),
         }
 
-    yield from _publish(postgres, TRADE_TAXONOMY, load, describe)
+    yield from _publish(context, postgres, TRADE_TAXONOMY, load, describe)
 
 
 def _review_table(coverage: Naf2025Coverage, limit: int = 20) -> str:
@@ -246,4 +251,4 @@ def villes(context: dg.AssetExecutionContext, config: VillesConfig, postgres: Po
             })),
         }
 
-    yield from _publish(postgres, VILLES, lambda conn: load_villes(conn, communes, aliases), describe)
+    yield from _publish(context, postgres, VILLES, lambda conn: load_villes(conn, communes, aliases), describe)

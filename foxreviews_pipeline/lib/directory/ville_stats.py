@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from foxreviews_pipeline.lib.publish import publish
+
 VIEW = "ville_stats"
 APPLICATION_NAME = "foxreviews-ville-stats"
 
@@ -86,13 +88,22 @@ def town_positions(conn: psycopg.Connection) -> dict[str, Any]:
     }
 
 
-def refresh_town_centres(url: str) -> dict[str, Any]:
+# The towns' derived centres are a publication of their own in the change feed.
+CENTRES_PARTITION = "town_centres"
+
+
+def refresh_town_centres(url: str, *, run_id: str | None = None) -> dict[str, Any]:
     """Derive the centre of every town geo.api.gouv.fr gave none from its establishments, in
-    one transaction; returns `centres_updated` and `town_positions`."""
+    one transaction published like any other (`lib/publish.py`: a moved centre is a town
+    change in the feed, under `CENTRES_PARTITION` and `run_id`); returns `centres_updated`,
+    `changes` and `town_positions`."""
     with psycopg.connect(url, application_name=APPLICATION_NAME) as conn:
-        updated = conn.execute(_REFRESH_CENTRES).rowcount
+        published = publish(
+            conn, lambda c: max(c.execute(_REFRESH_CENTRES).rowcount, 0), lambda c, n: [],
+            partition=CENTRES_PARTITION, run_id=run_id,
+        )
         conn.commit()
-        return {"centres_updated": max(updated, 0), **town_positions(conn)}
+        return {"centres_updated": published.result, "changes": published.changes, **town_positions(conn)}
 
 
 def refresh_ville_stats(url: str) -> dict[str, Any]:
