@@ -14,6 +14,7 @@ ENTREPRISES = "entreprises"
 PRO_LOCALISATIONS = "pro_localisations"
 STOCK_ENTREPRISES = "stock_entreprises"
 STOCK_PRO_LOCALISATIONS = "stock_pro_localisations"
+STOCK_BULK_LOAD = "stock_bulk_load"
 VILLE_STATS = "ville_stats"
 # uploads
 UPLOADED_FILES = "uploaded_files"

@@ -20,6 +20,14 @@ from foxreviews_pipeline.lib.directory.change_feed import begin_publication, end
 
 _Result = TypeVar("_Result")
 
+# Held, shared, by every publish for its transaction, and alone by a bulk load of the
+# directory for the whole of it (lib/directory/bulk_load.py): a publish waits for a bulk
+# load to end before it reads anything, so that nothing it writes is lost by the swap.
+PUBLISHERS_LOCK = 0x0F0C5E2
+# Set on the sessions that publish into a bulk load's shadow tables: they do not wait for
+# the lock their own bulk load holds.
+BULK_LOAD_SETTING = "foxreviews.bulk_load"
+
 
 @dataclass(frozen=True)
 class CheckOutcome:
@@ -83,6 +91,10 @@ def publish(
     The transaction is marked as a publish (of `partition`, by `run_id`), so that what it
     changes is appended to the change feed in it, and held back with it."""
     with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock_shared(%s) WHERE current_setting(%s, true) IS DISTINCT FROM 'on'",
+            (PUBLISHERS_LOCK, BULK_LOAD_SETTING),
+        )
         mark = begin_publication(conn, partition=partition, run_id=run_id)
         result = write(conn)
         outcomes = list(audit(conn, result))

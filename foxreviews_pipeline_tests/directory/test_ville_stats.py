@@ -37,7 +37,7 @@ UPSTREAM = {
     dg.AssetKey(key)
     for key in (
         "villes", "entreprises", "pro_localisations", "stock_entreprises",
-        "stock_pro_localisations", "uploaded_files",
+        "stock_pro_localisations", "stock_bulk_load", "uploaded_files",
     )
 }
 

@@ -14,19 +14,31 @@ import dagster as dg
 from foxreviews_pipeline.defs.common import OWNERS
 from foxreviews_pipeline.defs.directory.assets import blocking_check_specs, directory_spec
 from foxreviews_pipeline.defs.resources import PostgresResource
-from foxreviews_pipeline.defs.results import directory_catalog, directory_results, held_results
+from foxreviews_pipeline.defs.results import (
+    directory_catalog,
+    directory_results,
+    held_results,
+    metadata,
+    table_metadata,
+)
 from foxreviews_pipeline.defs.sirene.partitions import stock_partitions
 from foxreviews_pipeline.lib.asset_keys import (
     ENTREPRISES,
     NAF_NOMENCLATURE,
     PRO_LOCALISATIONS,
     SIRENE_STOCK,
+    STOCK_BULK_LOAD,
     STOCK_ENTREPRISES,
     STOCK_PRO_LOCALISATIONS,
     TRADE_TAXONOMY,
     VILLES,
 )
-from foxreviews_pipeline.lib.directory.publication import DirectoryChange
+from foxreviews_pipeline.lib.directory.bulk_load import (
+    BULK_MAX_ESTABLISHMENTS,
+    BulkLoadRefused,
+    bulk_load_stock,
+)
+from foxreviews_pipeline.lib.directory.publication import TABLES, DirectoryChange
 from foxreviews_pipeline.lib.directory.stock_load import publish_stock_partition
 from foxreviews_pipeline.lib.publish import PublicationHeld
 from foxreviews_pipeline.lib.sirene.stock_staging import StockFileError
@@ -101,6 +113,97 @@ sirene_stock_backfill_job = dg.define_asset_job(
     description="Load the staged SIRENE stock into the directory, one département per run: "
     "launch a backfill of all partitions (after sirene_stock_stage). Re-running a "
     "partition rewrites nothing already there.",
+    tags={"foxreviews/kind": "stock"},
+    owners=OWNERS,
+)
+
+
+@dg.asset(
+    name=STOCK_BULK_LOAD,
+    deps=[SIRENE_STOCK, NAF_NOMENCLATURE, TRADE_TAXONOMY, VILLES],
+    group_name="directory",
+    kinds={"postgres"},
+    owners=OWNERS,
+    code_version="1",
+    pool=DIRECTORY_WRITES_POOL,
+    description=f"The first load of an empty or nearly empty directory (at most "
+    f"{BULK_MAX_ESTABLISHMENTS:,} establishments): every département of the staged stock "
+    "published into shadow tables by the rules and audit of `directory_stock`, swapped in at "
+    "once. Until the swap the web app reads the tables as they were; a crash leaves them so.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "every_partition_published",
+            asset=STOCK_BULK_LOAD,
+            description="Every staged département passed its blocking checks and was "
+            "swapped in; a held one keeps nothing and can be loaded again by partition.",
+        )
+    ],
+)
+def stock_bulk_load(
+    context: dg.AssetExecutionContext, postgres: PostgresResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Loads every département of the staged stock into shadow tables, publishes each by
+    `directory_stock`'s rules and audit, builds the indexes and constraints after, and swaps
+    the tables in at once (lib/directory/bulk_load.py)."""
+
+    def progress(partition: str, outcome: DirectoryChange | PublicationHeld) -> None:
+        if isinstance(outcome, PublicationHeld):
+            context.log.warning(f"{partition}: {outcome}")
+        else:
+            context.log.info(f"{partition}: {outcome.records:,} rows in the shadow tables")
+
+    try:
+        loaded = bulk_load_stock(postgres.url, run_id=context.run.run_id, on_partition=progress)
+    except (BulkLoadRefused, StockFileError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    # The stock's partitions show what each département now holds, as a backfill would.
+    for partition, change in loaded.partitions.items():
+        for asset, figures in change.figures().items():
+            context.log_event(
+                dg.AssetMaterialization(STOCK_ASSETS[asset], partition=partition, metadata=metadata(figures))
+            )
+    records = sum(c.records for c in loaded.partitions.values())
+    context.log.info(
+        f"bulk load: {len(loaded.partitions)} partitions, {records:,} rows in "
+        f"{loaded.duration_s:.1f} s (swap {loaded.swap_s:.2f} s); {len(loaded.held)} held"
+    )
+    with postgres.connection() as conn:
+        tables = {asset: table_metadata(conn, table) for asset, table in TABLES.items()}
+    yield dg.MaterializeResult(
+        metadata={
+            **metadata({
+                "partitions": len(loaded.partitions),
+                "records": records,
+                "inserted": sum(c.entreprises.inserted for c in loaded.partitions.values()),
+                "prolocalisations_created": sum(
+                    c.prolocalisations.created for c in loaded.partitions.values()
+                ),
+                "live_rows_kept": loaded.live_rows,
+                "load_s": round(loaded.load_s, 3),
+                "build_s": round(loaded.build_s, 3),
+                "swap_s": round(loaded.swap_s, 3),
+                "duration_s": round(loaded.duration_s, 3),
+            }),
+            "tables": dg.MetadataValue.json({a: {k: str(v.value) for k, v in t.items()} for a, t in tables.items()}),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="every_partition_published",
+        passed=not loaded.held,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "held": dg.MetadataValue.json({p: str(h) for p, h in sorted(loaded.held.items())}),
+            "published": len(loaded.partitions),
+        },
+    )
+
+
+sirene_stock_bulk_load_job = dg.define_asset_job(
+    name="sirene_stock_bulk_load",
+    selection=dg.AssetSelection.assets(stock_bulk_load),
+    description="First load of an empty or nearly empty directory from the staged stock "
+    "(after sirene_stock_stage): all départements through shadow tables, swapped in at once. "
+    "A populated directory is loaded by sirene_stock_backfill instead.",
     tags={"foxreviews/kind": "stock"},
     owners=OWNERS,
 )

@@ -13,6 +13,7 @@ from foxreviews_pipeline.defs.results import table_metadata, table_name
 from foxreviews_pipeline.lib.asset_keys import (
     ENTREPRISES,
     PRO_LOCALISATIONS,
+    STOCK_BULK_LOAD,
     STOCK_ENTREPRISES,
     STOCK_PRO_LOCALISATIONS,
     UPLOADED_FILES,
@@ -64,7 +65,7 @@ VILLE_STATS_AUTOMATION = (
         dg.AssetKey(key)
         for key in (
             VILLES, ENTREPRISES, PRO_LOCALISATIONS, STOCK_ENTREPRISES, STOCK_PRO_LOCALISATIONS,
-            UPLOADED_FILES,
+            STOCK_BULK_LOAD, UPLOADED_FILES,
         )
     ],
     group_name="directory",
@@ -86,7 +87,7 @@ def ville_stats(
     """
     started = time.perf_counter()
     # The town centres derived from the directory first: the same change calls for both.
-    centres = refresh_town_centres(postgres.url)
+    centres = refresh_town_centres(postgres.url, run_id=context.run.run_id)
     stats = refresh_ville_stats(postgres.url)
     metadata: dict[str, dg.MetadataValue] = {
         name: dg.MetadataValue.int(int(stats[name])) for name in FIGURES
@@ -97,6 +98,7 @@ def ville_stats(
         centres["villes_positioned_by_source"]
     )
     metadata["villes_without_position"] = dg.MetadataValue.int(centres["villes_without_position"])
+    metadata["changes"] = dg.MetadataValue.json(centres["changes"])
     metadata["duration_s"] = dg.MetadataValue.float(round(time.perf_counter() - started, 3))
     with postgres.connection() as conn:
         metadata.update(table_metadata(conn, VILLE_STATS))

@@ -1,0 +1,382 @@
+"""The first load of an empty or nearly empty directory: the staged stock written into
+shadow tables and swapped in at once.
+
+A partition written into the live tables pays, for every row, the upkeep of their secondary
+indexes, their foreign keys and the change feed's triggers. On a directory holding at most
+`BULK_MAX_ESTABLISHMENTS` establishments, the bulk load instead:
+
+1. takes the publishers' lock (`lib/publish.py`): every other publish waits for it to
+   end, before it reads anything; the web app's readers are not held;
+2. creates the shadow tables in the schema `SHADOW`, with the live tables' columns, defaults
+   and checks but only the keys the write path looks rows up by, and copies the live rows
+   into them, ids kept;
+3. publishes every staged partition into the shadow tables through the very path the
+   partitioned backfill runs (`publish_stock_partition`: the same rules, the same audit, a
+   held partition keeps nothing), several partitions at a time, each in a transaction of
+   its own;
+4. builds the live tables' other indexes, foreign keys, triggers and privileges on the
+   shadow tables, and the `ville_stats` view over them;
+5. swaps them in, in one short transaction: the live tables' rows are checked unchanged
+   since they were copied, then dropped, and the shadow tables take their place, with the
+   change feed's snapshot markers.
+
+Until the swap commits the web app reads the old tables; a crash at any point before it
+leaves the directory as it was (the next bulk load drops the leftover shadow tables first),
+and the swap itself is one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from foxreviews_pipeline.lib.db.database import one_row
+from foxreviews_pipeline.lib.directory.change_feed import CHANNEL
+from foxreviews_pipeline.lib.directory.publication import DirectoryChange
+from foxreviews_pipeline.lib.directory.stock_load import (
+    PARTITION_CHUNK_ROWS,
+    publish_stock_partition,
+)
+from foxreviews_pipeline.lib.publish import BULK_LOAD_SETTING, PUBLISHERS_LOCK, PublicationHeld
+from foxreviews_pipeline.lib.sirene.stock_staging import NOTHING_STAGED, StockFileError
+
+SHADOW = "foxreviews_bulk"
+TABLES = ("enterprise_entreprise", "enterprise_prolocalisation")
+VIEW = "ville_stats"
+# Up to this many establishments, a directory is loaded by the bulk path: below it, copying
+# the live rows into the shadow tables and checking them unchanged at the swap takes well
+# under a second, and the directory has little for its lock to hold up. Above it, the
+# partitioned backfill writes the live tables (docs/architecture.md, "The SIRENE stock").
+BULK_MAX_ESTABLISHMENTS = 100_000
+# Indexes kept while loading, beside the keys: what the write path reads the shadow tables
+# through (a partition's rows, by `last_partition`).
+_LOAD_INDEXES = ("enterprise_entreprise_last_partition_idx",)
+# Memory for each index build (PostgreSQL's default is 64 MB): the sorts of a national
+# directory's indexes then spill less to disk.
+_BUILD_MEMORY = "256MB"
+# How long the swap waits for the web app's open transactions on the live tables.
+SWAP_LOCK_TIMEOUT = "60s"
+
+
+class BulkLoadRefused(RuntimeError):
+    """The bulk path cannot load this directory; the message says why and what to do."""
+
+
+@dataclass
+class BulkLoad:
+    """What a bulk load published."""
+
+    partitions: dict[str, DirectoryChange] = field(default_factory=dict)
+    held: dict[str, PublicationHeld] = field(default_factory=dict)
+    live_rows: dict[str, int] = field(default_factory=dict)  # copied from the live tables
+    load_s: float = 0.0  # the partitions written into the shadow tables
+    build_s: float = 0.0  # indexes, constraints, triggers and the view built
+    swap_s: float = 0.0  # the swap's own transaction (readers wait at most this long)
+    duration_s: float = 0.0
+
+
+def refusal(conn: psycopg.Connection, *, max_establishments: int = BULK_MAX_ESTABLISHMENTS) -> str | None:
+    """Why this directory cannot be bulk loaded, or None when it can."""
+    (establishments,) = one_row(conn.execute("SELECT count(*) FROM public.enterprise_entreprise"))
+    if establishments > max_establishments:
+        return (
+            f"the directory holds {establishments:,} establishments, more than the bulk "
+            f"load's {max_establishments:,}: load the stock by partitions (sirene_stock_backfill)"
+        )
+    dependents = [
+        name for (name,) in conn.execute(
+            """
+            SELECT DISTINCT v.oid::regclass::text FROM pg_depend d
+            JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
+            WHERE d.classid = 'pg_rewrite'::regclass
+              AND d.refobjid = ANY(%(tables)s::regclass[]) AND v.oid <> ALL(%(own)s::regclass[])
+            UNION
+            SELECT DISTINCT conrelid::regclass::text FROM pg_constraint
+            WHERE contype = 'f' AND confrelid = ANY(%(tables)s::regclass[])
+              AND conrelid <> ALL(%(tables)s::regclass[])
+            ORDER BY 1
+            """,
+            {"tables": [f"public.{t}" for t in TABLES], "own": [f"public.{t}" for t in (*TABLES, VIEW)]},
+        )
+    ]
+    if dependents:
+        return (
+            f"{', '.join(dependents)} depend on the directory's tables, which the bulk load "
+            "replaces: load the stock by partitions (sirene_stock_backfill)"
+        )
+    return None
+
+
+def shadow_connection(url: str, **kwargs: object) -> psycopg.Connection:
+    """A connection whose unqualified directory tables are the shadow ones."""
+    return psycopg.connect(
+        url, options=f"-c search_path={SHADOW},public -c {BULK_LOAD_SETTING}=on",
+        application_name="foxreviews-bulk-load", **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def bulk_load_stock(
+    url: str,
+    *,
+    run_id: str | None = None,
+    partitions: Iterable[str] | None = None,
+    workers: int = 2,
+    chunk_rows: int = PARTITION_CHUNK_ROWS,
+    max_establishments: int = BULK_MAX_ESTABLISHMENTS,
+    on_partition: Callable[[str, DirectoryChange | PublicationHeld], None] | None = None,
+) -> BulkLoad:
+    """Load the staged stock's `partitions` (all of them by default) into an empty or nearly
+    empty directory through shadow tables, and swap them in (`BulkLoadRefused` when the
+    directory is not one). Held partitions are reported, not loaded."""
+    started = time.perf_counter()
+    result = BulkLoad()
+    # The lock is a session's: it outlives the transactions below, and dies with the process.
+    with psycopg.connect(url, autocommit=True, application_name="foxreviews-bulk-load") as guard:
+        guard.execute("SELECT pg_advisory_lock(%s)", (PUBLISHERS_LOCK,))
+        try:
+            reason = refusal(guard, max_establishments=max_establishments)
+            if reason is not None:
+                raise BulkLoadRefused(reason)
+            todo = _staged_partitions(guard) if partitions is None else list(partitions)
+            with guard.transaction():
+                result.live_rows = _open_shadow(guard)
+                fingerprint = _fingerprint(guard)
+            loading = time.perf_counter()
+            _load_partitions(url, todo, result, run_id, workers, chunk_rows, on_partition)
+            result.load_s = time.perf_counter() - loading
+            building = time.perf_counter()
+            with guard.transaction():
+                _build(guard)
+            result.build_s = time.perf_counter() - building
+            swapping = time.perf_counter()
+            with guard.transaction():
+                _swap(guard, fingerprint, [p for p in todo if p in result.partitions])
+            result.swap_s = time.perf_counter() - swapping
+        finally:
+            guard.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SHADOW)))
+            guard.execute("SELECT pg_advisory_unlock(%s)", (PUBLISHERS_LOCK,))
+    result.duration_s = time.perf_counter() - started
+    return result
+
+
+def _staged_partitions(conn: psycopg.Connection) -> list[str]:
+    row = conn.execute("SELECT pending_by_partition FROM sirene_stock.staged").fetchone()
+    if row is None:
+        raise StockFileError(NOTHING_STAGED)
+    return sorted(p for p, n in row[0].items() if n)
+
+
+def _open_shadow(conn: psycopg.Connection) -> dict[str, int]:
+    """The shadow tables, holding the live rows (ids kept) and the keys the write path needs;
+    a leftover of a crashed bulk load is dropped first. Returns the rows copied per table."""
+    shadow = sql.Identifier(SHADOW)
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(shadow))
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(shadow))
+    copied = {}
+    for table in (*TABLES, "directory_change"):
+        name = sql.Identifier(SHADOW, table)
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING GENERATED "
+                "INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMMENTS)"
+            ).format(name, sql.Identifier("public", table))
+        )
+        if table == "directory_change":
+            continue  # the snapshot markers of the load, appended to the feed at the swap
+        copied[table] = conn.execute(
+            sql.SQL("INSERT INTO {} OVERRIDING SYSTEM VALUE SELECT * FROM {}").format(
+                name, sql.Identifier("public", table)
+            )
+        ).rowcount
+        # New rows take ids after every live one, from the shadow's own identity.
+        conn.execute(
+            sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), coalesce(max(id), 0) + 1, false) FROM {}")
+            .format(sql.Literal(f"{SHADOW}.{table}"), name)
+        )
+        for statement in _definitions(conn, table, during_load=True):
+            conn.execute(statement)
+    return copied
+
+
+def _definitions(conn: psycopg.Connection, table: str, *, during_load: bool) -> list[str]:
+    """The live table's keys and indexes as statements for its shadow: the keys and
+    `_LOAD_INDEXES` (`during_load`), or the rest (foreign keys, other indexes, triggers,
+    privileges). Read from the catalog, so they follow the migrations."""
+    live = f"public.{table}"
+    keys = conn.execute(
+        "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f') ORDER BY contype DESC, conname",
+        (live,),
+    ).fetchall()
+    constraint_indexes = {
+        name for (name,) in conn.execute(
+            "SELECT conindid::regclass::text FROM pg_constraint WHERE conrelid = %s::regclass AND conindid <> 0",
+            (live,),
+        )
+    }
+    indexes = [
+        (name, definition) for name, definition in conn.execute(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass ORDER BY 1",
+            (live,),
+        )
+        if name not in constraint_indexes and f"public.{name}" not in constraint_indexes
+    ]
+    target = f"{SHADOW}.{table}"
+    statements = []
+    for name, kind, definition in keys:
+        if (kind in ("p", "u")) == during_load:
+            statements.append(
+                f"ALTER TABLE {target} ADD CONSTRAINT {_ident(name)} {definition}"
+            )
+    for name, definition in indexes:
+        if (name in _LOAD_INDEXES) == during_load:
+            statements.append(_retarget(definition, table))
+    if not during_load:
+        statements += [
+            _retarget(definition, table) for (definition,) in conn.execute(
+                "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s::regclass "
+                "AND NOT tgisinternal ORDER BY tgname",
+                (live,),
+            )
+        ]
+        statements += [
+            grant for (grant,) in conn.execute(
+                """
+                SELECT format('GRANT %%s ON %%s TO %%s', a.privilege_type, %s::text,
+                              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END)
+                FROM pg_class c, aclexplode(c.relacl) a
+                WHERE c.oid = %s::regclass AND a.grantee <> c.relowner
+                """,
+                (target, live),
+            )
+        ]
+    return statements
+
+
+def _ident(name: str) -> str:
+    return sql.Identifier(name).as_string(None)
+
+
+def _retarget(definition: str, table: str) -> str:
+    """An index's or trigger's definition on the live table, made for its shadow."""
+    retargeted, n = re.subn(
+        rf" ON (?:public\.)?{table} ", f" ON {SHADOW}.{table} ", definition, count=1
+    )
+    if n != 1:
+        raise RuntimeError(f"cannot read the definition {definition!r} of {table}")
+    return retargeted
+
+
+def _fingerprint(conn: psycopg.Connection) -> tuple[int, ...]:
+    """The live tables' rows, summed up: any change to any of them changes it (cheap on a
+    directory the bulk path accepts)."""
+    parts = sql.SQL(", ").join(
+        sql.SQL("(SELECT count(*) FROM {t}), (SELECT coalesce(sum(hashtextextended(r::text, 0)), 0) FROM {t} r)")
+        .format(t=sql.Identifier("public", table))
+        for table in TABLES
+    )
+    return tuple(int(v) for v in one_row(conn.execute(sql.SQL("SELECT {}").format(parts))))
+
+
+def _load_partitions(
+    url: str,
+    partitions: list[str],
+    result: BulkLoad,
+    run_id: str | None,
+    workers: int,
+    chunk_rows: int,
+    on_partition: Callable[[str, DirectoryChange | PublicationHeld], None] | None,
+) -> None:
+    """Each partition published into the shadow tables in a transaction of its own, `workers`
+    at a time; a held one is recorded and keeps nothing."""
+
+    def load(partition: str) -> None:
+        outcome: DirectoryChange | PublicationHeld
+        with shadow_connection(url) as conn:
+            try:
+                with conn.transaction():
+                    outcome = publish_stock_partition(
+                        conn, partition, run_id=run_id, chunk_rows=chunk_rows
+                    ).result
+                result.partitions[partition] = outcome
+            except PublicationHeld as held:
+                outcome = held
+                result.held[partition] = held
+        if on_partition is not None:
+            on_partition(partition, outcome)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="bulk-load") as pool:
+        for future in [pool.submit(load, p) for p in partitions]:
+            future.result()
+
+
+def _build(conn: psycopg.Connection) -> None:
+    """The rest of the live tables' definitions on the shadow tables, their statistics, and
+    the `ville_stats` view over them."""
+    # Read under the default search path (the live tables' references come unqualified),
+    # run under the shadow's: a foreign key to `enterprise_entreprise` is to the shadow one.
+    statements = [s for table in TABLES for s in _definitions(conn, table, during_load=False)]
+    (view,) = one_row(conn.execute("SELECT pg_get_viewdef('public.ville_stats'::regclass)"))
+    view_indexes = [
+        _retarget(index, VIEW) for (index,) in conn.execute(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'public.ville_stats'::regclass"
+        )
+    ]
+    conn.execute(sql.SQL("SET LOCAL search_path = {}, public").format(sql.Identifier(SHADOW)))
+    conn.execute(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
+    for statement in statements:
+        conn.execute(statement)
+    for table in TABLES:
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(SHADOW, table)))
+    conn.execute(
+        sql.SQL("CREATE MATERIALIZED VIEW {} AS {}").format(
+            sql.Identifier(SHADOW, VIEW), sql.SQL(view.rstrip().rstrip(";"))
+        )
+    )
+    for index in view_indexes:
+        conn.execute(index)
+
+
+def _swap(conn: psycopg.Connection, fingerprint: tuple[int, ...], loaded: list[str]) -> None:
+    """The shadow tables in place of the live ones, in this one transaction."""
+    conn.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+    conn.execute(
+        sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+            sql.SQL(", ").join(sql.Identifier("public", t) for t in TABLES)
+        )
+    )
+    if _fingerprint(conn) != fingerprint:
+        raise BulkLoadRefused(
+            "the directory's tables changed during the bulk load (a write outside the "
+            "pipeline's publishes): nothing was swapped; run the bulk load again"
+        )
+    conn.execute(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.Identifier("public", VIEW)))
+    conn.execute(
+        sql.SQL("DROP TABLE {}").format(sql.SQL(", ").join(sql.Identifier("public", t) for t in reversed(TABLES)))
+    )
+    for table in TABLES:
+        conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA public").format(sql.Identifier(SHADOW, table)))
+    conn.execute(sql.SQL("ALTER MATERIALIZED VIEW {} SET SCHEMA public").format(sql.Identifier(SHADOW, VIEW)))
+    # The load's snapshot markers join the feed in the swap's transaction: a consumer sees
+    # them with the rows they stand for.
+    markers = conn.execute(
+        sql.SQL(
+            "INSERT INTO public.directory_change (created_at, run_id, partition, entity, entity_id, "
+            "siret, business_key, op, fields) SELECT created_at, run_id, partition, entity, "
+            "entity_id, siret, business_key, op, fields FROM {} ORDER BY id"
+        ).format(sql.Identifier(SHADOW, "directory_change"))
+    ).rowcount
+    if markers:
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f'{{"changes": {markers}, "partition": "bulk"}}'))
+    # The loaded partitions are applied: nothing of them is pending any more.
+    conn.execute(
+        "UPDATE sirene_stock.staged SET pending_by_partition = pending_by_partition - %s::text[]",
+        (loaded,),
+    )
