@@ -9,12 +9,76 @@
 -- is made for the transition tables' true sizes and the tables' statistics: hash joins
 -- between two large transition tables, index probes into a large table, whichever fits.
 ALTER FUNCTION directory_change_entreprise_updated() RESET enable_nestloop;
-ALTER FUNCTION directory_change_prolocalisation_updated() RESET enable_nestloop;
 ALTER FUNCTION directory_change_ville_updated() RESET enable_nestloop;
 
+-- A page's establishment, trade and town are read by their id, one index probe each: the
+-- changed pages of a statement are few against a directory of millions, and a join the
+-- planner would make instead (a merge join reads the whole primary key to reach the newest
+-- ids) grows with the directory. The OFFSET keeps each probe to one per page.
+CREATE OR REPLACE FUNCTION directory_change_prolocalisation_inserted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    run text := nullif(current_setting('foxreviews.run_id', true), '');
+    part text := nullif(current_setting('foxreviews.partition', true), '');
+BEGIN
+    IF directory_change_recording() THEN
+        INSERT INTO directory_change (run_id, partition, entity, entity_id, siret, business_key, op)
+        SELECT run, coalesce(part, n.last_partition),
+               'prolocalisation', n.id, k.siret, k.siret || '/' || k.slug || '/' || k.code_insee, 'created'
+        FROM directory_change_new n
+        CROSS JOIN LATERAL (
+            SELECT (SELECT e.siret FROM enterprise_entreprise e WHERE e.id = n.entreprise_id) AS siret,
+                   (SELECT s.slug FROM subcategory_souscategorie s WHERE s.id = n.sous_categorie_id) AS slug,
+                   (SELECT v.code_insee FROM location_ville v WHERE v.id = n.ville_id) AS code_insee
+            OFFSET 0
+        ) k;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION directory_change_prolocalisation_updated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    run text := nullif(current_setting('foxreviews.run_id', true), '');
+    part text := nullif(current_setting('foxreviews.partition', true), '');
+BEGIN
+    IF directory_change_recording() THEN
+        INSERT INTO directory_change (run_id, partition, entity, entity_id, siret, business_key, op, fields)
+        SELECT run, coalesce(part, c.last_partition),
+               'prolocalisation', c.id, k.siret, k.siret || '/' || k.slug || '/' || k.code_insee,
+               directory_change_op(c.was_active, c.is_active),
+               jsonb_build_object(
+                   'is_active', jsonb_build_array(c.was_active, c.is_active),
+                   'deactivation_reason', jsonb_build_array(c.old_reason, c.deactivation_reason))
+        FROM (
+            SELECT n.id, n.entreprise_id, n.sous_categorie_id, n.ville_id, n.last_partition,
+                   n.is_active, n.deactivation_reason, o.is_active AS was_active,
+                   o.deactivation_reason AS old_reason
+            FROM directory_change_old o
+            JOIN directory_change_new n ON n.id = o.id AND n.is_active IS DISTINCT FROM o.is_active
+        ) c
+        CROSS JOIN LATERAL (
+            SELECT (SELECT e.siret FROM enterprise_entreprise e WHERE e.id = c.entreprise_id) AS siret,
+                   (SELECT s.slug FROM subcategory_souscategorie s WHERE s.id = c.sous_categorie_id) AS slug,
+                   (SELECT v.code_insee FROM location_ville v WHERE v.id = c.ville_id) AS code_insee
+            OFFSET 0
+        ) k;
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Every trigger function plans per call (above).
 ALTER FUNCTION directory_change_entreprise_inserted() SET plan_cache_mode = force_custom_plan;
 ALTER FUNCTION directory_change_entreprise_updated() SET plan_cache_mode = force_custom_plan;
 ALTER FUNCTION directory_change_prolocalisation_inserted() SET plan_cache_mode = force_custom_plan;
 ALTER FUNCTION directory_change_prolocalisation_updated() SET plan_cache_mode = force_custom_plan;
 ALTER FUNCTION directory_change_ville_inserted() SET plan_cache_mode = force_custom_plan;
 ALTER FUNCTION directory_change_ville_updated() SET plan_cache_mode = force_custom_plan;
+
+-- One B-tree per change instead of two: the feed is read in (xid, id) order, which becomes
+-- the primary key, and a change is found by its id (a consumer's position) through a BRIN
+-- index — ids grow with the table's blocks, and a BRIN costs next to nothing to keep.
+ALTER TABLE directory_change DROP CONSTRAINT directory_change_pkey;
+DROP INDEX directory_change_xid_idx;
+ALTER TABLE directory_change ADD PRIMARY KEY (xid, id);
+CREATE INDEX directory_change_id_brin ON directory_change USING brin (id);

@@ -95,6 +95,9 @@ def publish(
             "SELECT pg_advisory_xact_lock_shared(%s) WHERE current_setting(%s, true) IS DISTINCT FROM 'on'",
             (PUBLISHERS_LOCK, BULK_LOAD_SETTING),
         )
+        # A publish is many statements of a fraction of a second each: compiling one with
+        # JIT (when its estimated cost passes `jit_above_cost`) takes longer than running it.
+        conn.execute("SELECT set_config('jit', 'off', true)")
         mark = begin_publication(conn, partition=partition, run_id=run_id)
         result = write(conn)
         outcomes = list(audit(conn, result))

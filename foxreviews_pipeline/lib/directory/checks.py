@@ -133,17 +133,18 @@ def audit_diffusion(conn: psycopg.Connection, sirets: Sequence[str]) -> list[dic
     personal = " OR ".join(f"e.{c} IS NOT NULL" for c in PERSONAL_COLUMNS)
     cur = conn.execute(
         f"""
-        SELECT e.siret, e.statut_diffusion,
-               (e.statut_diffusion IS DISTINCT FROM 'P' AND ({personal})) AS personal_fields,
-               count(p.id) FILTER (WHERE p.is_active) AS active_prolocalisations
-        FROM enterprise_entreprise e
-        LEFT JOIN enterprise_prolocalisation p ON p.entreprise_id = e.id
-        WHERE e.siret = ANY(%s)
-          AND NOT entreprise_publishable(e.statut_diffusion, e.nom, e.source)
-        GROUP BY e.id
-        HAVING (e.statut_diffusion IS DISTINCT FROM 'P' AND ({personal}))
-            OR count(p.id) FILTER (WHERE p.is_active) > 0
-        ORDER BY e.siret
+        SELECT * FROM (
+            SELECT e.siret, e.statut_diffusion,
+                   (e.statut_diffusion IS DISTINCT FROM 'P' AND ({personal})) AS personal_fields,
+                   -- Each establishment's pages by their index, never a scan of all pages.
+                   (SELECT count(*) FROM enterprise_prolocalisation p
+                    WHERE p.entreprise_id = e.id AND p.is_active) AS active_prolocalisations
+            FROM enterprise_entreprise e
+            WHERE e.siret = ANY(%s)
+              AND NOT entreprise_publishable(e.statut_diffusion, e.nom, e.source)
+        ) v
+        WHERE personal_fields OR active_prolocalisations > 0
+        ORDER BY siret
         """,
         (TextArray(sirets),),
     )
