@@ -12,6 +12,7 @@ from pathlib import Path
 import openpyxl
 import psycopg
 
+from foxreviews_pipeline.lib.directory.ville_stats import refresh_town_centres
 from foxreviews_pipeline.lib.uploads import import_upload, register
 from foxreviews_pipeline_tests.uploads.conftest import (
     FIXTURES,
@@ -276,6 +277,28 @@ def test_villes_update_match_and_create(env: UploadEnv):
             522250,
         ),
     ]
+
+
+
+def test_a_town_centre_an_upload_gave_is_kept_by_the_derived_centres(env: UploadEnv):
+    env.drop(
+        "villes_centres.csv",
+        "nom,code_insee,code_postal_principal,codes_postaux,departement,region,lat,lng,population\n"
+        "Lyon,69123,,,,,45.758,4.835,\n",
+    )
+    _, outcome = env.process("villes_centres.csv")
+    assert_success(env, outcome, 1)
+    with psycopg.connect(env.url) as conn:
+        conn.execute(
+            "INSERT INTO enterprise_entreprise (siret, siren, nom, code_commune, is_active, sirene_lat, "
+            "sirene_lng, sirene_epsg) VALUES ('73282932000074', '732829320', 'A', '69123', true, 45.0, 4.0, 2154), "
+            "('55203253400646', '552032534', 'B', '01053', true, 46.2, 5.2, 2154)"
+        )
+    refresh_town_centres(env.url)
+    assert env.query(
+        "SELECT code_insee, lat, lng, position_source FROM location_ville "
+        "WHERE code_insee IN ('69123', '01053') ORDER BY code_insee"
+    ) == [("01053", 46.2, 5.2, "establishments"), ("69123", 45.758, 4.835, "upload")]
 
 
 def test_categories_then_sous_categories(env: UploadEnv):

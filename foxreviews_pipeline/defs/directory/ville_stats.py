@@ -80,7 +80,7 @@ def ville_stats(
 ) -> dg.MaterializeResult:
     """Directory-wide figures shown by the web app (materialized view `ville_stats`, one row):
     towns, départements, régions, population, active establishments and ProLocalisations.
-    Before them, the centre of every town geo.api.gouv.fr gave none is derived from its
+    Before them, the centre of every town neither geo.api.gouv.fr nor an upload gave is derived from its
     establishments (the median of their positions; `location_ville.position_source`).
     Refreshed CONCURRENTLY (readers are never blocked) by declarative automation: at 02:00
     Paris time and after any of its deps changes, never while one of them is being written.

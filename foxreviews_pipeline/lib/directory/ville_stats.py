@@ -7,7 +7,7 @@ figures until the refresh commits. That needs a unique index on a plain column (
 sql/0002_ville_stats.sql) and a view that has been populated once.
 
 The same step refreshes the town centres derived from the directory (`refresh_town_centres`):
-a town that geo.api.gouv.fr gave no centre takes the median position of its active
+a town that neither geo.api.gouv.fr nor an upload gave a centre takes the median position of its active
 positioned establishments.
 """
 
@@ -61,14 +61,14 @@ WITH centre AS (
       AND NOT EXISTS (
           SELECT 1 FROM location_ville g
           WHERE g.code_insee = coalesce(a.ville_code_insee, e.code_commune)
-            AND g.position_source = 'geo_api'
+            AND g.position_source IN ('geo_api', 'upload')
       )
     GROUP BY 1
 )
 UPDATE location_ville v
 SET lat = c.lat, lng = c.lng, position_source = 'establishments', updated_at = now()
 FROM centre c
-WHERE v.code_insee = c.code_insee AND v.position_source IS DISTINCT FROM 'geo_api'
+WHERE v.code_insee = c.code_insee AND coalesce(v.position_source, 'establishments') = 'establishments'
   AND (v.lat, v.lng, v.position_source) IS DISTINCT FROM (c.lat, c.lng, 'establishments')
 """
 
@@ -93,7 +93,7 @@ CENTRES_PARTITION = "town_centres"
 
 
 def refresh_town_centres(url: str, *, run_id: str | None = None) -> dict[str, Any]:
-    """Derive the centre of every town geo.api.gouv.fr gave none from its establishments, in
+    """Derive the centre of every town neither geo.api.gouv.fr nor an upload gave one from its establishments, in
     one transaction published like any other (`lib/publish.py`: a moved centre is a town
     change in the feed, under `CENTRES_PARTITION` and `run_id`); returns `centres_updated`,
     `changes` and `town_positions`."""

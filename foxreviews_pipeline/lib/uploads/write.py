@@ -365,6 +365,12 @@ def write_villes(
         "WHERE s.code_insee IS NULL AND v.id = s.ville_id"
     )
     counts = _upsert(conn, tables.VILLES, stage)
+    # A centre staff gave is theirs: the centres derived from establishments leave it alone.
+    conn.execute(
+        f"UPDATE location_ville v SET position_source = 'upload' FROM {stage} s "
+        "WHERE v.code_insee = s.code_insee AND s.lat IS NOT NULL AND s.lng IS NOT NULL "
+        "AND v.position_source IS DISTINCT FROM 'upload'"
+    )
     return WriteResult(
         written_rows=_remaining(conn, stage),
         errors=errors,
