@@ -37,7 +37,9 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -442,6 +444,25 @@ def pipeline(url: str, landing: Path, partition: str) -> tuple[float, int]:
     return time.perf_counter() - started, change.entreprises.changed + change.prolocalisations.changed
 
 
+def positions_cost(records: pa.Table, repeat: int) -> tuple[float, float]:
+    """The position conversion alone (`geography.positions`, as `map_table` calls it): its
+    time on the day's records, and per million rows (the day's columns repeated)."""
+    from foxreviews_pipeline.lib.sirene import geography
+
+    def convert(table: pa.Table) -> float:
+        started = time.perf_counter()
+        geography.positions(
+            table.column("coordonneeLambertAbscisseEtablissement"),
+            table.column("coordonneeLambertOrdonneeEtablissement"),
+            table.column("codeCommuneEtablissement"),
+            np.zeros(table.num_rows, bool),
+        )
+        return time.perf_counter() - started
+
+    million = pa.concat_tables([records] * -(-1_000_000 // records.num_rows)).slice(0, 1_000_000)
+    return median_of(repeat, lambda: convert(records)), median_of(repeat, lambda: convert(million))
+
+
 def median_of(n: int, fn) -> float:
     return statistics.median(fn() for _ in range(n))
 
@@ -556,7 +577,15 @@ def main() -> int:
                 )
                 + f"; a day takes (a) **{bare_t:.2f} s**, (c) **{ours_t:.2f} s**",
             ]
+            day_positions_s, million_positions_s = positions_cost(records_table(records), args.repeat)
+            report += [
+                f"- positions (geography.positions alone): **{day_positions_s * 1000:.0f} ms** for the "
+                f"day ({day_positions_s / ours_t:.1%} of (c), target ≤ 5 %), "
+                f"**{million_positions_s:.2f} s** per million rows (target ≤ 2 s)",
+            ]
             figures["daily"] = {
+                "positions_share": round(day_positions_s / ours_t, 4),
+                "positions_s_per_million": round(million_positions_s, 3),
                 "c_over_a": round(ours_rate / bare_rate, 3),
                 "c_over_b": round(ours_rate / rbr_rate, 2),
                 "rerun_speedup": round(ours_t / rerun_t, 2),
