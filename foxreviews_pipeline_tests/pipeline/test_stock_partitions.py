@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import dagster as dg
 import psycopg
 import pytest
 
+from foxreviews_pipeline.defs.directory.stock_backfill import stock_bulk_load
 from foxreviews_pipeline.lib.directory.stock_load import stage_for_directory
 from foxreviews_pipeline.lib.sirene.stock_staging import (
     STOCK_PARTITION_KEYS,
@@ -114,6 +116,38 @@ def test_partitions_load_what_the_file_holds_and_reload_writes_nothing(database_
         + stock_runs.materialization(r, "stock_entreprises")["updated"] == 0
         for r in again.values()
     )
+
+
+def test_the_bulk_load_asset_loads_every_partition_and_shows_them(database_url, tmp_path):
+    path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
+    write_sample_stock(path, 2000, unites_legales_path=ul, seed=5)
+    home = tmp_path / "home"
+    instance = dg.DagsterInstance.ephemeral()
+    assert stock_runs.stage(database_url, home, path, ul, instance=instance).success
+    result = dg.materialize(
+        [stock_bulk_load], resources=stock_runs.resources(database_url, home), instance=instance
+    )
+    assert result.success
+    expected, _ = stock_runs.expected(path, ul)
+    with psycopg.connect(database_url) as conn:
+        assert stock_runs.directory(conn) == expected
+        partitions = {p for (p,) in conn.execute("SELECT DISTINCT last_partition FROM enterprise_entreprise")}
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "every_partition_published" and check.passed
+    summary = stock_runs.materialization(result, "stock_bulk_load")
+    assert summary["records"] == 2000 and summary["partitions"] >= 10
+    # The stock's partitioned assets show each département loaded, as a backfill would.
+    shown = instance.get_materialized_partitions(dg.AssetKey("stock_entreprises"))
+    assert {f"stock:{p}" for p in shown} == partitions
+    # Run again, it finds nothing pending and leaves the tables as they are.
+    with psycopg.connect(database_url) as conn:
+        before = conn.execute("SELECT 'enterprise_entreprise'::regclass::oid, count(*) FROM enterprise_entreprise").fetchone()
+    again = dg.materialize(
+        [stock_bulk_load], resources=stock_runs.resources(database_url, home), instance=instance
+    )
+    assert stock_runs.materialization(again, "stock_bulk_load")["partitions"] == 0
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT 'enterprise_entreprise'::regclass::oid, count(*) FROM enterprise_entreprise").fetchone() == before
 
 
 def test_restaging_the_same_files_leaves_nothing_to_apply(database_url, tmp_path):

@@ -144,6 +144,8 @@ def bulk_load_stock(
             if reason is not None:
                 raise BulkLoadRefused(reason)
             todo = _staged_partitions(guard) if partitions is None else list(partitions)
+            if not todo:
+                return result  # every staged partition is applied already: nothing to swap
             with guard.transaction():
                 result.live_rows = _open_shadow(guard)
                 fingerprint = _fingerprint(guard)
