@@ -83,11 +83,17 @@ class BulkLoad:
 
 def refusal(conn: psycopg.Connection, *, max_establishments: int = BULK_MAX_ESTABLISHMENTS) -> str | None:
     """Why this directory cannot be bulk loaded, or None when it can."""
-    (establishments,) = one_row(conn.execute("SELECT count(*) FROM public.enterprise_entreprise"))
+    # Counted up to the limit: a national directory is not read whole to say no.
+    (establishments,) = one_row(
+        conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM public.enterprise_entreprise LIMIT %s) e",
+            (max_establishments + 1,),
+        )
+    )
     if establishments > max_establishments:
         return (
-            f"the directory holds {establishments:,} establishments, more than the bulk "
-            f"load's {max_establishments:,}: load the stock by partitions (sirene_stock_backfill)"
+            f"the directory holds more than {max_establishments:,} establishments, the bulk "
+            "load's limit: load the stock by partitions (sirene_stock_backfill)"
         )
     dependents = [
         name for (name,) in conn.execute(
