@@ -119,11 +119,11 @@ def refusal(conn: psycopg.Connection, *, max_establishments: int = BULK_MAX_ESTA
     return None
 
 
-def shadow_connection(url: str, **kwargs: object) -> psycopg.Connection:
+def shadow_connection(url: str) -> psycopg.Connection:
     """A connection whose unqualified directory tables are the shadow ones."""
     return psycopg.connect(
         url, options=f"-c search_path={SHADOW},public -c {BULK_LOAD_SETTING}=on",
-        application_name="foxreviews-bulk-load", **kwargs,  # type: ignore[arg-type]
+        application_name="foxreviews-bulk-load",
     )
 
 
