@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from foxreviews_pipeline.lib.directory import bulk_load
 from foxreviews_pipeline.lib.directory.bulk_load import (
     SHADOW,
     BulkLoadRefused,
@@ -210,6 +211,23 @@ def test_a_write_outside_the_publishes_stops_the_swap(reference_db, stock):
         bulk_load_stock(reference_db, on_partition=edit_a_phone_number)
     assert _rows(reference_db, "SELECT count(*) FROM enterprise_entreprise") == before
     assert _rows(reference_db, "SELECT count(*) FROM enterprise_entreprise WHERE telephone IS NOT NULL") == [(1,)]
+    assert not _shadow_exists(reference_db)
+
+
+def test_a_swap_the_web_app_holds_up_stops_in_its_bound(reference_db, stock, monkeypatch):
+    stock_runs.stage_file(reference_db, *stock)
+    monkeypatch.setattr(bulk_load, "SWAP_LOCK_TIMEOUT", "1s")
+    reader = psycopg.connect(reference_db)
+    try:
+        def a_long_read(partition, outcome) -> None:
+            if reader.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                reader.execute("SELECT count(*) FROM enterprise_entreprise")  # left open
+
+        with pytest.raises(BulkLoadRefused, match="stayed in use for more than 1s"):
+            bulk_load_stock(reference_db, on_partition=a_long_read)
+    finally:
+        reader.close()
+    assert _rows(reference_db, "SELECT count(*) FROM enterprise_entreprise") == [(0,)]
     assert not _shadow_exists(reference_db)
 
 

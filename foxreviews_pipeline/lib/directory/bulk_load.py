@@ -355,11 +355,17 @@ def _build(conn: psycopg.Connection) -> None:
 def _swap(conn: psycopg.Connection, fingerprint: tuple[int, ...], loaded: list[str]) -> None:
     """The shadow tables in place of the live ones, in this one transaction."""
     conn.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
-    conn.execute(
-        sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
-            sql.SQL(", ").join(sql.Identifier("public", t) for t in TABLES)
+    try:
+        conn.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                sql.SQL(", ").join(sql.Identifier("public", t) for t in TABLES)
+            )
         )
-    )
+    except psycopg.errors.LockNotAvailable:
+        raise BulkLoadRefused(
+            f"the directory's tables stayed in use for more than {SWAP_LOCK_TIMEOUT} (a long "
+            "transaction of the web app?): nothing was swapped; run the bulk load again"
+        ) from None
     if _fingerprint(conn) != fingerprint:
         raise BulkLoadRefused(
             "the directory's tables changed during the bulk load (a write outside the "
