@@ -1,15 +1,9 @@
--- The change feed's trigger functions plan their statement on every call.
+-- The change feed at any directory size.
 --
--- PL/pgSQL keeps a statement's plan across calls, made for the transition tables of the
--- first call: a plan made for three rows compares every old row with every new one when a
--- later statement changes thirty thousand. 0009 forbade nested loops in the update
--- functions instead, but that also forbids the one plan that fits a page's lookups on a
--- directory of forty million establishments (an index probe per changed page), forcing a
--- scan of the whole table for every statement that retires a page. A custom plan per call
--- is made for the transition tables' true sizes and the tables' statistics: hash joins
--- between two large transition tables, index probes into a large table, whichever fits.
-ALTER FUNCTION directory_change_entreprise_updated() RESET enable_nestloop;
-ALTER FUNCTION directory_change_ville_updated() RESET enable_nestloop;
+-- A transition table is planned as if it held one row, whatever it holds: a join of the old
+-- and new rows of a statement must not be a nested loop (0009's `enable_nestloop = off`,
+-- kept, and given to the page update function below too), while a page's establishment is
+-- looked up by its id, one index probe per page, whatever the directory's size.
 
 -- A page's establishment is read by its id, one index probe per page: the changed pages of
 -- a statement are few against a directory of millions, and a join the planner would make
@@ -38,7 +32,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION directory_change_prolocalisation_updated() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_nestloop = off AS $$
 DECLARE
     run text := nullif(current_setting('foxreviews.run_id', true), '');
     part text := nullif(current_setting('foxreviews.partition', true), '');
@@ -67,14 +61,6 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-
--- Every trigger function plans per call (above).
-ALTER FUNCTION directory_change_entreprise_inserted() SET plan_cache_mode = force_custom_plan;
-ALTER FUNCTION directory_change_entreprise_updated() SET plan_cache_mode = force_custom_plan;
-ALTER FUNCTION directory_change_prolocalisation_inserted() SET plan_cache_mode = force_custom_plan;
-ALTER FUNCTION directory_change_prolocalisation_updated() SET plan_cache_mode = force_custom_plan;
-ALTER FUNCTION directory_change_ville_inserted() SET plan_cache_mode = force_custom_plan;
-ALTER FUNCTION directory_change_ville_updated() SET plan_cache_mode = force_custom_plan;
 
 -- One B-tree per change instead of two: the feed is read in (xid, id) order, which becomes
 -- the primary key, and a change is found by its id (a consumer's position) through a BRIN
