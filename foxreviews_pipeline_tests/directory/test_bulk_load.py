@@ -91,7 +91,7 @@ def test_a_bulk_load_leaves_what_a_partitioned_load_leaves(reference_db, new_dat
     assert _rows(reference_db, DEFINITIONS) == _rows(partitioned, DEFINITIONS)
     assert not _shadow_exists(reference_db)
     # One snapshot marker per partition, as a partitioned first load records.
-    feed = "SELECT entity, op, partition, run_id FROM directory_change ORDER BY partition"
+    feed = "SELECT entity, op, partition, run_id FROM directory_changes_since(0, 100000) ORDER BY partition"
     markers = _rows(reference_db, feed)
     assert [(e, o, p) for e, o, p, _ in markers] == [(e, o, p) for e, o, p, _ in _rows(partitioned, feed)]
     assert {r for *_, r in markers} == {"bulk"} and len(markers) == len(loaded.partitions)

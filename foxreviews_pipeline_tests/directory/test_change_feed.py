@@ -147,7 +147,7 @@ def test_the_feed_equals_the_diff_of_days_with_creations_updates_and_closures(co
             assert ops["entreprise", "updated"] > 0
             assert ops["entreprise", "retired"] > 0 and ops["prolocalisation", "retired"] > 0
     rows = conn.execute(
-        "SELECT DISTINCT partition, run_id FROM directory_change ORDER BY 1"
+        "SELECT DISTINCT partition, run_id FROM directory_changes_since(0, 1000000) ORDER BY 1"
     ).fetchall()
     assert rows == [(DAY1.isoformat(), "run-1"), (DAY2.isoformat(), "run-1")]
     # A bookkeeping change alone is not a change.
@@ -170,7 +170,7 @@ def test_a_rerun_appends_nothing_and_a_held_back_day_appends_nothing(conn, days)
     with pytest.raises(PublicationHeld):
         publish_day(conn, broken, partition=DAY2.isoformat(), run_id="run-3")
     assert _last_id(conn) == last and shown(conn) == before
-    assert conn.execute("SELECT count(*) FROM directory_change WHERE run_id = 'run-3'").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM directory_publication WHERE run_id = 'run-3'").fetchone() == (0,)
 
 
 def test_a_crash_mid_publish_leaves_neither_rows_nor_changes(conn, days):
@@ -179,7 +179,9 @@ def test_a_crash_mid_publish_leaves_neither_rows_nor_changes(conn, days):
 
     def crashing(c: psycopg.Connection):
         write_day(c, days[DAY2], partition=DAY2.isoformat(), run_id="run-2")
-        assert c.execute("SELECT count(*) FROM directory_change WHERE run_id = 'run-2'").fetchone()[0]
+        assert c.execute(
+            "SELECT count(*) FROM directory_change WHERE publication_id = directory_change_publication()"
+        ).fetchone()[0]
         raise RuntimeError("killed mid-publish")
 
     with pytest.raises(RuntimeError, match="killed"):
@@ -331,7 +333,7 @@ def test_town_centres_derived_from_the_directory_are_town_changes(conn, referenc
     moved = {code for code, now in after.items() if (now["lat"], now["lng"]) != (before[code]["lat"], before[code]["lng"])}
     assert refreshed["centres_updated"] == len(moved) > 0
     rows = conn.execute(
-        "SELECT business_key, op, partition, run_id, fields FROM directory_change WHERE id > %s", (last,)
+        "SELECT business_key, op, partition, run_id, fields FROM directory_changes_since(%s, 1000000)", (last,)
     ).fetchall()
     assert {r[0] for r in rows} == moved
     assert {(r[1], r[2], r[3]) for r in rows} == {("updated", CENTRES_PARTITION, "run-c")}
@@ -339,7 +341,7 @@ def test_town_centres_derived_from_the_directory_are_town_changes(conn, referenc
     assert refreshed["changes"] == {"ville": {"updated": len(moved)}}
     # Nothing moved since: a second refresh appends nothing.
     assert refresh_town_centres(reference_db, run_id="run-d")["changes"] == {}
-    assert conn.execute("SELECT count(*) FROM directory_change WHERE run_id = 'run-d'").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM directory_publication WHERE run_id = 'run-d'").fetchone() == (0,)
 
 
 # -- the stock's first load: one snapshot marker -----------------------------------------------
@@ -355,7 +357,9 @@ def test_a_first_load_is_one_snapshot_marker_and_later_loads_are_recorded(conn, 
         )
 
     first = load(days[DAY1])
-    rows = conn.execute("SELECT entity, op, partition, business_key FROM directory_change").fetchall()
+    rows = conn.execute(
+        "SELECT entity, op, partition, business_key FROM directory_changes_since(0, 1000000)"
+    ).fetchall()
     assert rows == [("directory", "snapshot", partition, partition)]
     assert first.result.changes == {"directory": {"snapshot": 1}}
     # The marker's rule: every row the snapshot stands for carries its partition.
@@ -375,8 +379,9 @@ def test_a_first_load_is_one_snapshot_marker_and_later_loads_are_recorded(conn, 
 
 def _append(writer: psycopg.Connection, key: str) -> int:
     return writer.execute(
-        "INSERT INTO directory_change (entity, op, business_key) VALUES ('ville', 'updated', %s) "
-        "RETURNING id", (key,)
+        "WITH p AS (INSERT INTO directory_publication DEFAULT VALUES RETURNING id) "
+        "INSERT INTO directory_change (publication_id, entity, op, business_key) "
+        "SELECT id, 'ville', 'updated', %s FROM p RETURNING id", (key,)
     ).fetchone()[0]
 
 
@@ -488,8 +493,10 @@ def test_the_cli_prints_the_feed(conn, days, reference_db, monkeypatch, tmp_path
 def test_the_cleanup_purges_old_changes_a_dry_run_only_counts(conn, tmp_path: Path):
     for key, age in (("old-1", 40), ("old-2", 35), ("recent", 3), ("newest-but-old", 50)):
         conn.execute(
-            "INSERT INTO directory_change (created_at, entity, op, business_key) "
-            "VALUES (now() - make_interval(days => %s), 'ville', 'updated', %s)", (age, key),
+            "WITH p AS (INSERT INTO directory_publication (created_at) "
+            "VALUES (now() - make_interval(days => %s)) RETURNING id) "
+            "INSERT INTO directory_change (publication_id, entity, op, business_key) "
+            "SELECT id, 'ville', 'updated', %s FROM p", (age, key),
         )
     now = datetime.now(UTC)
     policy = RetentionPolicy(change_days=30)
@@ -505,3 +512,33 @@ def test_the_cleanup_purges_old_changes_a_dry_run_only_counts(conn, tmp_path: Pa
     ]
     with pytest.raises(ValueError, match="change_days"):
         RetentionPolicy(change_days=0)
+
+
+# -- the changes recorded before publications were stored once --------------------------------
+
+
+def test_changes_recorded_before_0012_keep_their_order_run_and_partition(new_database, tmp_path: Path):
+    from foxreviews_pipeline.lib.db.migrations import SQL_DIR, migrate
+
+    url = new_database(migrated=False)
+    for path in SQL_DIR.iterdir():
+        if path.name.endswith(".sql") and path.name < "0012":
+            (tmp_path / path.name).write_text(path.read_text())
+    migrate(url, tmp_path)
+    old = "INSERT INTO directory_change (run_id, partition, entity, entity_id, siret, business_key, op) VALUES "
+    with psycopg.connect(url) as first, psycopg.connect(url) as second:
+        first.execute(old + "('run-a', '2026-11-19', 'entreprise', 7, '1', '1', 'created')")
+        second.execute(old + "('run-b', 'stock:75', 'prolocalisation', 8, '2', '2/plombier/75056', 'created')")
+        first.execute(old + "('run-a', '2026-11-19', 'entreprise', 9, '3', '3', 'created')")
+        first.commit()
+        second.commit()
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT entity_id, run_id, partition, business_key FROM directory_changes_since(0, 10)"
+        ).fetchall()
+        assert rows == [
+            (7, "run-a", "2026-11-19", "1"), (9, "run-a", "2026-11-19", "3"),
+            (8, "run-b", "stock:75", "2/plombier/75056"),
+        ]
+        assert conn.execute("SELECT count(*) FROM directory_publication").fetchone() == (2,)

@@ -132,7 +132,8 @@ def test_villes_from_geo_api(resources, pg_conn):
     assert (lat, lng, region) == (46.0, 2.0, "Auvergne-Rhône-Alpes")
     # The towns' changes are in the change feed under the asset's name and the run's id.
     recorded = pg_conn.execute(
-        "SELECT partition, run_id, count(*) FROM directory_change WHERE entity = 'ville' GROUP BY 1, 2"
+        "SELECT partition, run_id, count(*) FROM directory_changes_since(0, 1000000) WHERE entity = 'ville' "
+        "GROUP BY 1, 2"
     ).fetchall()
     assert [(p, r) for p, r, _ in recorded] == [("villes", result.run_id)]
     assert recorded[0][2] >= 34_969

@@ -49,6 +49,9 @@ from foxreviews_pipeline.lib.sirene.stock_staging import NOTHING_STAGED, StockFi
 SHADOW = "foxreviews_bulk"
 TABLES = ("enterprise_entreprise", "enterprise_prolocalisation")
 VIEW = "ville_stats"
+# The change feed's tables: the load's snapshot markers are written in the shadow, and join
+# the live feed at the swap.
+FEED_TABLES = ("directory_publication", "directory_change")
 # Up to this many establishments, a directory is loaded by the bulk path: below it, copying
 # the live rows into the shadow tables and checking them unchanged at the swap takes well
 # under a second, and the directory has little for its lock to hold up. Above it, the
@@ -187,7 +190,7 @@ def _open_shadow(conn: psycopg.Connection) -> dict[str, int]:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(shadow))
     conn.execute(sql.SQL("CREATE SCHEMA {}").format(shadow))
     copied = {}
-    for table in (*TABLES, "directory_change"):
+    for table in (*TABLES, *FEED_TABLES):
         name = sql.Identifier(SHADOW, table)
         conn.execute(
             sql.SQL(
@@ -195,7 +198,7 @@ def _open_shadow(conn: psycopg.Connection) -> dict[str, int]:
                 "INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMMENTS)"
             ).format(name, sql.Identifier("public", table))
         )
-        if table == "directory_change":
+        if table in FEED_TABLES:
             continue  # the snapshot markers of the load, appended to the feed at the swap
         copied[table] = conn.execute(
             sql.SQL("INSERT INTO {} OVERRIDING SYSTEM VALUE SELECT * FROM {}").format(
@@ -380,13 +383,22 @@ def _swap(conn: psycopg.Connection, fingerprint: tuple[int, ...], loaded: list[s
     conn.execute(sql.SQL("ALTER MATERIALIZED VIEW {} SET SCHEMA public").format(sql.Identifier(SHADOW, VIEW)))
     # The load's snapshot markers join the feed in the swap's transaction: a consumer sees
     # them with the rows they stand for.
-    markers = conn.execute(
-        sql.SQL(
-            "INSERT INTO public.directory_change (created_at, run_id, partition, entity, entity_id, "
-            "siret, business_key, op, fields) SELECT created_at, run_id, partition, entity, "
-            "entity_id, siret, business_key, op, fields FROM {} ORDER BY id"
-        ).format(sql.Identifier(SHADOW, "directory_change"))
-    ).rowcount
+    markers = 0
+    for publication, created_at, run_id, partition in conn.execute(
+        sql.SQL("SELECT id, created_at, run_id, partition FROM {} ORDER BY id").format(
+            sql.Identifier(SHADOW, "directory_publication")
+        )
+    ).fetchall():
+        markers += conn.execute(
+            sql.SQL(
+                "WITH p AS (INSERT INTO public.directory_publication (created_at, run_id, partition) "
+                "VALUES (%s, %s, %s) RETURNING id) "
+                "INSERT INTO public.directory_change (publication_id, entity, entity_id, business_key, "
+                "partition, op, fields) SELECT p.id, c.entity, c.entity_id, c.business_key, c.partition, "
+                "c.op, c.fields FROM {} c, p WHERE c.publication_id = %s ORDER BY c.id"
+            ).format(sql.Identifier(SHADOW, "directory_change")),
+            (created_at, run_id, partition, publication),
+        ).rowcount
     if markers:
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f'{{"changes": {markers}, "partition": "bulk"}}'))
     # The loaded partitions are applied: nothing of them is pending any more.

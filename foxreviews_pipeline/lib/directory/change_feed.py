@@ -1,10 +1,12 @@
 """The change feed: what each publish changed, for the web app to follow (docs/change-feed.md).
 
-Rows of `directory_change` are appended by triggers (sql/0009_change_feed.sql) in the
-publishing transaction, when the publish marked it (`begin_publication`); a write made
-outside a publish appends nothing. `end_publication` counts a publication's changes,
-appends the snapshot marker of a first load and wakes listeners (`NOTIFY
-foxreviews_changes`, delivered at commit, once per publication).
+Rows of `directory_change` are appended by triggers (sql/0009_change_feed.sql,
+sql/0012_change_feed_publications.sql) in the publishing transaction, when the publish
+marked it (`begin_publication`); a write made outside a publish appends nothing.
+`end_publication` counts a publication's changes, appends the snapshot marker of a first
+load, writes what its changes share (`directory_publication`: transaction, time, run id,
+partition) and wakes listeners (`NOTIFY foxreviews_changes`, delivered at commit, once per
+publication).
 
 Reading goes through `directory_changes_since`, the SQL contract: changes in feed order
 (writing transaction, then id), only from transactions that have ended for every reader, so
@@ -109,33 +111,38 @@ def follow(
 
 @dataclass(frozen=True)
 class Mark:
-    """A publication's place in the feed, and the marks of its transaction it replaced."""
+    """A publication's id in the feed, and the marks of its transaction it replaced."""
 
-    start: int  # the feed position before it: every change it appends has a greater id
-    previous: tuple[str, str, str]  # mode, partition, run id (a publish inside a publish)
+    publication: int
+    # mode, partition, run id, publication (of a publish inside a publish)
+    previous: tuple[str, str, str, str]
 
 
 def begin_publication(
     conn: psycopg.Connection, *, partition: str | None = None, run_id: str | None = None
 ) -> Mark:
-    """Mark the current transaction as a publish that records its changes."""
+    """Mark the current transaction as a publish that records its changes, under a
+    publication id reserved now (its `directory_publication` row is written at the end,
+    when it appended anything)."""
     previous = one_row(
         conn.execute(
             """
             SELECT coalesce(current_setting('foxreviews.change_feed', true), ''),
                    coalesce(current_setting('foxreviews.partition', true), ''),
                    coalesce(current_setting('foxreviews.run_id', true), ''),
-                   (SELECT coalesce(max(id), 0) FROM directory_change)
+                   coalesce(current_setting('foxreviews.publication', true), ''),
+                   nextval(pg_get_serial_sequence('directory_publication', 'id'))
             """
         )
     )
     conn.execute(
         "SELECT set_config('foxreviews.change_feed', %s, true), "
         "set_config('foxreviews.partition', coalesce(%s, ''), true), "
-        "set_config('foxreviews.run_id', coalesce(%s, ''), true)",
-        (RECORD, partition, run_id),
+        "set_config('foxreviews.run_id', coalesce(%s, ''), true), "
+        "set_config('foxreviews.publication', %s, true)",
+        (RECORD, partition, run_id, str(previous[4])),
     )
-    return Mark(start=previous[3], previous=(previous[0], previous[1], previous[2]))
+    return Mark(publication=previous[4], previous=(previous[0], previous[1], previous[2], previous[3]))
 
 
 def snapshot_if_first_load(conn: psycopg.Connection, partition: str) -> bool:
@@ -155,30 +162,34 @@ def snapshot_if_first_load(conn: psycopg.Connection, partition: str) -> bool:
 
 def end_publication(conn: psycopg.Connection, mark: Mark) -> dict[str, dict[str, int]]:
     """The changes this publication appended, by entity and operation; appends the snapshot
-    marker of a snapshot publication and, when anything was appended, notifies listeners
-    (delivered at commit: a publication rolled back notifies nothing)."""
+    marker of a snapshot publication, and, when anything was appended, writes the
+    publication (run id, partition, time, transaction) and notifies listeners (delivered at
+    commit: a publication rolled back notifies nothing)."""
     mode = one_row(conn.execute("SELECT current_setting('foxreviews.change_feed', true)"))[0]
     if mode == SNAPSHOT:
         conn.execute(
             """
-            INSERT INTO directory_change (run_id, partition, entity, business_key, op)
-            VALUES (nullif(current_setting('foxreviews.run_id', true), ''),
-                    nullif(current_setting('foxreviews.partition', true), ''), %s,
-                    nullif(current_setting('foxreviews.partition', true), ''), 'snapshot')
+            INSERT INTO directory_change (publication_id, entity, business_key, op)
+            VALUES (%s, %s, nullif(current_setting('foxreviews.partition', true), ''), 'snapshot')
             """,
-            (SNAPSHOT_ENTITY,),
+            (mark.publication, SNAPSHOT_ENTITY),
         )
     counts: dict[str, dict[str, int]] = {}
     for entity, op, n in conn.execute(
-        """
-        SELECT entity, op, count(*) FROM directory_change
-        WHERE id > %s AND xid = pg_current_xact_id_if_assigned()
-        GROUP BY 1, 2 ORDER BY 1, 2
-        """,
-        (mark.start,),
+        "SELECT entity, op, count(*) FROM directory_change WHERE publication_id = %s "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
+        (mark.publication,),
     ):
         counts.setdefault(entity, {})[op] = n
     if counts:
+        conn.execute(
+            """
+            INSERT INTO directory_publication (id, run_id, partition) OVERRIDING SYSTEM VALUE
+            VALUES (%s, nullif(current_setting('foxreviews.run_id', true), ''),
+                    nullif(current_setting('foxreviews.partition', true), ''))
+            """,
+            (mark.publication,),
+        )
         total = sum(n for ops in counts.values() for n in ops.values())
         conn.execute(
             "SELECT pg_notify(%s, %s)",
@@ -187,7 +198,8 @@ def end_publication(conn: psycopg.Connection, mark: Mark) -> dict[str, dict[str,
     # Back to the caller's marks: what it writes next in this transaction is not this publish.
     conn.execute(
         "SELECT set_config('foxreviews.change_feed', %s, true), "
-        "set_config('foxreviews.partition', %s, true), set_config('foxreviews.run_id', %s, true)",
+        "set_config('foxreviews.partition', %s, true), set_config('foxreviews.run_id', %s, true), "
+        "set_config('foxreviews.publication', %s, true)",
         mark.previous,
     )
     return counts
@@ -201,15 +213,32 @@ def _partition(conn: psycopg.Connection) -> str | None:
 
 
 def purge_changes(conn: psycopg.Connection, before: datetime, *, dry_run: bool = False) -> int:
-    """Delete (or, in a dry run, count) the changes older than `before`; the newest change
-    of the feed is always kept, so that a consumer that is up to date can still resume."""
+    """Delete (or, in a dry run, count) the changes published before `before`, and the
+    publications left without any; the newest change of the feed is always kept, so that a
+    consumer that is up to date can still resume."""
     condition = """
-        created_at < %(before)s
-        AND id <> (SELECT id FROM directory_change ORDER BY xid DESC, id DESC LIMIT 1)
+        p.id = c.publication_id AND p.created_at < %(before)s
+        AND c.id IS DISTINCT FROM (
+            SELECT c.id FROM directory_change c JOIN directory_publication p ON p.id = c.publication_id
+            WHERE p.xid = (SELECT max(xid) FROM directory_publication)
+            ORDER BY c.id DESC LIMIT 1
+        )
     """
     if dry_run:
         counted: int = one_row(
-            conn.execute(f"SELECT count(*) FROM directory_change WHERE {condition}", {"before": before})
+            conn.execute(
+                f"SELECT count(*) FROM directory_change c, directory_publication p WHERE {condition}",
+                {"before": before},
+            )
         )[0]
         return counted
-    return conn.execute(f"DELETE FROM directory_change WHERE {condition}", {"before": before}).rowcount
+    deleted = conn.execute(
+        f"DELETE FROM directory_change c USING directory_publication p WHERE {condition}",
+        {"before": before},
+    ).rowcount
+    conn.execute(
+        "DELETE FROM directory_publication p WHERE p.created_at < %s "
+        "AND NOT EXISTS (SELECT FROM directory_change c WHERE c.publication_id = p.id)",
+        (before,),
+    )
+    return deleted
