@@ -64,3 +64,21 @@ def test_audit_still_finds_malformed_identifiers_if_the_constraints_were_gone(pg
     audit = audit_entreprises(pg_conn, [*malformed, "30613890003092"])
     assert audit.rows == 5 and audit.duplicate_sirets == 0
     assert sorted(audit.invalid_identifiers) == sorted(malformed)
+
+
+def test_identifiers_all_well_formed_are_checked_at_once_with_the_same_answer():
+    from foxreviews_pipeline.lib.directory.checks import _invalid_identifiers
+
+    rows = [
+        ("30613890003092", "306138900"),  # valid
+        ("30613890003091", "306138900"),  # wrong key
+        ("73282932000074", "732829321"),  # SIREN not the SIRET's head
+        ("35600000012345", "356000000"),  # La Poste, digit sum not a multiple of 5
+        ("44306184100047", "443061841"),  # valid
+    ]
+    at_once = _invalid_identifiers(rows)
+    assert at_once == ["30613890003091", "73282932000074", "35600000012345"]
+    # One malformed SIRET sends the batch through the row-by-row path: same answer, plus it.
+    one_by_one = _invalid_identifiers([*rows, ("7328293200007", "732829320")])
+    assert sorted(one_by_one) == sorted([*at_once, "7328293200007"])
+    assert _invalid_identifiers([]) == []

@@ -116,6 +116,19 @@ def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> Entrep
 def _invalid_identifiers(rows: Sequence[tuple[Any, ...]]) -> list[str]:
     """The SIRETs of (siret, siren, …) rows that are not valid identifiers: a malformed one
     (14 ASCII digits, its SIREN the first nine), or a wrong key (`sirets_valid`, at once)."""
+    sirets = [r[0] for r in rows]
+    sirens = [r[1] for r in rows]
+    joined = "".join(sirets)
+    if (
+        rows and joined.isascii() and joined.isdigit() and set(map(len, sirets)) == {14}
+        and all(isinstance(s, str) and len(s) == 9 and s.isascii() for s in sirens)
+    ):
+        # Every SIRET is 14 digits and every SIREN 9 characters, as on any real day: all of
+        # them checked at once.
+        digits = np.frombuffer(joined.encode("ascii"), np.uint8).reshape(-1, 14)
+        heads = np.frombuffer("".join(sirens).encode("ascii"), np.uint8).reshape(-1, 9)
+        ok = sirets_valid(digits - 48) & (heads == digits[:, :9]).all(axis=1)
+        return [sirets[i] for i in np.flatnonzero(~ok).tolist()]
     formed: list[str] = []
     invalid: list[str] = []
     for siret, siren, *_ in rows:
