@@ -242,3 +242,15 @@ BEGIN
         LEFT JOIN location_ville v ON v.id = pl.ville_id
         ORDER BY c.xid, c.id;
 END $$;
+
+-- What a publication appended, by entity and operation (`end_publication`, the metadata of
+-- its materialization). Its rows were written by this very transaction: the statistics do
+-- not know them, and a plan made from them sorts tens of thousands of rows on disk where a
+-- hash of a handful of groups is right.
+CREATE FUNCTION directory_publication_changes(publication bigint)
+RETURNS TABLE (entity text, op text, changes bigint)
+LANGUAGE sql STABLE SET enable_sort = off
+AS $$
+    SELECT c.entity, c.op, count(*) FROM directory_change c
+    WHERE c.publication_id = publication GROUP BY 1, 2
+$$;

@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from foxreviews_pipeline.lib.db.database import one_row
 
@@ -33,8 +32,6 @@ OPERATIONS = ("created", "updated", "retired", "reactivated")
 # records one marker for the whole publication (a first load, `snapshot_if_first_load`).
 RECORD, SNAPSHOT = "on", "snapshot"
 SNAPSHOT_ENTITY = "directory"
-# Every kind of change a publication can append.
-_KINDS = (*((e, op) for e in ENTITIES for op in OPERATIONS), (SNAPSHOT_ENTITY, "snapshot"))
 
 
 @dataclass(frozen=True)
@@ -177,25 +174,12 @@ def end_publication(conn: psycopg.Connection, mark: Mark) -> dict[str, dict[str,
             """,
             (mark.publication, SNAPSHOT_ENTITY),
         )
-    # One pass with a count per (entity, operation): a GROUP BY on the freshly written rows
-    # is planned from statistics that do not know them, and sorts them on disk.
-    counted = one_row(
-        conn.execute(
-            sql.SQL("SELECT {} FROM directory_change WHERE publication_id = %s").format(
-                sql.SQL(", ").join(
-                    sql.SQL("count(*) FILTER (WHERE entity = {} AND op = {})").format(
-                        sql.Literal(entity), sql.Literal(op)
-                    )
-                    for entity, op in _KINDS
-                )
-            ),
-            (mark.publication,),
-        )
-    )
     counts: dict[str, dict[str, int]] = {}
-    for (entity, op), n in zip(_KINDS, counted, strict=True):
-        if n:
-            counts.setdefault(entity, {})[op] = n
+    for entity, op, n in conn.execute(
+        "SELECT entity, op, changes FROM directory_publication_changes(%s) ORDER BY 1, 2",
+        (mark.publication,),
+    ):
+        counts.setdefault(entity, {})[op] = n
     if counts:
         conn.execute(
             """
