@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from benchmarks.rows import table_rows  # the benchmarks' own: one copy for both
 from foxreviews_pipeline.lib.sirene.mapping import (
     ENTREPRISE_COLUMNS,
     FLAT_FIELDS,
@@ -39,19 +40,6 @@ def rows_table(rows: Iterable[Sequence[Any]]) -> pa.Table:
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         struct = pa.array([tuple(_as_text(v) for v in row) for row in rows], _FLAT_ROW)
     return pa.Table.from_arrays(struct.flatten(), names=list(FLAT_FIELDS))
-
-
-def _python_values(column: pa.Array | pa.ChunkedArray) -> list[Any]:
-    if pa.types.is_temporal(column.type):
-        # numpy makes date and datetime objects much faster than Arrow's to_pylist.
-        values: list[Any] = column.to_numpy().tolist()
-        return values
-    return column.to_pylist()
-
-
-def table_rows(table: pa.Table | pa.RecordBatch) -> list[tuple[Any, ...]]:
-    """A table as tuples of Python values (a mapped one: `ENTREPRISE_COLUMNS` order)."""
-    return list(zip(*(_python_values(column) for column in table.columns), strict=True))
 
 
 def map_records(
