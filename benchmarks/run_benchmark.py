@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.rows import table_rows  # noqa: E402
+from foxreviews_pipeline.lib.db.catalog import TableKeys, table_keys  # noqa: E402
 from foxreviews_pipeline.lib.db.migrations import migrate  # noqa: E402
 from foxreviews_pipeline.lib.db.server import (  # noqa: E402
     start_embedded_server,
@@ -135,61 +136,6 @@ def reset_directory(url: str, preloaded: Preloaded | None = None) -> None:
                     raise RuntimeError(f"the reset left rows the day wrote (entreprises, ProLocalisations): {left}")
         conn.execute("VACUUM ANALYZE enterprise_entreprise")
         conn.execute("VACUUM ANALYZE enterprise_prolocalisation")
-
-
-@dataclass(frozen=True)
-class TableKeys:
-    """The primary keys, unique and exclusion constraints, foreign keys (theirs and those
-    referencing them) and other indexes of some tables, as the catalog defines them: what
-    pg_restore creates after the data. NOT NULL and CHECK constraints are not in it."""
-
-    constraints: tuple[tuple[str, str, str, str], ...]  # (table, name, contype, definition)
-    indexes: tuple[tuple[str, str], ...]  # (index, CREATE INDEX …)
-
-    def drops(self) -> list[sql.SQL | sql.Composed]:
-        foreign = [c for c in self.constraints if c[2] == "f"]
-        keys = [c for c in self.constraints if c[2] != "f"]
-        return [
-            *(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(t), sql.Identifier(n)) for t, n, _, _ in foreign + keys),
-            *(sql.SQL("DROP INDEX {}").format(sql.SQL(index)) for index, _ in self.indexes),
-        ]
-
-    def creates(self) -> list[sql.SQL | sql.Composed]:
-        """pg_restore's order: keys, indexes, then foreign keys."""
-        foreign = [c for c in self.constraints if c[2] == "f"]
-        keys = [c for c in self.constraints if c[2] != "f"]
-        add = [
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(sql.SQL(t), sql.Identifier(n), sql.SQL(d))
-            for t, n, _, d in keys + foreign
-        ]
-        return [*add[: len(keys)], *(sql.SQL(d) for _, d in self.indexes), *add[len(keys) :]]
-
-
-def table_keys(conn: psycopg.Connection, tables: Sequence[str]) -> TableKeys:
-    oids = [conn.execute("SELECT %s::regclass::oid", (t,)).fetchone()[0] for t in tables]  # type: ignore[index]
-    constraints = conn.execute(
-        """
-        SELECT conrelid::regclass::text, conname, contype::text, pg_get_constraintdef(oid)
-        FROM pg_constraint
-        WHERE contype IN ('p', 'u', 'x', 'f')
-          AND (conrelid = ANY(%s::oid[]) OR (contype = 'f' AND confrelid = ANY(%s::oid[])))
-        ORDER BY 1, 2
-        """,
-        (oids, oids),
-    ).fetchall()
-    indexes = conn.execute(
-        """
-        SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
-        FROM pg_index i
-        WHERE i.indrelid = ANY(%s::oid[])
-          AND NOT EXISTS (SELECT FROM pg_constraint c
-                          WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid
-                            AND c.contype IN ('p', 'u', 'x'))
-        ORDER BY 1
-        """,
-        (oids,),
-    ).fetchall()
-    return TableKeys(tuple(constraints), tuple(indexes))
 
 
 @contextmanager

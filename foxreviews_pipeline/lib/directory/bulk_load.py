@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from foxreviews_pipeline.lib.db.catalog import table_keys
 from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.directory.change_feed import CHANNEL
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange
@@ -220,25 +221,14 @@ def _definitions(conn: psycopg.Connection, table: str, *, during_load: bool) -> 
     `_LOAD_INDEXES` (`during_load`), or the rest (foreign keys, other indexes, triggers,
     privileges). Read from the catalog, so they follow the migrations."""
     live = f"public.{table}"
-    keys = conn.execute(
-        "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f') ORDER BY contype DESC, conname",
-        (live,),
-    ).fetchall()
-    constraint_indexes = {
-        name for (name,) in conn.execute(
-            "SELECT conindid::regclass::text FROM pg_constraint WHERE conrelid = %s::regclass AND conindid <> 0",
-            (live,),
-        )
-    }
-    indexes = [
-        (name, definition) for name, definition in conn.execute(
-            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass ORDER BY 1",
-            (live,),
-        )
-        if name not in constraint_indexes and f"public.{name}" not in constraint_indexes
-    ]
+    catalog = table_keys(conn, [live])
+    own: str = one_row(conn.execute("SELECT %s::regclass::text", (live,)))[0]
+    # Its own keys (not the foreign keys of other tables to it), unique ones first.
+    keys = sorted(
+        ((n, kind, definition) for t, n, kind, definition in catalog.constraints if t == own),
+        key=lambda k: (k[1] == "f", k[1] != "u", k[0]),
+    )
+    indexes = list(catalog.indexes)
     target = f"{SHADOW}.{table}"
     statements = []
     for name, kind, definition in keys:
