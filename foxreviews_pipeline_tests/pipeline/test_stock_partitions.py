@@ -136,6 +136,11 @@ def test_the_bulk_load_asset_loads_every_partition_and_shows_them(database_url, 
     assert check.check_name == "every_partition_published" and check.passed
     summary = stock_runs.materialization(result, "stock_bulk_load")
     assert summary["records"] == 2000 and summary["partitions"] >= 10
+    with psycopg.connect(database_url) as conn:
+        assert summary["table_rows"] == {
+            "entreprises": conn.execute("SELECT count(*) FROM enterprise_entreprise").fetchone()[0],
+            "pro_localisations": conn.execute("SELECT count(*) FROM enterprise_prolocalisation").fetchone()[0],
+        }
     # The stock's partitioned assets show each département loaded, as a backfill would.
     shown = instance.get_materialized_partitions(dg.AssetKey("stock_entreprises"))
     assert {f"stock:{p}" for p in shown} == partitions

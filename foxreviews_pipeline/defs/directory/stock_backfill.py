@@ -19,7 +19,6 @@ from foxreviews_pipeline.defs.results import (
     directory_results,
     held_results,
     metadata,
-    table_metadata,
 )
 from foxreviews_pipeline.defs.sirene.partitions import stock_partitions
 from foxreviews_pipeline.lib.asset_keys import (
@@ -33,6 +32,7 @@ from foxreviews_pipeline.lib.asset_keys import (
     TRADE_TAXONOMY,
     VILLES,
 )
+from foxreviews_pipeline.lib.db import catalog
 from foxreviews_pipeline.lib.directory.bulk_load import (
     BULK_MAX_ESTABLISHMENTS,
     BulkLoadRefused,
@@ -168,7 +168,8 @@ def stock_bulk_load(
         f"{loaded.duration_s:.1f} s (swap {loaded.swap_s:.2f} s); {len(loaded.held)} held"
     )
     with postgres.connection() as conn:
-        tables = {asset: table_metadata(conn, table) for asset, table in TABLES.items()}
+        # What the directory's tables hold now (their catalog entries are the table assets').
+        table_rows = {asset: catalog.row_count(conn, table) for asset, table in TABLES.items()}
     yield dg.MaterializeResult(
         metadata={
             **metadata({
@@ -183,8 +184,8 @@ def stock_bulk_load(
                 "build_s": round(loaded.build_s, 3),
                 "swap_s": round(loaded.swap_s, 3),
                 "duration_s": round(loaded.duration_s, 3),
+                "table_rows": table_rows,
             }),
-            "tables": dg.MetadataValue.json({a: {k: str(v.value) for k, v in t.items()} for a, t in tables.items()}),
         }
     )
     yield dg.AssetCheckResult(
