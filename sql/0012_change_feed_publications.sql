@@ -47,9 +47,11 @@ CREATE FUNCTION directory_change_publication() RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT current_setting('foxreviews.publication')::bigint $$;
 
--- enterprise_entreprise ---------------------------------------------------------------
+-- Creations of establishments and pages ---------------------------------------------
 
-CREATE OR REPLACE FUNCTION directory_change_entreprise_inserted() RETURNS trigger
+-- A created establishment or page (the entity is the trigger's argument): its id, and its
+-- own partition when the publication has none.
+CREATE FUNCTION directory_change_created() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     part text := nullif(current_setting('foxreviews.partition', true), '');
@@ -58,12 +60,24 @@ BEGIN
     IF directory_change_recording() THEN
         pub := directory_change_publication();
         INSERT INTO directory_change (publication_id, entity, entity_id, partition, op)
-        SELECT pub, 'entreprise', n.id,
-               CASE WHEN part IS NULL THEN n.last_partition END, 'created'
+        SELECT pub, TG_ARGV[0], n.id, CASE WHEN part IS NULL THEN n.last_partition END, 'created'
         FROM directory_change_new n;
     END IF;
     RETURN NULL;
 END $$;
+
+DROP TRIGGER directory_change_inserted ON enterprise_entreprise;
+CREATE TRIGGER directory_change_inserted AFTER INSERT ON enterprise_entreprise
+    REFERENCING NEW TABLE AS directory_change_new
+    FOR EACH STATEMENT EXECUTE FUNCTION directory_change_created('entreprise');
+DROP TRIGGER directory_change_inserted ON enterprise_prolocalisation;
+CREATE TRIGGER directory_change_inserted AFTER INSERT ON enterprise_prolocalisation
+    REFERENCING NEW TABLE AS directory_change_new
+    FOR EACH STATEMENT EXECUTE FUNCTION directory_change_created('prolocalisation');
+DROP FUNCTION directory_change_entreprise_inserted();
+DROP FUNCTION directory_change_prolocalisation_inserted();
+
+-- enterprise_entreprise ---------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION directory_change_entreprise_updated() RETURNS trigger
 -- The transition tables are planned as one row whatever they hold: a nested loop would
@@ -102,23 +116,7 @@ BEGIN
 END $$;
 
 -- enterprise_prolocalisation: a page's key (establishment × trade × town) is read with the
--- feed, so that recording a page joins nothing. ------------------------------------------
-
-CREATE OR REPLACE FUNCTION directory_change_prolocalisation_inserted() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    part text := nullif(current_setting('foxreviews.partition', true), '');
-    pub bigint;
-BEGIN
-    IF directory_change_recording() THEN
-        pub := directory_change_publication();
-        INSERT INTO directory_change (publication_id, entity, entity_id, partition, op)
-        SELECT pub, 'prolocalisation', n.id,
-               CASE WHEN part IS NULL THEN n.last_partition END, 'created'
-        FROM directory_change_new n;
-    END IF;
-    RETURN NULL;
-END $$;
+-- feed, so that recording a page joins nothing -------------------------------------------
 
 CREATE OR REPLACE FUNCTION directory_change_prolocalisation_updated() RETURNS trigger
 LANGUAGE plpgsql SET enable_nestloop = off AS $$
