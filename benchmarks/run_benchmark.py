@@ -451,9 +451,20 @@ def main() -> int:
         help="measure the day on a directory already holding N establishments (and their "
         "ProLocalisations), as in production (~40M); 0: on empty tables",
     )
+    parser.add_argument(
+        "--stock-feed-rows", type=int, default=0, metavar="N",
+        help="only measure the change feed's cost on the first load by partitions of a "
+        "generated stock of N rows (with its triggers, then without)",
+    )
     parser.add_argument("--json", action="store_true", help="end with one line of JSON figures")
     args = parser.parse_args()
     figures: dict[str, dict] = {}
+    if args.stock_feed_rows:
+        line, figures["stock_feed"] = stock_feed_benchmark(args.stock_feed_rows, args.repeat)
+        print(line)
+        if args.json:
+            print(json.dumps(figures))
+        return 0
     if args.only_stock:
         work = Path(tempfile.mkdtemp(prefix="fxbench-stock-"))
         try:
@@ -588,6 +599,50 @@ def main() -> int:
     if args.json:
         print(json.dumps(figures))
     return 0
+
+
+def stock_feed_benchmark(n: int, repeat: int) -> tuple[str, dict]:
+    """A stock's first load by partitions, one after the other (each one's first load: one
+    snapshot marker), timed with the change feed's triggers and with them dropped,
+    interleaved `repeat` times."""
+    from foxreviews_pipeline.lib.directory.stock_load import (
+        publish_stock_partition,
+        stage_for_directory,
+    )
+    from foxreviews_pipeline.sample.stock_files import write_sample_stock
+
+    work = Path(tempfile.mkdtemp(prefix="fxbench-feed-"))
+    path, ul = work / "StockEtablissement_utf8.csv", work / "StockUniteLegale_utf8.csv"
+    try:
+        write_sample_stock(path, n, unites_legales_path=ul)
+        with scratch_database() as url:
+            load_reference(url)
+
+            def first_load() -> float:
+                reset_directory(url)
+                with psycopg.connect(url) as conn:
+                    partitions = sorted(stage_for_directory(conn, path, ul).rows_by_partition)
+                    started = time.perf_counter()
+                    for partition in partitions:
+                        with conn.transaction():
+                            publish_stock_partition(conn, partition)
+                    return time.perf_counter() - started
+
+            fed, unfed = [], []
+            for _ in range(repeat):
+                fed.append(first_load())
+                with feed_triggers_dropped(url):
+                    unfed.append(first_load())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    fed_t, unfed_t = statistics.median(fed), statistics.median(unfed)
+    overhead = fed_t / unfed_t - 1
+    line = (
+        f"- the change feed on a stock's first load ({n:,} rows by partitions): "
+        f"**{overhead:+.1%}** ({fed_t:.2f} s with it, {unfed_t:.2f} s with its triggers dropped; "
+        "target ≤ 10 %)"
+    )
+    return line, {"rows": n, "feed_overhead": round(overhead, 3), "s": round(fed_t, 2), "without_feed_s": round(unfed_t, 2)}
 
 
 def fetch_benchmark(rows: int) -> list[str]:
