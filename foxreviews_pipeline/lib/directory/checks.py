@@ -94,14 +94,31 @@ class EntrepriseAudit:
     invalid_identifiers: list[str] = field(default_factory=list)
     nd_rows: int = 0
     nd_sample: list[str] = field(default_factory=list)
+    # Establishments that may not be published yet show something (`diffusion_policy`).
+    diffusion_violations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> EntrepriseAudit:
-    """What the establishments of these SIRETs look like in the table, now."""
+    """What the establishments of these SIRETs look like in the table, now: read once for
+    every row check."""
     audit = EntrepriseAudit()
-    nd = " OR ".join(f"{c} = '[ND]'" for c in _TEXT_COLUMNS)
+    nd = " OR ".join(f"e.{c} = '[ND]'" for c in _TEXT_COLUMNS)
+    personal = " OR ".join(f"e.{c} IS NOT NULL" for c in PERSONAL_COLUMNS)
     rows = conn.execute(
-        f"SELECT siret, siren, ({nd}) FROM enterprise_entreprise WHERE siret = ANY(%s)",
+        f"""
+        SELECT e.siret, e.siren, ({nd}), d.statut_diffusion, d.personal_fields, d.active_prolocalisations
+        FROM enterprise_entreprise e
+        -- Only for an establishment that may not be published: what it shows.
+        LEFT JOIN LATERAL (
+            SELECT e.statut_diffusion,
+                   (e.statut_diffusion IS DISTINCT FROM 'P' AND ({personal})) AS personal_fields,
+                   -- Its pages by their index, never a scan of all pages.
+                   (SELECT count(*) FROM enterprise_prolocalisation p
+                    WHERE p.entreprise_id = e.id AND p.is_active) AS active_prolocalisations
+            WHERE NOT entreprise_publishable(e.statut_diffusion, e.nom, e.source)
+        ) d ON true
+        WHERE e.siret = ANY(%s)
+        """,
         (TextArray(sirets),),
     ).fetchall()
     audit.rows = len(rows)
@@ -110,6 +127,15 @@ def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> Entrep
     nd_sirets = sorted(r[0] for r in rows if r[2])
     audit.nd_rows = len(nd_sirets)
     audit.nd_sample = nd_sirets[:SAMPLE_SIZE]
+    audit.diffusion_violations = sorted(
+        (
+            {"siret": siret, "statut_diffusion": statut, "personal_fields": personal_fields,
+             "active_prolocalisations": pages}
+            for siret, _, _, statut, personal_fields, pages in rows
+            if personal_fields or (pages or 0) > 0
+        ),
+        key=lambda v: v["siret"],
+    )
     return audit
 
 
@@ -139,30 +165,6 @@ def _invalid_identifiers(rows: Sequence[tuple[Any, ...]]) -> list[str]:
         valid = sirets_valid(digits)
         invalid += [siret for siret, ok in zip(formed, valid.tolist(), strict=True) if not ok]
     return invalid
-
-
-def audit_diffusion(conn: psycopg.Connection, sirets: Sequence[str]) -> list[dict[str, Any]]:
-    """Establishments of these SIRETs that may not be published yet show something."""
-    personal = " OR ".join(f"e.{c} IS NOT NULL" for c in PERSONAL_COLUMNS)
-    cur = conn.execute(
-        f"""
-        SELECT * FROM (
-            SELECT e.siret, e.statut_diffusion,
-                   (e.statut_diffusion IS DISTINCT FROM 'P' AND ({personal})) AS personal_fields,
-                   -- Each establishment's pages by their index, never a scan of all pages.
-                   (SELECT count(*) FROM enterprise_prolocalisation p
-                    WHERE p.entreprise_id = e.id AND p.is_active) AS active_prolocalisations
-            FROM enterprise_entreprise e
-            WHERE e.siret = ANY(%s)
-              AND NOT entreprise_publishable(e.statut_diffusion, e.nom, e.source)
-        ) v
-        WHERE personal_fields OR active_prolocalisations > 0
-        ORDER BY siret
-        """,
-        (TextArray(sirets),),
-    )
-    names = [d.name for d in cur.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def merge_outcomes(key: tuple[str, str], outcomes: Sequence[CheckOutcome]) -> CheckOutcome:
@@ -266,7 +268,7 @@ def audit_publication(
             )
         )
     if (ENTREPRISES, "diffusion_policy") in wanted:
-        violations = audit_diffusion(conn, sirets)
+        violations = audit.diffusion_violations
         outcomes.append(
             CheckOutcome(
                 ENTREPRISES,
