@@ -18,7 +18,7 @@ import pytest
 
 from foxreviews_pipeline.cli import main
 from foxreviews_pipeline.lib.asset_keys import ENTREPRISES, PRO_LOCALISATIONS
-from foxreviews_pipeline.lib.directory.change_feed import CHANNEL, changes_since
+from foxreviews_pipeline.lib.directory.change_feed import CHANNEL, changes_since, follow
 from foxreviews_pipeline.lib.directory.daily import publish_day, write_day
 from foxreviews_pipeline.lib.directory.publication import publish_directory
 from foxreviews_pipeline.lib.directory.ville_stats import CENTRES_PARTITION, refresh_town_centres
@@ -486,6 +486,28 @@ def test_the_cli_prints_the_feed(conn, days, reference_db, monkeypatch, tmp_path
 
     assert main(["changes", "--since", "999999999"]) == 1
     assert "not in the feed" in capsys.readouterr().err
+
+
+def test_following_one_entity_reads_whole_batches(conn, days):
+    """A few changes of one entity behind many of another: read a batch at a time, not as
+    many at a time as the limit asks for."""
+    publish_day(conn, days[DAY1], partition=DAY1.isoformat(), run_id="run-1")
+    calls = []
+
+    class Counting:
+        def execute(self, query, params):
+            calls.append(params)
+            return conn.execute(query, params)
+
+    feed = changes_since(conn, 0, limit=1_000_000)
+    pages = [c for c in feed if c.entity == "prolocalisation"]
+    before_first_page = feed.index(pages[0])
+    assert before_first_page > 100  # the day's establishments come first
+    got = list(follow(Counting(), 0, limit=2, entity="prolocalisation", batch=100))  # type: ignore[arg-type]
+    assert [c.id for c in got] == [c.id for c in pages[:2]]
+    # Every call asked for a whole batch, and they stopped at the batch holding the second page.
+    assert {size for _, size in calls} == {100}
+    assert len(calls) == feed.index(pages[1]) // 100 + 1
 
 
 # -- retention ------------------------------------------------------------------------------

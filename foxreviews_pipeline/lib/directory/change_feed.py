@@ -91,9 +91,10 @@ def follow(
     order, read `batch` at a time."""
     left = limit
     while left is None or left > 0:
+        # Filtered by entity, the next `left` changes may all be of others: a whole batch.
+        size = batch if left is None or entity is not None else min(batch, left)
         rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM directory_changes_since(%s, %s)",
-            (after, batch if left is None else min(batch, left)),
+            f"SELECT {_COLUMNS} FROM directory_changes_since(%s, %s)", (after, size)
         ).fetchall()
         if not rows:
             return
