@@ -177,7 +177,11 @@ def test_a_publish_during_the_load_waits_for_the_swap_and_is_kept(reference_db, 
             publish_day(conn, records, partition=day.isoformat(), run_id="day")
         published.set()
 
+    (pending,) = _rows(reference_db, "SELECT pending_by_partition FROM sirene_stock.staged")[0]
+    order: list[str] = []
+
     def during_the_load(partition, outcome) -> None:
+        order.append(partition)
         if waited:
             return
         threading.Thread(target=publish_a_day, daemon=True).start()
@@ -192,6 +196,9 @@ def test_a_publish_during_the_load_waits_for_the_swap_and_is_kept(reference_db, 
 
     assert waited == [True]
     assert published.wait(60)
+    # The partitions were loaded the largest first (a large one last would idle the others).
+    assert order == sorted((p for p, n in pending.items() if n), key=lambda p: (-pending[p], p))
+    assert pending[order[0]] > pending[order[-1]]
     days = _rows(reference_db, "SELECT count(*) FROM enterprise_entreprise WHERE last_partition = '2026-11-20'")
     assert days[0][0] > 100
 

@@ -178,10 +178,12 @@ def bulk_load_stock(
 
 
 def _staged_partitions(conn: psycopg.Connection) -> list[str]:
+    """The partitions with rows still to apply, the largest first: a worker that takes a
+    large département last would leave the others idle until it ends."""
     row = conn.execute("SELECT pending_by_partition FROM sirene_stock.staged").fetchone()
     if row is None:
         raise StockFileError(NOTHING_STAGED)
-    return sorted(p for p, n in row[0].items() if n)
+    return sorted((p for p, n in row[0].items() if n), key=lambda p: (-row[0][p], p))
 
 
 def _open_shadow(conn: psycopg.Connection) -> dict[str, int]:

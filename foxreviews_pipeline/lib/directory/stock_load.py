@@ -44,11 +44,11 @@ PARTITION_CHUNK_ROWS = 20_000
 STOCK_SOURCE = "sirene"
 
 
-# The staged establishments still to apply: those whose stored row did not come from this very
-# INSEE version mapped by the current rules (a day's `_already_applied`, set-based).
-PENDING = sql.SQL(
-    "SELECT e.* FROM sirene_stock.etablissement e "
-    "WHERE NOT EXISTS (SELECT 1 FROM enterprise_entreprise x WHERE x.siret = e.siret "
+# The staged establishments still to apply (`e`, a row of `sirene_stock.etablissement`): those
+# whose stored row did not come from this very INSEE version mapped by the current rules (a
+# day's `_already_applied`, set-based).
+STILL_TO_APPLY = sql.SQL(
+    "NOT EXISTS (SELECT 1 FROM enterprise_entreprise x WHERE x.siret = e.siret "
     "AND x.source = 'sirene' AND x.mapping_version = {} "
     "AND x.date_dernier_traitement = e.treated)"
 ).format(sql.Literal(MAPPING_VERSION))
@@ -58,8 +58,8 @@ def stage_for_directory(
     conn: psycopg.Connection, etablissements: Path, unites_legales: Path | None, *, force: bool = False
 ) -> StagedStock:
     """Stage a stock (`stage_stock`), each partition's rows still to apply counted against
-    the directory (`PENDING`)."""
-    return stage_stock(conn, etablissements, unites_legales, select_pending=PENDING, force=force)
+    the directory (`STILL_TO_APPLY`)."""
+    return stage_stock(conn, etablissements, unites_legales, still_to_apply=STILL_TO_APPLY, force=force)
 
 
 def _connect_like(conn: psycopg.Connection) -> psycopg.Connection:

@@ -212,14 +212,14 @@ def stage_stock(
     etablissements: Path,
     unites_legales: Path | None,
     *,
-    select_pending: sql.Composable,
+    still_to_apply: sql.Composable,
     force: bool = False,
 ) -> StagedStock:
     """COPY a StockEtablissement and its StockUniteLegale into `sirene_stock`, replacing the
     previous staging, and commit; nothing is committed if the files do not belong together.
 
-    `select_pending` selects, from the staged establishments (`sirene_stock.etablissement
-    e`), those still to apply: the directory decides (`lib/directory/stock_load.py`).
+    `still_to_apply` is a condition on a staged establishment (`sirene_stock.etablissement
+    e`): whether it is still to apply. The directory decides (`lib/directory/stock_load.py`).
 
     The same files staged again (same names, sizes and times; `force` to copy them anyway)
     are not copied again: only the rows still to apply are recomputed.
@@ -245,12 +245,12 @@ def stage_stock(
                 int(current["unites_legales"]),
                 int(current["unmatched_sirens"]),
                 dict(current["rows_by_partition"]),
-                _mark_pending(conn, select_pending),
+                _mark_pending(conn, still_to_apply),
                 already_staged=True,
             )
         else:
             staged = _stage(
-                conn, etablissements, unites_legales, etab_columns, ul_columns, files, select_pending
+                conn, etablissements, unites_legales, etab_columns, ul_columns, files, still_to_apply
             )
         conn.execute(
             """
@@ -286,7 +286,7 @@ def _stage(
     etab_columns: list[str],
     ul_columns: list[str],
     files: str,
-    select_pending: sql.Composable,
+    still_to_apply: sql.Composable,
 ) -> StagedStock:
     _create_table(
         conn,
@@ -320,7 +320,7 @@ def _stage(
         ul_rows,
         unmatched,
         _counts_by_partition(conn, ETABLISSEMENT_TABLE),
-        _mark_pending(conn, select_pending),
+        _mark_pending(conn, still_to_apply),
     )
 
 
@@ -333,15 +333,46 @@ def _counts_by_partition(conn: psycopg.Connection, table: str) -> dict[str, int]
     return {k: int(v) for k, v in rows}
 
 
-def _mark_pending(conn: psycopg.Connection, select_pending: sql.Composable) -> dict[str, int]:
-    """(Re)build `pending` from `select_pending`, a query over the staged establishments
-    (`sirene_stock.etablissement e`) that keeps those still to apply (the reader of the
-    staging decides which), indexed by partition; its counts by partition."""
+def _mark_pending(conn: psycopg.Connection, still_to_apply: sql.Composable) -> dict[str, int]:
+    """(Re)build `pending`, the staged establishments (`sirene_stock.etablissement e`) that
+    meet `still_to_apply` (the reader of the staging decides which); its counts by partition.
+
+    `pending` holds what a partition reads, `mapping.FLAT_FIELDS`, the legal units' names
+    joined once here, and is written in the order of the partitions: a partition is then
+    one range of the table, read through the index without a join. Joined per partition, each
+    would hash every legal unit of the file and read pages scattered over the whole staging
+    (a hundred times over for the national file). Within a partition the rows are sorted by
+    SIRET, the repeats of one SIRET in the order of the file (`latest_per_siret`)."""
     conn.execute("DROP TABLE IF EXISTS sirene_stock.pending")
-    conn.execute(sql.SQL("CREATE UNLOGGED TABLE sirene_stock.pending AS {}").format(select_pending))
+    conn.execute(
+        sql.SQL(
+            "CREATE UNLOGGED TABLE sirene_stock.pending AS SELECT {fields}, e.departement "
+            "FROM sirene_stock.etablissement e "
+            "LEFT JOIN sirene_stock.unite_legale u ON u.siren = e.siren "
+            "WHERE {still_to_apply} ORDER BY e.departement, e.siret, e.ctid"
+        ).format(fields=_flat_fields(conn), still_to_apply=still_to_apply)
+    )
     conn.execute("CREATE INDEX ON sirene_stock.pending (departement)")
     conn.execute("ANALYZE sirene_stock.pending")
     return _counts_by_partition(conn, PENDING_TABLE)
+
+
+def _flat_fields(conn: psycopg.Connection) -> sql.Composable:
+    """`mapping.FLAT_FIELDS` from the staged establishments `e` and their legal units `u`; a
+    column older files do not have is NULL."""
+    etab = _staged_columns(conn, ETABLISSEMENT_TABLE)
+    if not etab:
+        raise StockFileError(NOTHING_STAGED)
+    selected: list[sql.Composable] = []
+    for name in FLAT_FIELDS:
+        if name in UNITE_LEGALE_NAME_FIELDS:
+            value: sql.Composable = sql.SQL("u.{}").format(sql.Identifier(name))
+        elif name in etab:
+            value = sql.SQL("e.{}").format(sql.Identifier(name))
+        else:
+            value = sql.SQL("NULL::text")
+        selected.append(sql.SQL("{} AS {}").format(value, sql.Identifier(name)))
+    return sql.SQL(", ").join(selected)
 
 
 def _index(conn: psycopg.Connection, unites_legales: Path) -> None:
@@ -403,23 +434,11 @@ def _staged_columns(conn: psycopg.Connection, table: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _partition_query(conn: psycopg.Connection) -> sql.Composed:
-    etab = _staged_columns(conn, ETABLISSEMENT_TABLE)
-    if not etab:
-        raise StockFileError(NOTHING_STAGED)
-    selected: list[sql.Composable] = []
-    for name in FLAT_FIELDS:
-        if name in UNITE_LEGALE_NAME_FIELDS:
-            selected.append(sql.SQL("u.{}").format(sql.Identifier(name)))
-        elif name in etab:
-            selected.append(sql.SQL("e.{}").format(sql.Identifier(name)))
-        else:
-            selected.append(sql.NULL)  # a column older files do not have
-    return sql.SQL(
-        "SELECT {} FROM sirene_stock.pending e "
-        "LEFT JOIN sirene_stock.unite_legale u ON u.siren = e.siren "
-        "WHERE e.departement = %s"
-    ).format(sql.SQL(", ").join(selected))
+def _partition_query() -> sql.Composed:
+    """A partition's rows still to apply, as `_mark_pending` wrote them."""
+    return sql.SQL("SELECT {} FROM sirene_stock.pending WHERE departement = %s").format(
+        sql.SQL(", ").join(sql.Identifier(name) for name in FLAT_FIELDS)
+    )
 
 
 # COPY's CSV as Arrow reads it back: an unquoted empty field is NULL, a quoted one an empty
@@ -458,7 +477,15 @@ def partition_tables(
         raise ValueError(f"unknown stock partition {partition!r}")
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
-    query = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(_partition_query(reader))
+    staged = _staged_columns(reader, PENDING_TABLE)
+    if not staged:
+        raise StockFileError(NOTHING_STAGED)
+    if not staged.issuperset(FLAT_FIELDS):
+        raise StockFileError(
+            "the staged stock was staged by an earlier version of the pipeline: materialize "
+            "the sirene_stock asset again (the same files are not copied again)"
+        )
+    query = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(_partition_query())
     with reader.cursor() as cur, cur.copy(query, (partition,)) as copy:
         # PostgreSQL sends a COPY TO one row per message: a batch is `chunk_rows` messages,
         # gathered as they come (the server waits while a batch is written) and parsed at
