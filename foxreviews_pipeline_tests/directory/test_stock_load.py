@@ -14,7 +14,7 @@ import pytest
 from foxreviews_pipeline.lib.publish import PublicationHeld
 from foxreviews_pipeline.lib.sirene.identifiers import luhn_check_digit
 from foxreviews_pipeline.lib.sirene.mapping import map_table
-from foxreviews_pipeline.lib.sirene.stock_staging import partition_tables
+from foxreviews_pipeline.lib.sirene.stock_staging import StockFileError, partition_tables
 from foxreviews_pipeline.sample.stock_files import write_sample_stock
 from foxreviews_pipeline_tests.pipeline import stock_runs
 from foxreviews_pipeline_tests.pipeline.conftest import load_reference
@@ -350,3 +350,44 @@ def test_memory_stays_bounded_while_streaming(reference, tmp_path):
     whole = per_row * rows
     assert per_row > 300
     assert peak < whole / 5, (peak, whole)
+
+
+def test_a_partition_is_one_range_of_the_staged_rows_with_its_names(reference, tmp_path):
+    """The rows still to apply carry their legal units' names and lie in partition order,
+    sorted by SIRET within one: a partition is read as one range, with no join."""
+    path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
+    write_sample_stock(path, 2_000, unites_legales_path=ul, seed=11)
+    staged = stock_runs.stage_file(reference, path, ul)
+    with psycopg.connect(reference) as conn:
+        # A sequential scan returns the rows as they lie in the table.
+        conn.execute("SET enable_indexscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        stored = conn.execute("SELECT departement, siret FROM sirene_stock.pending").fetchall()
+        named = conn.execute(
+            'SELECT count(*) FILTER (WHERE p."denominationUniteLegale" IS NOT DISTINCT FROM '
+            'u."denominationUniteLegale" AND p."nomUniteLegale" IS NOT DISTINCT FROM u."nomUniteLegale") '
+            "FROM sirene_stock.pending p JOIN sirene_stock.unite_legale u ON u.siren = p.siren"
+        ).fetchone()[0]
+    assert len(stored) == sum(staged.pending_by_partition.values()) == 2_000
+    assert stored == sorted(stored) and len({d for d, _ in stored}) > 10
+    assert named == 2_000
+
+
+def test_a_staging_of_an_earlier_version_asks_to_be_staged_again(reference, tmp_path):
+    path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
+    write_sample_stock(path, 300, unites_legales_path=ul, seed=12)
+    staged = stock_runs.stage_file(reference, path, ul)
+    partition = next(iter(staged.rows_by_partition))
+    with psycopg.connect(reference) as conn:
+        # What an earlier version staged: the establishments' own columns, no names.
+        conn.execute("DROP TABLE sirene_stock.pending")
+        conn.execute("CREATE TABLE sirene_stock.pending AS SELECT * FROM sirene_stock.etablissement")
+        conn.commit()
+        with pytest.raises(StockFileError, match="materialize the sirene_stock asset again"):
+            next(partition_tables(conn, partition, chunk_rows=100))
+    # Staged again (the same files: nothing copied), the partitions read.
+    again = stock_runs.stage_file(reference, path, ul)
+    assert again.already_staged
+    with psycopg.connect(reference) as conn:
+        rows = sum(t.num_rows for t in partition_tables(conn, partition, chunk_rows=100))
+    assert rows == staged.rows_by_partition[partition]
