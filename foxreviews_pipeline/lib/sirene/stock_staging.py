@@ -3,9 +3,10 @@
 A national StockEtablissement (~40M rows) and StockUniteLegale (~28M) do not fit in a
 worker's memory, and reading the whole file once per département would read it a hundred
 times. So the `sirene_stock` asset COPYs both files, unchanged, into unlogged tables of the
-schema `sirene_stock` (PostgreSQL's fastest way in), indexes the establishments by
-département and the legal units by siren, and checks that the two files belong together;
-each département is then read on its own, with the legal units joined in the database
+schema `sirene_stock` (PostgreSQL's fastest way in), indexes the legal units by siren, and
+checks that the two files belong together. The establishments still to apply are then
+written once more, joined with their legal units' names and in the order of the
+départements (`pending`); each département is read from there as one range
 (`partition_tables`), and mapped by the same rules as a day.
 
 Staging replaces the previous one in one transaction, so a partition load never sees half a
@@ -376,7 +377,6 @@ def _flat_fields(conn: psycopg.Connection) -> sql.Composable:
 
 
 def _index(conn: psycopg.Connection, unites_legales: Path) -> None:
-    conn.execute("CREATE INDEX ON sirene_stock.etablissement (departement)")
     try:
         with conn.transaction():
             conn.execute("CREATE UNIQUE INDEX ON sirene_stock.unite_legale (siren)")
