@@ -391,3 +391,24 @@ def test_a_staging_of_an_earlier_version_asks_to_be_staged_again(reference, tmp_
     with psycopg.connect(reference) as conn:
         rows = sum(t.num_rows for t in partition_tables(conn, partition, chunk_rows=100))
     assert rows == staged.rows_by_partition[partition]
+
+
+def test_a_siret_listed_several_times_is_never_split_between_batches(reference, tmp_path):
+    rows = [
+        _stock_row(f"{10_000_000 + i:08d}", "0001", name=f"ETS {i}", treated=f"2024-03-{1 + i % 9:02d}T08:00:00")
+        for i in range(9)
+    ]
+    # One SIRET three times, whose run starts where a batch of two would end.
+    rows += [
+        _stock_row("10000003", "0001", name="ETS 3", treated=f"2024-04-0{day}T08:00:00") for day in (1, 2)
+    ]
+    path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
+    write_sample_stock(path, rows, unites_legales_path=ul)
+    stock_runs.stage_file(reference, path, ul)
+    with psycopg.connect(reference) as conn:
+        batches = [t.column("siret").to_pylist() for t in partition_tables(conn, "69", chunk_rows=2)]
+    assert sorted(s for b in batches for s in b) == sorted(r["siret"] for r in rows)
+    seen = [set(b) for b in batches]
+    assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1:])
+    # Every batch but the last is full, the one holding the repeated SIRET longer.
+    assert all(len(b) >= 2 for b in batches[:-1]) and max(map(len, batches)) == 4

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from psycopg import sql
+from psycopg.abc import Buffer
 from psycopg.types.json import Jsonb
 
 from foxreviews_pipeline.lib.sirene.mapping import (
@@ -490,13 +491,25 @@ def partition_tables(
         # PostgreSQL sends a COPY TO one row per message: a batch is `chunk_rows` messages,
         # gathered as they come (the server waits while a batch is written) and parsed at
         # once. Arrow's streaming reader would read up to 32 blocks ahead instead.
+        # The rows come sorted by SIRET (`_mark_pending`): a full batch goes on until the
+        # SIRET changes, so that one SIRET's rows are never split between two batches.
         data = bytearray()
         rows = 0
+        last: bytes | None = None
         while row := copy.read():
+            if last is not None and _siret_field(row) != last:
+                yield _parse_rows(data)
+                data, rows, last = bytearray(), 0, None
             data += row
             rows += 1
-            if rows == chunk_rows:
-                yield _parse_rows(data)
-                data, rows = bytearray(), 0
+            if rows >= chunk_rows and last is None:
+                last = _siret_field(row)  # the batch is full: it ends with this SIRET
         if rows:
             yield _parse_rows(data)
+
+
+def _siret_field(row: Buffer) -> bytes:
+    """The first field of a COPY CSV row (the SIRET), as sent: equal SIRETs give equal bytes."""
+    head = bytes(row[:64])
+    end = head.find(b",")
+    return head if end < 0 else head[:end]
