@@ -78,13 +78,23 @@ def stock(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_a_bulk_load_leaves_what_a_partitioned_load_leaves(reference_db, new_database, stock):
     partitioned = new_database(reference=True)
-    stock_runs.apply_file(partitioned, *stock)
+    by_partition = stock_runs.apply_file(partitioned, *stock)
     stock_runs.stage_file(reference_db, *stock)
 
     loaded = bulk_load_stock(reference_db, run_id="bulk", chunk_rows=700)
 
+    # The directory was empty: its establishments went in as new rows, keys built after.
+    assert loaded.all_new
     assert not loaded.held and len(loaded.partitions) > 20
     assert _directory(reference_db) == _directory(partitioned)
+    # Each partition's figures are the partitioned load's.
+    assert set(loaded.partitions) == set(by_partition)
+    for partition, change in loaded.partitions.items():
+        figures, expected = change.figures(), by_partition[partition].figures()
+        for asset, values in figures.items():
+            for key in ("duration_s", "changes"):
+                values.pop(key), expected[asset].pop(key)
+        assert figures == expected, partition
     entreprises, pages = _directory(reference_db)
     assert len(entreprises) > 2_500 and len(pages) > 1_500
     # The tables are the migrations' own, with every index, key and trigger, and no shadow.
@@ -115,6 +125,8 @@ def test_the_live_rows_and_their_ids_are_kept(reference_db, stock):
     loaded = bulk_load_stock(reference_db, run_id="bulk")
 
     assert loaded.live_rows == {"enterprise_entreprise": len(before), "enterprise_prolocalisation": len(pages_before)}
+    # Not empty: every batch was upserted against the live rows, keys kept while loading.
+    assert not loaded.all_new
     after = dict(_rows(reference_db, "SELECT siret, id FROM enterprise_entreprise"))
     assert {s: after[s] for s in before} == before
     assert len(after) > len(before) and min(i for s, i in after.items() if s not in before) > max(before.values())
@@ -126,6 +138,34 @@ def test_the_live_rows_and_their_ids_are_kept(reference_db, stock):
             "INSERT INTO enterprise_entreprise (siret, siren, nom) VALUES ('00000000000001', '000000000', 'X') RETURNING id"
         ).fetchone()
     assert new_id > max(after.values())
+
+
+def test_one_establishment_in_two_departements_stops_the_swap(reference_db, tmp_path):
+    """The keys of an empty directory's establishments are built after the load: a SIRET
+    the stock lists in two départements is found then, and nothing is swapped."""
+    path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
+    write_sample_stock(path, 400, unites_legales_path=ul, seed=9)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns, rows = reader.fieldnames, list(reader)
+    # The first establishment's SIRET again, on a row of another département.
+    first = rows[0]
+    there = next(r for r in rows if r["codeCommuneEtablissement"][:2] != first["codeCommuneEtablissement"][:2])
+    moved = dict(there, **{c: first[c] for c in ("siren", "nic", "siret")})
+    with path.open("a", newline="") as f:
+        csv.DictWriter(f, columns or [], lineterminator="\n").writerow(moved)
+    staged = stock_runs.stage_file(reference_db, path, ul)
+    assert sum(staged.rows_by_partition.values()) == 401
+
+    with pytest.raises(BulkLoadRefused, match=f"two départements .*{first['siret']}.*nothing was swapped"):
+        bulk_load_stock(reference_db)
+
+    assert _directory(reference_db) == ([], [])
+    assert not _shadow_exists(reference_db)
+    # The partitioned backfill loads it, the latest version of the establishment kept.
+    loaded = stock_runs.apply_partitions(reference_db, sorted(staged.rows_by_partition))
+    assert sum(c.entreprises.inserted for c in loaded.values()) == 400
+    assert len(_directory(reference_db)[0]) == 400
 
 
 def test_a_populated_directory_is_refused_and_left_alone(reference_db, stock):

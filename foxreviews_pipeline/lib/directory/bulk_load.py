@@ -81,6 +81,9 @@ class BulkLoad:
     partitions: dict[str, DirectoryChange] = field(default_factory=dict)
     held: dict[str, PublicationHeld] = field(default_factory=dict)
     live_rows: dict[str, int] = field(default_factory=dict)  # copied from the live tables
+    # The directory was empty: the establishments were inserted without their keys, which
+    # were built with the rest (`upsert_entreprises`' `all_new`).
+    all_new: bool = False
     load_s: float = 0.0  # the partitions written into the shadow tables
     build_s: float = 0.0  # indexes, constraints, triggers and the view built
     swap_s: float = 0.0  # the swap's own transaction (readers wait at most this long)
@@ -161,12 +164,21 @@ def bulk_load_stock(
             with guard.transaction():
                 result.live_rows = _open_shadow(guard)
                 fingerprint = _fingerprint(guard)
+            # An empty directory: every staged SIRET is new (`upsert_entreprises`' `all_new`).
+            result.all_new = not any(result.live_rows.values())
             loading = time.perf_counter()
             _load_partitions(url, todo, result, run_id, workers, chunk_rows, on_partition)
             result.load_s = time.perf_counter() - loading
             building = time.perf_counter()
-            with guard.transaction():
-                _build(guard)
+            try:
+                with guard.transaction():
+                    _build(guard, keys=result.all_new)
+            except psycopg.errors.UniqueViolation as exc:
+                raise BulkLoadRefused(
+                    f"the stock lists one establishment in two départements "
+                    f"({exc.diag.message_detail}): nothing was swapped; load the stock by "
+                    "partitions (sirene_stock_backfill), which keeps its latest version"
+                ) from None
             result.build_s = time.perf_counter() - building
             swapping = time.perf_counter()
             with guard.transaction():
@@ -189,8 +201,9 @@ def _staged_partitions(conn: psycopg.Connection) -> list[str]:
 
 
 def _open_shadow(conn: psycopg.Connection) -> dict[str, int]:
-    """The shadow tables, holding the live rows (ids kept) and the keys the write path needs;
-    a leftover of a crashed bulk load is dropped first. Returns the rows copied per table."""
+    """The shadow tables, holding the live rows (ids kept) and the keys the write path needs
+    (none on the establishments of an empty directory, whose rows are all new); a leftover of
+    a crashed bulk load is dropped first. Returns the rows copied per table."""
     shadow = sql.Identifier(SHADOW)
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(shadow))
     conn.execute(sql.SQL("CREATE SCHEMA {}").format(shadow))
@@ -215,28 +228,31 @@ def _open_shadow(conn: psycopg.Connection) -> dict[str, int]:
             sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), coalesce(max(id), 0) + 1, false) FROM {}")
             .format(sql.Literal(f"{SHADOW}.{table}"), name)
         )
-        for statement in _definitions(conn, table, during_load=True):
+    keys = any(copied.values())
+    for table in TABLES:
+        for statement in _definitions(conn, table, during_load=True, keys=keys or table != TABLES[0]):
             conn.execute(statement)
     return copied
 
 
-def _definitions(conn: psycopg.Connection, table: str, *, during_load: bool) -> list[str]:
+def _definitions(conn: psycopg.Connection, table: str, *, during_load: bool, keys: bool = True) -> list[str]:
     """The live table's keys and indexes as statements for its shadow: the keys and
     `_LOAD_INDEXES` (`during_load`), or the rest (foreign keys, other indexes, triggers,
-    privileges). Read from the catalog, so they follow the migrations."""
+    privileges). Read from the catalog, so they follow the migrations. `keys` False moves
+    the primary and unique keys from the load to the rest."""
     live = f"public.{table}"
     catalog = table_keys(conn, [live])
     own: str = one_row(conn.execute("SELECT %s::regclass::text", (live,)))[0]
     # Its own keys (not the foreign keys of other tables to it), unique ones first.
-    keys = sorted(
+    own_keys = sorted(
         ((n, kind, definition) for t, n, kind, definition in catalog.constraints if t == own),
         key=lambda k: (k[1] == "f", k[1] != "u", k[0]),
     )
     indexes = list(catalog.indexes)
     target = f"{SHADOW}.{table}"
     statements = []
-    for name, kind, definition in keys:
-        if (kind in ("p", "u")) == during_load:
+    for name, kind, definition in own_keys:
+        if (kind in ("p", "u") and keys) == during_load:
             statements.append(
                 f"ALTER TABLE {target} ADD CONSTRAINT {_ident(name)} {definition}"
             )
@@ -308,7 +324,7 @@ def _load_partitions(
             try:
                 with conn.transaction():
                     outcome = publish_stock_partition(
-                        conn, partition, run_id=run_id, chunk_rows=chunk_rows
+                        conn, partition, run_id=run_id, chunk_rows=chunk_rows, all_new=result.all_new
                     ).result
                 result.partitions[partition] = outcome
             except PublicationHeld as held:
@@ -322,12 +338,15 @@ def _load_partitions(
             future.result()
 
 
-def _build(conn: psycopg.Connection) -> None:
-    """The rest of the live tables' definitions on the shadow tables, their statistics, and
-    the `ville_stats` view over them."""
+def _build(conn: psycopg.Connection, *, keys: bool) -> None:
+    """The rest of the live tables' definitions on the shadow tables (`keys`: the
+    establishments' keys too, first), their statistics, and the `ville_stats` view over them."""
     # Read under the default search path (the live tables' references come unqualified),
     # run under the shadow's: a foreign key to `enterprise_entreprise` is to the shadow one.
-    statements = [s for table in TABLES for s in _definitions(conn, table, during_load=False)]
+    statements = [
+        s for table in TABLES
+        for s in _definitions(conn, table, during_load=False, keys=not (keys and table == TABLES[0]))
+    ]
     (view,) = one_row(conn.execute("SELECT pg_get_viewdef('public.ville_stats'::regclass)"))
     view_indexes = [
         _retarget(index, VIEW) for (index,) in conn.execute(

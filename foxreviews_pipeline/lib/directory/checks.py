@@ -98,16 +98,19 @@ class EntrepriseAudit:
     diffusion_violations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> EntrepriseAudit:
+def audit_entreprises(
+    conn: psycopg.Connection, sirets: Sequence[str], *, written: str | None = None
+) -> EntrepriseAudit:
     """What the establishments of these SIRETs look like in the table, now: read once for
-    every row check."""
+    every row check. `written`: they are new ones, stored as they are in this temporary table
+    (`upsert_entreprises`' `all_new`), read from there."""
     audit = EntrepriseAudit()
     nd = " OR ".join(f"e.{c} = '[ND]'" for c in _TEXT_COLUMNS)
     personal = " OR ".join(f"e.{c} IS NOT NULL" for c in PERSONAL_COLUMNS)
     rows = conn.execute(
         f"""
         SELECT e.siret, e.siren, ({nd}), d.statut_diffusion, d.personal_fields, d.active_prolocalisations
-        FROM enterprise_entreprise e
+        FROM {"enterprise_entreprise" if written is None else written} e
         -- Only for an establishment that may not be published: what it shows.
         LEFT JOIN LATERAL (
             SELECT e.statut_diffusion,
@@ -117,9 +120,9 @@ def audit_entreprises(conn: psycopg.Connection, sirets: Sequence[str]) -> Entrep
                     WHERE p.entreprise_id = e.id AND p.is_active) AS active_prolocalisations
             WHERE NOT entreprise_publishable(e.statut_diffusion, e.nom, e.source)
         ) d ON true
-        WHERE e.siret = ANY(%s)
+        {"WHERE e.siret = ANY(%s)" if written is None else ""}
         """,
-        (TextArray(sirets),),
+        (TextArray(sirets),) if written is None else None,
     ).fetchall()
     audit.rows = len(rows)
     audit.duplicate_sirets = len(rows) - len({r[0] for r in rows})
@@ -197,6 +200,7 @@ def audit_publication(
     prolocalisations: ProLocalisationCounts | None = None,
     checks: Sequence[tuple[str, str]] = tuple(BLOCKING_CHECKS),
     positions: Mapping[str, Any] | None = None,
+    written: str | None = None,
 ) -> list[CheckOutcome]:
     """Every blocking check of `checks` on what this transaction sees for `sirets`.
 
@@ -204,14 +208,15 @@ def audit_publication(
     SIRETs the mapping rejected as invalid, `unusable_rejected` those it rejected for another
     reason; `prolocalisations` what the ProLocalisation sync
     of the batch found (needed for the share checks); `positions` how the batch's mapping
-    positioned its establishments (`mapping.position_counts`, for `positions_in_territory`).
+    positioned its establishments (`mapping.position_counts`, for `positions_in_territory`);
+    `written` the temporary table new establishments were stored in (`audit_entreprises`).
     """
     wanted = set(checks)
     outcomes: list[CheckOutcome] = []
     # Tens of thousands of result rows on top of a day's landed records: the cyclic
     # collector would walk that whole heap for objects that hold no cycle.
     with paused_gc():
-        audit = audit_entreprises(conn, sirets)
+        audit = audit_entreprises(conn, sirets, written=written)
     if (ENTREPRISES, "valid_identifiers") in wanted:
         invalid_share = share(len(invalid_rejected), records) if records else 0.0
         outcomes.append(

@@ -32,6 +32,8 @@ _STAGE = "stage_entreprise"
 # The nomenclature of a row that does not name one (staff uploads).
 _DEFAULT_NOMENCLATURE = "NAFRev2"
 _EXISTING = "stage_entreprise_existing"
+# The rows an upsert of new establishments (`all_new`) stored, as stored.
+WRITTEN = "stage_entreprise_written"
 
 
 @dataclass
@@ -146,6 +148,7 @@ def upsert_entreprises(
     run_id: str | None = None,
     keep_existing_when_null: bool = False,
     mapping_version: int | None = None,
+    all_new: bool = False,
 ) -> EntrepriseCounts:
     """Insert or update establishments by SIRET; return what happened.
 
@@ -158,6 +161,12 @@ def upsert_entreprises(
       an older day re-run after a newer one cannot regress data.
     - `naf_libelle` is filled from the NAF nomenclature when the row does not carry one.
     - `mapping_version` records which SIRENE mapping rules produced the rows.
+    - `all_new`: the caller knows that none of the SIRETs is stored and that each comes once
+      (the bulk load of an empty directory, lib/directory/bulk_load.py). The rows are then
+      inserted as they are, no stored version looked up and no conflict resolved, so that
+      the table needs no index on `siret` while it is filled; the stored rows are kept in the
+      temporary table `WRITTEN` for the ProLocalisations and the audit that follow. A SIRET
+      stored all the same is found when the unique index is built.
     """
     columns = list(columns)
     if "siret" not in columns:
@@ -208,6 +217,15 @@ def upsert_entreprises(
     if mapping_version is not None:
         conn.execute(f"ALTER TABLE {_STAGE} ADD COLUMN mapping_version smallint DEFAULT {int(mapping_version)}")
         data_columns.append("mapping_version")
+
+    fixed: dict[str, sql.Composable] = {
+        "source": sql.Literal(source),
+        "last_partition": sql.Literal(partition),
+        "last_run_id": sql.Literal(run_id),
+    }
+    if all_new:
+        counts.inserted = _insert_new(conn, data_columns, fixed)
+        return counts
 
     # The stored versions of the staged SIRETs, read once through the unique index with an
     # array: every comparison below then joins two small tables, whatever the size of
@@ -265,11 +283,7 @@ def upsert_entreprises(
         columns=data_columns,
         keep_existing_when_null=keep_existing_when_null,
         stored=_EXISTING,
-        fixed={
-            "source": sql.Literal(source),
-            "last_partition": sql.Literal(partition),
-            "last_run_id": sql.Literal(run_id),
-        },
+        fixed=fixed,
         only_changed=False,
         returning=sql.SQL("t.siret, (t.xmax = 0) AS inserted, t.is_active"),
     )
@@ -287,3 +301,24 @@ def upsert_entreprises(
     row = one_row(conn.execute(statement))
     counts.inserted, counts.updated, counts.closed, counts.reopened = row
     return counts
+
+
+def _insert_new(conn: psycopg.Connection, data_columns: list[str], fixed: dict[str, sql.Composable]) -> int:
+    """The stage inserted as new rows (`upsert_entreprises`' `all_new`), what was stored kept in
+    `WRITTEN`; how many."""
+    drop_temp(conn, WRITTEN)
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT * FROM enterprise_entreprise WITH NO DATA")
+        .format(sql.Identifier(WRITTEN))
+    )
+    inserted = upsert_statement(
+        "enterprise_entreprise", _STAGE, key=("siret",), columns=data_columns, fixed=fixed,
+        on_conflict=False, returning=sql.SQL("t.*"),
+    )
+    count: int = conn.execute(
+        sql.SQL("WITH inserted AS ({}) INSERT INTO {} SELECT * FROM inserted").format(
+            inserted, sql.Identifier(WRITTEN)
+        )
+    ).rowcount
+    analyze_stage(conn, WRITTEN, ["id", "siret"])
+    return count

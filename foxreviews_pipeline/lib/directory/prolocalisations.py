@@ -86,7 +86,7 @@ _RESOLVED = """
             AND o.sous_categorie_id IS DISTINCT FROM m.sous_categorie_id) AS trades_differ,
            false AS trade_kept,
            (sub.id IS NOT NULL AND sub.is_active AND cat.is_active) AS trade_active
-    FROM enterprise_entreprise e
+    FROM {establishments} e
     LEFT JOIN location_commune_alias a ON a.code_insee = e.code_commune
     LEFT JOIN location_ville v ON v.code_insee = coalesce(a.ville_code_insee, e.code_commune)
                               AND v.is_active
@@ -101,10 +101,12 @@ _RESOLVED = """
     LEFT JOIN ref_naf_nomenclature n ON n.nomenclature = e.naf_nomenclature AND n.code = e.naf_code
     LEFT JOIN subcategory_souscategorie sub ON sub.id = m.sous_categorie_id
     LEFT JOIN category_categorie cat ON cat.id = sub.categorie_id
-    -- An array through the SIRET index: the plan stays an index lookup per establishment
-    -- whatever the size of the table or the freshness of its statistics.
-    WHERE e.siret = ANY(%s)
+    WHERE {scope}
 """
+# The establishments of the scope: by an array through the SIRET index, so that the plan
+# stays an index lookup per establishment whatever the size of the table or the freshness of
+# its statistics.
+_BY_SIRET = {"establishments": "enterprise_entreprise", "scope": "e.siret = ANY(%s)"}
 
 # Why an active establishment has no page; the first that applies.
 _UNMATCHED_REASON = """
@@ -127,30 +129,46 @@ def sync_prolocalisations(
     sirets: Iterable[str],
     *,
     partition: str | None = None,
+    written: str | None = None,
 ) -> ProLocalisationCounts:
-    """Create, reactivate or retire the ProLocalisations of these establishments."""
+    """Create, reactivate or retire the ProLocalisations of these establishments.
+
+    `written`: the establishments are new ones, stored as they are in this temporary table
+    (`upsert_entreprises`' `all_new`): they have no ProLocalisation yet, so there is none to
+    keep, reactivate or retire, and they are read from there rather than looked up."""
     drop_temp(conn, "stage_proloc_resolved", "stage_proloc_desired", "stage_proloc_existing")
     scope = list(dict.fromkeys(sirets))
     counts = ProLocalisationCounts(establishments=len(scope))
     if not scope:
         return counts
-    _stage_resolved(conn, scope)
+    _stage_resolved(conn, scope, written)
     _count_resolution(conn, counts)
     counts.desired = _stage_desired(conn)
-    _stage_existing(conn)
+    _stage_existing(conn, none=written is not None)
     counts.created = _create_new(conn, partition)
-    counts.reactivated = _reactivate_wanted(conn, partition)
-    counts.deactivated_by_reason = _retire_unwanted(conn, partition)
-    counts.deactivated = sum(counts.deactivated_by_reason.values())
+    if written is None:
+        counts.reactivated = _reactivate_wanted(conn, partition)
+        counts.deactivated_by_reason = _retire_unwanted(conn, partition)
+        counts.deactivated = sum(counts.deactivated_by_reason.values())
     return counts
 
 
-def _stage_resolved(conn: psycopg.Connection, scope: list[str]) -> None:
+def _stage_resolved(conn: psycopg.Connection, scope: list[str], written: str | None) -> None:
     """`stage_proloc_resolved`: each establishment of the scope with its ville and trade."""
-    conn.execute(f"CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS {_RESOLVED}", (TextArray(scope),))
+    if written is None:
+        conn.execute(
+            "CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS " + _RESOLVED.format(**_BY_SIRET),
+            (TextArray(scope),),
+        )
+    else:
+        conn.execute(
+            "CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS "
+            + _RESOLVED.format(establishments=written, scope="true")
+        )
     analyze_stage(conn, "stage_proloc_resolved", ["entreprise_id", "ville_id", "code_commune"])
     _resolve_by_postal_code(conn)
-    _keep_trades(conn)
+    if written is None:
+        _keep_trades(conn)
 
 
 # The NAF 2025 figures of a batch's active establishments (ProLocalisationCounts.naf2025).
@@ -249,17 +267,19 @@ def _stage_desired(conn: psycopg.Connection) -> int:
     return desired
 
 
-def _stage_existing(conn: psycopg.Connection) -> None:
-    """`stage_proloc_existing`: the ProLocalisations the scope has now, active or not."""
+def _stage_existing(conn: psycopg.Connection, *, none: bool = False) -> None:
+    """`stage_proloc_existing`: the ProLocalisations the scope has now, active or not (`none`:
+    new establishments, which have none)."""
     # Read once through the (entreprise, …) unique index with an array of ids: a plan that
     # stays right whatever the table's statistics say (a join against a freshly filled table
     # is planned as if it were empty). The array is built in the server, not sent.
+    scope = "false" if none else "entreprise_id = ANY(ARRAY(SELECT entreprise_id FROM stage_proloc_resolved))"
     conn.execute(
-        """
+        f"""
         CREATE TEMP TABLE stage_proloc_existing ON COMMIT DROP AS
         SELECT id, entreprise_id, sous_categorie_id, ville_id, is_active
         FROM enterprise_prolocalisation
-        WHERE entreprise_id = ANY(ARRAY(SELECT entreprise_id FROM stage_proloc_resolved))
+        WHERE {scope}
         """
     )
     analyze_stage(conn, "stage_proloc_desired")

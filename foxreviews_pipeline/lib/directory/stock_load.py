@@ -22,7 +22,11 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from foxreviews_pipeline.lib.directory.checks import ROW_CHECKS, audit_publication
-from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises
+from foxreviews_pipeline.lib.directory.entreprises import (
+    SIRENE_COLUMNS,
+    WRITTEN,
+    upsert_entreprises,
+)
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange, publish_directory
 from foxreviews_pipeline.lib.gc_pause import paused_gc
@@ -90,13 +94,15 @@ def publish_stock_partition(
     run_id: str | None = None,
     chunk_rows: int = PARTITION_CHUNK_ROWS,
     on_batch: Callable[[DirectoryChange], None] | None = None,
+    all_new: bool = False,
 ) -> Published[DirectoryChange]:
     """One partition (a département) of the staged stock written, audited whole by every
-    blocking check and published or held (`PublicationHeld`: nothing of it is kept)."""
+    blocking check and published or held (`PublicationHeld`: nothing of it is kept).
+    `all_new`: none of its SIRETs is stored (`upsert_entreprises`)."""
     return publish_directory(
         conn,
         lambda c: write_stock_partition(
-            c, partition, run_id=run_id, chunk_rows=chunk_rows, on_batch=on_batch
+            c, partition, run_id=run_id, chunk_rows=chunk_rows, on_batch=on_batch, all_new=all_new
         ),
         # A partition's first load is one marker in the change feed (docs/change-feed.md).
         partition=f"stock:{partition}", run_id=run_id, snapshot_if_first_load=True,
@@ -110,10 +116,13 @@ def write_stock_partition(
     run_id: str | None = None,
     chunk_rows: int = PARTITION_CHUNK_ROWS,
     on_batch: Callable[[DirectoryChange], None] | None = None,
+    all_new: bool = False,
 ) -> DirectoryChange:
     """The partition's staged rows, batch by batch on Arrow columns: read (by a connection
     of their own), mapped, one row per SIRET, written, their ProLocalisations synced and
-    their row checks passed before the next batch, all in `conn`'s transaction."""
+    their row checks passed before the next batch, all in `conn`'s transaction.
+    `all_new`: none of its SIRETs is stored (`upsert_entreprises`); a batch holds all the
+    rows of each of its SIRETs (`partition_tables`), so each is written once."""
     change = DirectoryChange()
     staged, pending = partition_counts(conn, partition)
     if pending:
@@ -126,7 +135,9 @@ def write_stock_partition(
                 change.add_positions(position_counts(mapped))
                 unique = latest_per_siret(mapped)
                 change.duplicates += mapped.num_rows - unique.num_rows
-                _write_batch(conn, change, unique, partition=f"stock:{partition}", run_id=run_id)
+                _write_batch(
+                    conn, change, unique, partition=f"stock:{partition}", run_id=run_id, all_new=all_new
+                )
                 if on_batch is not None:
                     on_batch(change)
     # The partition's rows the directory already held in this very version were left out
@@ -137,17 +148,24 @@ def write_stock_partition(
 
 
 def _write_batch(
-    conn: psycopg.Connection, change: DirectoryChange, rows: pa.Table, *, partition: str, run_id: str | None
+    conn: psycopg.Connection,
+    change: DirectoryChange,
+    rows: pa.Table,
+    *,
+    partition: str,
+    run_id: str | None,
+    all_new: bool = False,
 ) -> None:
     """Upsert one batch, sync its ProLocalisations and pass its row checks, or stop the
     partition there (`PublicationHeld`)."""
     counts = upsert_entreprises(
         conn, SIRENE_COLUMNS, rows, source=STOCK_SOURCE, partition=partition,
-        run_id=run_id, mapping_version=MAPPING_VERSION,
+        run_id=run_id, mapping_version=MAPPING_VERSION, all_new=all_new,
     )
     sirets: list[str] = rows.column("siret").to_pylist()
-    prolocalisations = sync_prolocalisations(conn, sirets, partition=partition)
-    outcomes = audit_publication(conn, sirets, records=len(rows), checks=ROW_CHECKS)
+    written = WRITTEN if all_new else None
+    prolocalisations = sync_prolocalisations(conn, sirets, partition=partition, written=written)
+    outcomes = audit_publication(conn, sirets, records=len(rows), checks=ROW_CHECKS, written=written)
     raise_if_held(outcomes)
     change.add_batch(counts, prolocalisations, outcomes)
 
