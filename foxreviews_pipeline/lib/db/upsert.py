@@ -112,9 +112,11 @@ def stage(
 STAGE_STATISTICS_TARGET = 10
 
 
-def analyze_stage(conn: psycopg.Connection, name: str, columns: Sequence[str] = ()) -> None:
-    """ANALYZE a temporary stage (on `columns` only, if given) from a small sample; the
-    transaction's statistics target is left as it was."""
+def analyze_stage(
+    conn: psycopg.Connection, name: str, columns: Sequence[str] = (), *, schema: str | None = None
+) -> None:
+    """ANALYZE a temporary stage, or a table of `schema` (on `columns` only, if given) from a
+    small sample; the transaction's statistics target is left as it was."""
     previous = one_row(
         conn.execute(
             "SELECT current_setting('default_statistics_target'), "
@@ -123,7 +125,7 @@ def analyze_stage(conn: psycopg.Connection, name: str, columns: Sequence[str] = 
         )
     )[0]
     try:
-        target = sql.Identifier(name)
+        target = sql.Identifier(name) if schema is None else sql.Identifier(schema, name)
         if columns:
             conn.execute(sql.SQL("ANALYZE {} ({})").format(target, _names(columns)))
         else:
