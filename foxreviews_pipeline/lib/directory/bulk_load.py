@@ -12,10 +12,12 @@ indexes, their foreign keys and the change feed's triggers. On a directory holdi
    into them, ids kept;
 3. publishes every staged partition into the shadow tables through the very path the
    partitioned backfill runs (`publish_stock_partition`: the same rules, the same audit, a
-   held partition keeps nothing), several partitions at a time, each in a transaction of
-   its own;
-4. builds the live tables' other indexes, foreign keys, triggers and privileges on the
-   shadow tables, and the `ville_stats` view over them;
+   held partition keeps nothing), several partitions at a time, the largest first, each in
+   a transaction of its own. Into an empty directory every SIRET is new: the establishments
+   are inserted as they are, with no key on their table while it fills (`all_new` of
+   `upsert_entreprises`);
+4. builds the live tables' other indexes (and then the establishments' keys), foreign keys,
+   triggers and privileges on the shadow tables, and the `ville_stats` view over them;
 5. swaps them in, in one short transaction: the live tables' rows are checked unchanged
    since they were copied, then dropped, and the shadow tables take their place, with the
    change feed's snapshot markers.
