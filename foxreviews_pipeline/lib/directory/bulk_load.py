@@ -42,7 +42,10 @@ from foxreviews_pipeline.lib.db.catalog import table_keys
 from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.directory.change_feed import CHANNEL
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange
-from foxreviews_pipeline.lib.directory.stock_load import publish_stock_partition
+from foxreviews_pipeline.lib.directory.stock_load import (
+    PARTITION_CHUNK_ROWS,
+    publish_stock_partition,
+)
 from foxreviews_pipeline.lib.publish import BULK_LOAD_SETTING, PUBLISHERS_LOCK, PublicationHeld
 from foxreviews_pipeline.lib.sirene.stock_staging import NOTHING_STAGED, StockFileError
 
@@ -57,11 +60,6 @@ FEED_TABLES = ("directory_publication", "directory_change")
 # under a second, and the directory has little for its lock to hold up. Above it, the
 # partitioned backfill writes the live tables (docs/architecture.md, "The SIRENE stock").
 BULK_MAX_ESTABLISHMENTS = 100_000
-# Rows per batch of a partition loaded into the shadow tables. Each batch pays a dozen
-# statements and the look-ups of its SIRETs; at 50,000 rows a 1M-row stock's shadow phase took
-# 19.4 s against 23.2 s at the partitioned backfill's 20,000 (benchmarks/README.md), for a
-# worker's peak memory still far below the 1 GB target.
-BULK_CHUNK_ROWS = 50_000
 # Indexes kept while loading, beside the keys: what the write path reads the shadow tables
 # through (a partition's rows, by `last_partition`).
 _LOAD_INDEXES = ("enterprise_entreprise_last_partition_idx",)
@@ -144,7 +142,7 @@ def bulk_load_stock(
     run_id: str | None = None,
     partitions: Iterable[str] | None = None,
     workers: int = 2,
-    chunk_rows: int = BULK_CHUNK_ROWS,
+    chunk_rows: int = PARTITION_CHUNK_ROWS,
     max_establishments: int = BULK_MAX_ESTABLISHMENTS,
     on_partition: Callable[[str, DirectoryChange | PublicationHeld], None] | None = None,
 ) -> BulkLoad:
