@@ -16,8 +16,9 @@ indexes, their foreign keys and the change feed's triggers. On a directory holdi
    a transaction of its own. Into an empty directory every SIRET is new: the establishments
    are inserted as they are, with no key on their table while it fills (`all_new` of
    `upsert_entreprises`);
-4. builds the live tables' other indexes (and then the establishments' keys), foreign keys,
-   triggers and privileges on the shadow tables, and the `ville_stats` view over them;
+4. builds the live tables' other indexes (and the establishments' keys, when the load went
+   without them), foreign keys, triggers and privileges on the shadow tables, and the
+   `ville_stats` view over them;
 5. swaps them in, in one short transaction: the live tables' rows are checked unchanged
    since they were copied, then dropped, and the shadow tables take their place, with the
    change feed's snapshot markers.
@@ -172,7 +173,7 @@ def bulk_load_stock(
             building = time.perf_counter()
             try:
                 with guard.transaction():
-                    _build(guard, keys=result.all_new)
+                    _build(guard, establishment_keys=result.all_new)
             except psycopg.errors.UniqueViolation as exc:
                 raise BulkLoadRefused(
                     f"the stock lists one establishment in two départements "
@@ -338,14 +339,17 @@ def _load_partitions(
             future.result()
 
 
-def _build(conn: psycopg.Connection, *, keys: bool) -> None:
-    """The rest of the live tables' definitions on the shadow tables (`keys`: the
-    establishments' keys too, first), their statistics, and the `ville_stats` view over them."""
+def _build(conn: psycopg.Connection, *, establishment_keys: bool) -> None:
+    """The rest of the live tables' definitions on the shadow tables (`establishment_keys`:
+    the establishments' primary and unique keys too, first), their statistics, and the
+    `ville_stats` view over them."""
     # Read under the default search path (the live tables' references come unqualified),
     # run under the shadow's: a foreign key to `enterprise_entreprise` is to the shadow one.
     statements = [
         s for table in TABLES
-        for s in _definitions(conn, table, during_load=False, keys=not (keys and table == TABLES[0]))
+        for s in _definitions(
+            conn, table, during_load=False, keys=not (establishment_keys and table == TABLES[0])
+        )
     ]
     (view,) = one_row(conn.execute("SELECT pg_get_viewdef('public.ville_stats'::regclass)"))
     view_indexes = [
