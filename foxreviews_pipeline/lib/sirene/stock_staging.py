@@ -361,12 +361,9 @@ def _mark_pending(conn: psycopg.Connection, still_to_apply: sql.Composable) -> d
     conn.execute(
         sql.SQL(
             "CREATE UNLOGGED TABLE sirene_stock.pending AS SELECT {fields}, e.departement "
-            # The rows still to apply first (OFFSET 0 keeps the planner from joining every
-            # staged row before): a re-load of the same stock joins nothing.
-            "FROM (SELECT e.*, e.ctid AS line FROM sirene_stock.etablissement e "
-            "WHERE {still_to_apply} OFFSET 0) e "
+            "FROM sirene_stock.etablissement e "
             "LEFT JOIN sirene_stock.unite_legale u ON u.siren = e.siren "
-            "ORDER BY e.departement, e.siret, e.line"
+            "WHERE {still_to_apply} ORDER BY e.departement, e.siret, e.ctid"
         ).format(fields=_flat_fields(conn), still_to_apply=still_to_apply)
     )
     conn.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
