@@ -174,15 +174,15 @@ def upsert_entreprises(
     labels: dict[tuple[str | None, str | None], str] | None = None
     if "naf_code" in columns and "naf_libelle" not in columns:
         labels = naf_labels(conn)
-    sirets: list[str]
+    # The SIRETs the stored versions are looked up by: noted as tuples are staged, read from
+    # an Arrow table's column only when they are looked up (not for `all_new`).
+    sirets: list[str] = []
     staged_rows: Iterable[Sequence[Any]] | pa.Table
     if isinstance(rows, pa.Table):
         if labels is not None:
             rows = rows.append_column("naf_libelle", _label_column(rows, labels))
-        sirets = rows.column("siret").to_pylist()
         staged_rows = rows
     else:
-        sirets = []
         staged_rows = _noting_sirets(rows, columns, sirets, labels)
     if labels is not None:
         columns.append("naf_libelle")
@@ -227,6 +227,8 @@ def upsert_entreprises(
         counts.inserted = _insert_new(conn, data_columns, fixed)
         return counts
 
+    if isinstance(staged_rows, pa.Table):
+        sirets = staged_rows.column("siret").to_pylist()
     # The stored versions of the staged SIRETs, read once through the unique index with an
     # array: every comparison below then joins two small tables, whatever the size of
     # enterprise_entreprise or the freshness of its statistics.
