@@ -173,7 +173,7 @@ def bulk_load_stock(
             building = time.perf_counter()
             try:
                 with guard.transaction():
-                    _build(guard, establishment_keys=result.all_new)
+                    _build(guard, all_new=result.all_new)
             except psycopg.errors.UniqueViolation as exc:
                 raise BulkLoadRefused(
                     f"the stock lists one establishment in two départements "
@@ -229,11 +229,17 @@ def _open_shadow(conn: psycopg.Connection) -> dict[str, int]:
             sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), coalesce(max(id), 0) + 1, false) FROM {}")
             .format(sql.Literal(f"{SHADOW}.{table}"), name)
         )
-    keys = any(copied.values())
+    all_new = not any(copied.values())
     for table in TABLES:
-        for statement in _definitions(conn, table, during_load=True, keys=keys or table != TABLES[0]):
+        for statement in _definitions(conn, table, during_load=True, keys=_keys_while_loading(table, all_new)):
             conn.execute(statement)
     return copied
+
+
+def _keys_while_loading(table: str, all_new: bool) -> bool:
+    """Whether `table`'s primary and unique keys are made before the load (else with the
+    rest): the establishments of an empty directory go in without theirs (`all_new`)."""
+    return not (all_new and table == "enterprise_entreprise")
 
 
 def _definitions(conn: psycopg.Connection, table: str, *, during_load: bool, keys: bool = True) -> list[str]:
@@ -339,17 +345,15 @@ def _load_partitions(
             future.result()
 
 
-def _build(conn: psycopg.Connection, *, establishment_keys: bool) -> None:
-    """The rest of the live tables' definitions on the shadow tables (`establishment_keys`:
-    the establishments' primary and unique keys too, first), their statistics, and the
-    `ville_stats` view over them."""
+def _build(conn: psycopg.Connection, *, all_new: bool) -> None:
+    """The rest of the live tables' definitions on the shadow tables (with the keys the load
+    went without, first: `_keys_while_loading`), their statistics, and the `ville_stats` view
+    over them."""
     # Read under the default search path (the live tables' references come unqualified),
     # run under the shadow's: a foreign key to `enterprise_entreprise` is to the shadow one.
     statements = [
         s for table in TABLES
-        for s in _definitions(
-            conn, table, during_load=False, keys=not (establishment_keys and table == TABLES[0])
-        )
+        for s in _definitions(conn, table, during_load=False, keys=_keys_while_loading(table, all_new))
     ]
     (view,) = one_row(conn.execute("SELECT pg_get_viewdef('public.ville_stats'::regclass)"))
     view_indexes = [
