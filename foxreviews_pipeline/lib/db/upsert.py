@@ -168,7 +168,6 @@ def upsert_statement(
     touch: str | None = "updated_at",
     order_by: str | None = None,
     returning: sql.Composable | None = None,
-    on_conflict: bool = True,
 ) -> sql.Composed:
     """`INSERT INTO table … SELECT … FROM stage ON CONFLICT (key) DO UPDATE`.
 
@@ -183,9 +182,7 @@ def upsert_statement(
       dropped the unchanged rows from the stage);
     - `touch`: a timestamp column set to now() on every update;
     - `returning`: what the statement returns, over alias `t` (default `(t.xmax = 0)`,
-      true for an inserted row);
-    - `on_conflict`: False when no staged key can be stored already (the caller knows): a
-      plain `INSERT`, which needs no unique index on the key.
+      true for an inserted row).
     """
     fixed = dict(fixed or {})
     insert_defaults = dict(insert_defaults or {})
@@ -228,19 +225,18 @@ def upsert_statement(
             sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in updated),
             sql.SQL(", ").join(sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in updated),
         )
-    conflict = sql.SQL(
-        " ON CONFLICT ({key}) DO UPDATE SET {assignments}{condition}"
-    ).format(key=_names(key), assignments=sql.SQL(", ").join(assignments), condition=condition)
     return sql.SQL(
-        "INSERT INTO {table} AS t ({insert_columns}) SELECT {values} FROM {source}{order}"
-        "{conflict} RETURNING {returning}"
+        "INSERT INTO {table} AS t ({insert_columns}) SELECT {values} FROM {source}{order} "
+        "ON CONFLICT ({key}) DO UPDATE SET {assignments}{condition} RETURNING {returning}"
     ).format(
         table=sql.Identifier(table),
         insert_columns=_names(insert_columns),
         values=sql.SQL(", ").join(values),
         source=source,
         order=sql.SQL(" ORDER BY s.{}").format(sql.Identifier(order_by)) if order_by else sql.SQL(""),
-        conflict=conflict if on_conflict else sql.SQL(""),
+        key=_names(key),
+        assignments=sql.SQL(", ").join(assignments),
+        condition=condition,
         returning=returning if returning is not None else sql.SQL("(t.xmax = 0)"),
     )
 

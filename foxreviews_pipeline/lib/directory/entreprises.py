@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from foxreviews_pipeline.lib.db.arrays import TextArray
-from foxreviews_pipeline.lib.db.copy import drop_temp
+from foxreviews_pipeline.lib.db.copy import copy_rows, copy_table, drop_temp
 from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.db.upsert import analyze_stage, new_value, stage, upsert_statement
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
@@ -163,10 +163,11 @@ def upsert_entreprises(
     - `mapping_version` records which SIRENE mapping rules produced the rows.
     - `all_new`: the caller knows that none of the SIRETs is stored and that each comes once
       (the bulk load of an empty directory, lib/directory/bulk_load.py). The rows are then
-      inserted as they are, no stored version looked up and no conflict resolved, so that
-      the table needs no index on `siret` while it is filled; the stored rows are kept in the
-      temporary table `WRITTEN` for the ProLocalisations and the audit that follow. A SIRET
-      stored all the same is found when the unique index is built.
+      COPYed as they will be stored (ids drawn) into the temporary table `WRITTEN`, which the
+      ProLocalisations and the audit that follow read, and inserted from there as they are:
+      no stored version looked up, no conflict resolved, so that the table needs no index on
+      `siret` while it is filled. A SIRET stored all the same is found when the unique index
+      is built.
     """
     columns = list(columns)
     if "siret" not in columns:
@@ -186,6 +187,16 @@ def upsert_entreprises(
         staged_rows = _noting_sirets(rows, columns, sirets, labels)
     if labels is not None:
         columns.append("naf_libelle")
+    fixed: dict[str, sql.Composable] = {
+        "source": sql.Literal(source),
+        "last_partition": sql.Literal(partition),
+        "last_run_id": sql.Literal(run_id),
+    }
+    if all_new:
+        if mapping_version is not None:
+            fixed["mapping_version"] = sql.Literal(int(mapping_version))
+        inserted = _insert_new(conn, columns, staged_rows, fixed)
+        return EntrepriseCounts(staged=inserted, inserted=inserted)
 
     # The rév. 2 code kept across a switch to NAF 2025 (`_keep_rev2_code`).
     keeps_rev2 = "naf_nomenclature" in columns and "naf_rev2_code" not in columns
@@ -217,15 +228,6 @@ def upsert_entreprises(
     if mapping_version is not None:
         conn.execute(f"ALTER TABLE {_STAGE} ADD COLUMN mapping_version smallint DEFAULT {int(mapping_version)}")
         data_columns.append("mapping_version")
-
-    fixed: dict[str, sql.Composable] = {
-        "source": sql.Literal(source),
-        "last_partition": sql.Literal(partition),
-        "last_run_id": sql.Literal(run_id),
-    }
-    if all_new:
-        counts.inserted = _insert_new(conn, data_columns, fixed)
-        return counts
 
     if isinstance(staged_rows, pa.Table):
         sirets = staged_rows.column("siret").to_pylist()
@@ -305,22 +307,54 @@ def upsert_entreprises(
     return counts
 
 
-def _insert_new(conn: psycopg.Connection, data_columns: list[str], fixed: dict[str, sql.Composable]) -> int:
-    """The stage inserted as new rows (`upsert_entreprises`' `all_new`), what was stored kept in
-    `WRITTEN`; how many."""
+def _insert_new(
+    conn: psycopg.Connection,
+    columns: list[str],
+    rows: Iterable[Sequence[Any]] | pa.Table,
+    fixed: dict[str, sql.Composable],
+) -> int:
+    """New rows (`upsert_entreprises`' `all_new`) COPYed into `WRITTEN`, a temporary table of
+    the establishments' columns whose defaults are the table's, the id drawn from the table's
+    own sequence and `fixed` values; then inserted from there as they are. How many.
+
+    The rows are read back from `WRITTEN` (as stored) by what follows: written once more
+    into a temporary table, not returned by the insert, which costs three times as much."""
+    written = sql.Identifier(WRITTEN)
     drop_temp(conn, WRITTEN)
     conn.execute(
-        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT * FROM enterprise_entreprise WITH NO DATA")
-        .format(sql.Identifier(WRITTEN))
+        sql.SQL("CREATE TEMP TABLE {} (LIKE enterprise_entreprise INCLUDING DEFAULTS) ON COMMIT DROP")
+        .format(written)
     )
-    inserted = upsert_statement(
-        "enterprise_entreprise", _STAGE, key=("siret",), columns=data_columns, fixed=fixed,
-        on_conflict=False, returning=sql.SQL("t.*"),
-    )
-    count: int = conn.execute(
-        sql.SQL("WITH inserted AS ({}) INSERT INTO {} SELECT * FROM inserted").format(
-            inserted, sql.Identifier(WRITTEN)
+    # The sequence named once: a default calling pg_get_serial_sequence would look it up per row.
+    (sequence,) = one_row(conn.execute("SELECT pg_get_serial_sequence('enterprise_entreprise', 'id')"))
+    defaults = {"id": sql.SQL("nextval({}::regclass)").format(sql.Literal(sequence)), **fixed}
+    conn.execute(
+        sql.SQL("ALTER TABLE {} {}").format(
+            written,
+            sql.SQL(", ").join(
+                sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(c), v) for c, v in defaults.items()
+            ),
         )
-    ).rowcount
+    )
+    if isinstance(rows, pa.Table):
+        count = copy_table(conn, WRITTEN, rows)
+    else:
+        count = copy_rows(conn, WRITTEN, columns, rows)
+    if not count:
+        return 0
+    if "siren" not in columns:
+        conn.execute(sql.SQL("UPDATE {} SET siren = left(siret, 9)").format(written))
+    stored = [
+        name for (name,) in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "AND NOT attisdropped ORDER BY attnum",
+            (f"pg_temp.{WRITTEN}",),
+        )
+    ]
+    names = sql.SQL(", ").join(map(sql.Identifier, stored))
+    conn.execute(
+        sql.SQL("INSERT INTO enterprise_entreprise ({names}) OVERRIDING SYSTEM VALUE SELECT {names} FROM {written}")
+        .format(names=names, written=written)
+    )
     analyze_stage(conn, WRITTEN, ["id", "siret"])
     return count

@@ -145,7 +145,7 @@ def sync_prolocalisations(
     _count_resolution(conn, counts)
     counts.desired = _stage_desired(conn)
     _stage_existing(conn, none=written is not None)
-    counts.created = _create_new(conn, partition)
+    counts.created = _create_new(conn, partition, all_new=written is not None)
     if written is None:
         counts.reactivated = _reactivate_wanted(conn, partition)
         counts.deactivated_by_reason = _retire_unwanted(conn, partition)
@@ -286,8 +286,20 @@ def _stage_existing(conn: psycopg.Connection, *, none: bool = False) -> None:
     analyze_stage(conn, "stage_proloc_existing")
 
 
-def _create_new(conn: psycopg.Connection, partition: str | None) -> int:
-    """Insert the desired ProLocalisations that do not exist yet; returns how many."""
+def _create_new(conn: psycopg.Connection, partition: str | None, *, all_new: bool = False) -> int:
+    """Insert the desired ProLocalisations that do not exist yet; returns how many. `all_new`:
+    the establishments are new ones, none of them has any yet: all are inserted as they are
+    (a unique key violated, if one ever were, fails the statement)."""
+    if all_new:
+        return conn.execute(
+            """
+            INSERT INTO enterprise_prolocalisation
+                (entreprise_id, sous_categorie_id, ville_id, is_active, last_partition)
+            SELECT entreprise_id, sous_categorie_id, ville_id, true, %(partition)s
+            FROM stage_proloc_desired
+            """,
+            {"partition": partition},
+        ).rowcount
     return conn.execute(
         """
         INSERT INTO enterprise_prolocalisation
