@@ -3,6 +3,8 @@ audited per partition; bad file pairs stop before the directory is touched."""
 
 from __future__ import annotations
 
+import random
+import re
 from datetime import datetime
 
 import dagster as dg
@@ -43,6 +45,39 @@ def test_the_partition_of_a_commune_code(database_url, code, partition):
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT sirene_departement(%s)", (code,)).fetchone() == (partition,)
     assert partition in STOCK_PARTITION_KEYS
+
+
+def _partition_by_pattern(code: str | None) -> str:
+    """The partition of a commune code as INSEE's code patterns say (the function's first
+    definition, in regular expressions)."""
+    if code is None:
+        return "autres"
+    if re.fullmatch(r"(97[1-8]|98[4-9])[0-9]{2}", code):
+        return code[:3]
+    if re.fullmatch(r"2[AB][0-9]{3}", code):
+        return code[:2]
+    if re.fullmatch(r"(0[1-9]|1[0-9]|[2-8][0-9]|9[0-5])[0-9]{3}", code) and code[:2] != "20":
+        return code[:2]
+    return "autres"
+
+
+def test_the_partition_function_agrees_with_the_code_patterns(database_url):
+    """Every code of a large mix of well-formed, near-miss and garbage codes falls where the
+    patterns put it (the function tests strings without regular expressions)."""
+    rng = random.Random(7)
+    alphabet = "0123456789AB a\uff12"  # and a full-width digit
+    codes: list[str | None] = [None, "", "2A0O4", "2a004", "75\uff1115", "7511 ", " 7511", "2A04", "971"]
+    codes += [f"{n:05d}" for n in range(0, 100_000, 7)]
+    codes += [f"{p}{n:03d}" for p in ("2A", "2B", "2C") for n in range(0, 1000, 3)]
+    codes += ["".join(rng.choice(alphabet) for _ in range(rng.choice((4, 5, 5, 6)))) for _ in range(20_000)]
+    with psycopg.connect(database_url) as conn:
+        got = conn.execute(
+            "SELECT array_agg(sirene_departement(c) ORDER BY i) FROM unnest(%s::text[]) WITH ORDINALITY u(c, i)",
+            (codes,),
+        ).fetchone()[0]
+    wrong = [(c, g) for c, g in zip(codes, got, strict=True) if g != _partition_by_pattern(c)]
+    assert not wrong, wrong[:10]
+    assert len(set(got)) == len(STOCK_PARTITION_KEYS)
 
 
 @pytest.mark.parametrize(
