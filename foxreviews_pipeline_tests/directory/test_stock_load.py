@@ -9,6 +9,7 @@ import csv
 import tracemalloc
 
 import psycopg
+import pyarrow as pa
 import pytest
 
 from foxreviews_pipeline.lib.publish import PublicationHeld
@@ -391,6 +392,34 @@ def test_a_staging_of_an_earlier_version_asks_to_be_staged_again(reference, tmp_
     with psycopg.connect(reference) as conn:
         rows = sum(t.num_rows for t in partition_tables(conn, partition, chunk_rows=100))
     assert rows == staged.rows_by_partition[partition]
+
+
+def test_the_repeats_of_a_siret_come_in_the_order_of_the_file(reference, tmp_path, monkeypatch):
+    """The file is COPYed in small blocks by two connections, whose rows interleave in the
+    staged table: each repeat of a SIRET still comes after the ones above it in the file, so
+    that on the same treatment date the later line wins (`latest_per_siret`)."""
+    from foxreviews_pipeline.lib.sirene import stock_staging
+
+    monkeypatch.setattr(stock_staging, "_COPY_BLOCK", 2048)
+    treated = "2024-03-01T08:00:00"
+    repeated = [f"{20_000_000 + i:08d}" for i in range(40)]
+    rows = [_stock_row(s, "0001", name="ETS", treated=treated) | {"libelleVoieEtablissement": "PREMIERE"} for s in repeated]
+    rows += [_stock_row(f"{30_000_000 + i:08d}", "0001", name="ETS", treated=treated) for i in range(300)]
+    rows += [_stock_row(s, "0001", name="ETS", treated=treated) | {"libelleVoieEtablissement": "SECONDE"} for s in repeated]
+    rows += [_stock_row(f"{40_000_000 + i:08d}", "0001", name="ETS", treated=treated) for i in range(300)]
+    rows += [_stock_row(s, "0001", name="ETS", treated=treated) | {"libelleVoieEtablissement": "TROISIEME"} for s in repeated]
+    path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
+    write_sample_stock(path, rows, unites_legales_path=ul)
+    assert path.stat().st_size > 20 * 2048  # blocks for both connections
+    stock_runs.stage_file(reference, path, ul)
+    with psycopg.connect(reference) as conn:
+        read = pa.concat_tables(partition_tables(conn, "69", chunk_rows=100))
+    sirets = read.column("siret").to_pylist()
+    voies = read.column("libelleVoieEtablissement").to_pylist()
+    repeats = {siret: [v for s, v in zip(sirets, voies, strict=True) if s == siret] for siret in set(sirets)}
+    listed = {siret: voie for siret, voie in repeats.items() if len(voie) > 1}
+    assert len(listed) == 40
+    assert all(voie == ["PREMIERE", "SECONDE", "TROISIEME"] for voie in listed.values())
 
 
 def test_a_siret_listed_several_times_is_never_split_between_batches(reference, tmp_path):

@@ -3,6 +3,8 @@ audited per partition; bad file pairs stop before the directory is touched."""
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 import re
 from datetime import datetime
@@ -117,6 +119,61 @@ def test_staging_counts_every_row_in_one_partition(database_url, tmp_path):
     assert {"75", "2A", "974"} <= set(staged.rows_by_partition)
     assert staged.unmatched_sirens == 0
     assert _directory(database_url) == (0, 0)  # staging writes nothing to the directory
+
+
+def test_staging_deals_whole_rows_to_its_connections(database_url, tmp_path, monkeypatch):
+    """Read in blocks far smaller than the file, its rows dealt out to two connections: every
+    row is staged once and whole, a quoted value holding a newline, a comma and a quote
+    included."""
+    from foxreviews_pipeline.lib.sirene import stock_staging
+
+    monkeypatch.setattr(stock_staging, "_COPY_BLOCK", 4096)
+    path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
+    write_sample_stock(path, 1500, unites_legales_path=ul, seed=11)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = next(csv.reader([lines[0]]))
+    at, column = 700, header.index("libelleVoieEtablissement")
+    row = next(csv.reader([lines[at]]))
+    row[column] = 'DE LA PAIX\n"BIS", ENTREE B'
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(row)
+    lines[at] = buffer.getvalue()
+    path.write_text("".join(lines), encoding="utf-8")
+    with psycopg.connect(database_url) as conn:
+        staged = stage_for_directory(conn, path, ul)
+        assert staged.etablissements == 1500
+        stored = conn.execute(
+            'SELECT count(*), count(DISTINCT siret), max("libelleVoieEtablissement") FILTER (WHERE siret = %s) '
+            "FROM sirene_stock.etablissement",
+            (row[header.index("siret")],),
+        ).fetchone()
+    assert stored == (1500, 1500, 'DE LA PAIX\n"BIS", ENTREE B')
+
+
+def test_a_row_the_csv_reader_rejects_is_named_by_its_line_and_keeps_the_staging(
+    database_url, tmp_path, monkeypatch
+):
+    from foxreviews_pipeline.lib.sirene import stock_staging
+
+    monkeypatch.setattr(stock_staging, "_COPY_BLOCK", 4096)
+    path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
+    write_sample_stock(path, 1200, unites_legales_path=ul, seed=12)
+    with psycopg.connect(database_url) as conn:
+        before = stage_for_directory(conn, path, ul)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[1000] = lines[1000].rstrip("\n") + ",an extra field\n"  # the file's line 1001
+    broken = tmp_path / "broken" / "StockEtablissement_utf8.csv"
+    broken.parent.mkdir()
+    broken.write_text("".join(lines), encoding="utf-8")
+    with psycopg.connect(database_url) as conn:
+        with pytest.raises(StockFileError, match=r"StockEtablissement_utf8.csv: rejected by .*line 1001\b"):
+            stage_for_directory(conn, broken, ul)
+        assert conn.execute("SELECT count(*) FROM sirene_stock.etablissement").fetchone() == (1200,)
+        assert conn.execute("SELECT fingerprint FROM sirene_stock.staged").fetchone() == (before.fingerprint,)
+        leftovers = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'sirene_stock' AND tablename LIKE '%%loading'"
+        ).fetchone()
+    assert leftovers == (0,)
 
 
 def test_partitions_load_what_the_file_holds_and_reload_writes_nothing(database_url, tmp_path):

@@ -45,6 +45,13 @@ def transaction(url: str) -> Iterator[psycopg.Connection]:
         yield conn
 
 
+def connect_like(conn: psycopg.Connection, application_name: str) -> psycopg.Connection:
+    """Another connection to `conn`'s database, as the same user (work done beside it)."""
+    return psycopg.connect(
+        conn.info.dsn, password=conn.info.password or None, application_name=application_name
+    )
+
+
 def reachable_database_url(settings: Settings) -> str:
     """The data database's URL once it answers (starting the embedded server if needed);
     `DatabaseUnreachable`, one line without the password, otherwise."""

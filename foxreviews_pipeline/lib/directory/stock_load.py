@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from foxreviews_pipeline.lib.db.database import connect_like
 from foxreviews_pipeline.lib.directory.checks import ROW_CHECKS, audit_publication
 from foxreviews_pipeline.lib.directory.entreprises import (
     SIRENE_COLUMNS,
@@ -64,13 +65,6 @@ def stage_for_directory(
     """Stage a stock (`stage_stock`), each partition's rows still to apply counted against
     the directory (`STILL_TO_APPLY`)."""
     return stage_stock(conn, etablissements, unites_legales, still_to_apply=STILL_TO_APPLY, force=force)
-
-
-def _connect_like(conn: psycopg.Connection) -> psycopg.Connection:
-    """Another connection to the same database as the same user."""
-    return psycopg.connect(
-        conn.info.dsn, password=conn.info.password or None, application_name="foxreviews-stock"
-    )
 
 
 # A batch's staging tables are tens of MB; with the default 8 MB of temp buffers they go
@@ -127,7 +121,7 @@ def write_stock_partition(
     staged, pending = partition_counts(conn, partition)
     if pending:
         _tune_session(conn)
-        with paused_gc(), _connect_like(conn) as reader:
+        with paused_gc(), connect_like(conn, "foxreviews-stock") as reader:
             for table in partition_tables(reader, partition, chunk_rows=chunk_rows):
                 mapped, rejections = map_table(table)
                 change.records += mapped.num_rows + len(rejections)

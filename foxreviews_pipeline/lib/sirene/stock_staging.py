@@ -9,8 +9,12 @@ written once more, joined with their legal units' names and in the order of the
 départements (`pending`); each département is read from there as one range
 (`partition_tables`), and mapped by the same rules as a day.
 
-Staging replaces the previous one in one transaction, so a partition load never sees half a
-staging, and a bad pair of files leaves the previous staging (and the directory) as it was.
+The files are COPYed side by side into tables of their own (`…_loading`), the
+establishments' in blocks of whole rows dealt out to `COPY_STREAMS` connections (the
+server's parsing of the CSV, and the partition and INSEE version it computes for each row,
+take a core each). The loaded tables then take the place of the previous staging in one
+transaction, so a partition load never sees half a staging, and a bad pair of files leaves
+the previous staging (and the directory) as it was. One staging at a time (`STAGING_LOCK`).
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import queue
 import re
+import threading
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +41,7 @@ from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.types.json import Jsonb
 
-from foxreviews_pipeline.lib.db.database import one_row
+from foxreviews_pipeline.lib.db.database import connect_like, one_row
 from foxreviews_pipeline.lib.db.upsert import analyze_stage
 from foxreviews_pipeline.lib.sirene.mapping import (
     FLAT_FIELDS,
@@ -78,6 +85,13 @@ REQUIRED_UNITE_LEGALE_COLUMNS = ("siren", *UNITE_LEGALE_NAME_FIELDS)
 MAX_UNMATCHED_SHARE = 0.01
 _SAMPLE = 5
 _COPY_BLOCK = 1 << 20
+# Connections COPYing the establishments' file, each sent whole rows in turn.
+COPY_STREAMS = 2
+# Blocks read ahead of each connection (memory: this many blocks per stream).
+_QUEUED_BLOCKS = 4
+_LOADING = "_loading"
+# Held (a session's advisory lock) by the one staging that may run at a time.
+STAGING_LOCK = 0x0F0C5E3
 NOTHING_STAGED = "no SIRENE stock is staged: materialize the sirene_stock asset first"
 _PENDING_SORT_MEMORY = "64MB"
 _COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -176,29 +190,121 @@ def check_headers(
         )
 
 
-def _copy_file(conn: psycopg.Connection, table: str, columns: list[str], path: Path) -> int:
-    target = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT csv, HEADER {})").format(
-        sql.Identifier(SCHEMA),
-        sql.Identifier(table),
-        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        sql.SQL("false" if is_parquet(path) else "true"),
-    )
-    with conn.cursor() as cur:
-        with cur.copy(target) as copy:
-            if is_parquet(path):
-                with pq.ParquetFile(path) as pf:
-                    for batch in pf.iter_batches(batch_size=50_000, columns=columns):
-                        text = pa.RecordBatch.from_arrays(
-                            [c.cast(pa.string()) for c in batch.columns], names=columns
-                        )
-                        buffer = io.BytesIO()
-                        pacsv.write_csv(text, buffer, pacsv.WriteOptions(include_header=False))
-                        copy.write(buffer.getvalue())
-            else:
-                with open_csv(path) as stream:
-                    while block := stream.read(_COPY_BLOCK):
+def _row_blocks(path: Path, columns: list[str]) -> Iterator[bytes]:
+    """A stock file as blocks of whole CSV rows, without the header: read as they are from
+    a CSV file (plain, gzipped or zipped), written by Arrow from a Parquet file's batches."""
+    if is_parquet(path):
+        with pq.ParquetFile(path) as pf:
+            for batch in pf.iter_batches(batch_size=50_000, columns=columns):
+                text = pa.RecordBatch.from_arrays([c.cast(pa.string()) for c in batch.columns], names=columns)
+                buffer = io.BytesIO()
+                pacsv.write_csv(text, buffer, pacsv.WriteOptions(include_header=False))
+                yield buffer.getvalue()
+        return
+    with open_csv(path) as stream:
+        stream.readline()  # the header, read by `read_header`
+        rest = b""
+        while block := stream.read(_COPY_BLOCK):
+            data = rest + block
+            end = _rows_end(data)
+            if end:
+                yield data[:end]
+            rest = data[end:]
+        if rest:
+            yield rest
+
+
+def _rows_end(data: bytes) -> int:
+    """Where the last whole row of `data` (which starts with a row) ends: after a newline
+    with an even number of quotes before it (an odd number: the newline is inside a quoted
+    value, as PostgreSQL's CSV reader counts them); 0 when no row ends in it."""
+    end = data.rfind(b"\n")
+    while end >= 0 and data.count(b'"', 0, end) % 2:
+        end = data.rfind(b"\n", 0, end)
+    return end + 1
+
+
+# Each block is COPYed with its number in this setting, which the establishments' column
+# `block` takes by default: with `position`, drawn row by row as a block is COPYed, it is the
+# order of the file (the connections' rows interleave in the table).
+_BLOCK_SETTING = "foxreviews.stock_block"
+FILE_ORDER = ("block", "position")
+
+
+class _Stream:
+    """One connection COPYing the blocks put in its queue, each by a COPY of its own, in a
+    thread (`run`); the file's line where the block it copies starts names a rejected row."""
+
+    def __init__(self, conn: psycopg.Connection, query: sql.Composed, failed: threading.Event) -> None:
+        self.conn, self.query, self.failed = conn, query, failed
+        self.blocks: queue.Queue[tuple[int, int, bytes] | None] = queue.Queue(_QUEUED_BLOCKS)
+        self.first_line = 0
+
+    def run(self) -> int:
+        rows, ended = 0, False
+        try:
+            with connect_like(self.conn, "foxreviews-stock-staging") as conn, conn.cursor() as cur:
+                while (item := self.blocks.get()) is not None:
+                    number, self.first_line, block = item
+                    cur.execute("SELECT set_config(%s, %s, false)", (_BLOCK_SETTING, str(number)))
+                    with cur.copy(self.query) as copy:
                         copy.write(block)
-        return cur.rowcount
+                    rows += cur.rowcount
+                ended = True
+            return rows
+        finally:
+            if not ended:  # failed: stop the reader, and take what it queued until it stops
+                self.failed.set()
+                while self.blocks.get() is not None:
+                    pass
+
+    def file_line(self, line: int) -> int:
+        """The file's line of `line` of the block the stream was COPYing."""
+        return self.first_line + line - 1
+
+
+def _copy_file(
+    conn: psycopg.Connection, table: str, columns: list[str], path: Path, streams: int = 1
+) -> int:
+    """COPY a stock file into `table` of `sirene_stock`, its rows dealt out in blocks to
+    `streams` connections of their own (each commits its part: `table` must be committed);
+    the rows copied. A row PostgreSQL's CSV reader rejects is a `StockFileError` naming the
+    file's line."""
+    target = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT csv)").format(
+        sql.Identifier(SCHEMA), sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    failed = threading.Event()
+    workers = [_Stream(conn, target, failed) for _ in range(streams)]
+    with ThreadPoolExecutor(streams, thread_name_prefix="stock-copy") as pool:
+        copied = [pool.submit(w.run) for w in workers]
+        try:
+            line = 2  # the file's line of the first row
+            blocks = _row_blocks(path, columns)
+            for n, block in enumerate(blocks):
+                if failed.is_set():
+                    break
+                workers[n % streams].blocks.put((n, line, block))
+                line += block.count(b"\n")
+        finally:
+            for w in workers:
+                w.blocks.put(None)
+        rows = 0
+        for worker, future in zip(workers, copied, strict=True):
+            try:
+                rows += future.result()
+            except psycopg.errors.DataError as exc:
+                raise StockFileError(f"{path}: {_rejected(exc, worker)}") from exc
+    return rows
+
+
+def _rejected(exc: psycopg.errors.DataError, stream: _Stream) -> str:
+    """PostgreSQL's rejection of a row, its line in the stream made the file's."""
+    context = re.sub(  # "COPY etablissement_loading, line 3: …" → "line 1001: …"
+        r"^COPY [^,]*, line (\d+)",
+        lambda m: f"line {stream.file_line(int(m.group(1)))}",
+        exc.diag.context or "",
+    )
+    return f"rejected by PostgreSQL's CSV reader: {exc.diag.message_primary} ({context})"
 
 
 def _create_table(
@@ -240,79 +346,133 @@ def stage_stock(
     check_headers(etab_columns, ul_columns, (etablissements, unites_legales))
     files = fingerprint(etablissements, unites_legales)
     with conn.transaction():
-        # Staging's statements are a few scans of the whole file: compiling them took longer
-        # than it saved (1.6 s of 19 s for the rows still to apply of 4M rows).
-        conn.execute("SET LOCAL jit = off")
-        current = staged_stock(conn)
-        if not force and current is not None and current["fingerprint"] == files:
-            staged = StagedStock(
-                etablissements.name,
-                unites_legales.name,
-                files,
-                int(current["etablissements"]),
-                int(current["unites_legales"]),
-                int(current["unmatched_sirens"]),
-                dict(current["rows_by_partition"]),
-                _mark_pending(conn, still_to_apply),
-                already_staged=True,
+        conn.execute("SELECT pg_advisory_lock(%s)", (STAGING_LOCK,))
+    try:
+        with conn.transaction():
+            current = staged_stock(conn)
+            # (A staging made before the file's order was kept is made again.)
+            again = (
+                not force and current is not None and current["fingerprint"] == files
+                and _staged_columns(conn, ETABLISSEMENT_TABLE).issuperset(FILE_ORDER)
             )
-        else:
-            staged = _stage(
-                conn, etablissements, unites_legales, etab_columns, ul_columns, files, still_to_apply
-            )
-        conn.execute(
-            """
-            INSERT INTO sirene_stock.staged (id, etablissement_file, unite_legale_file, fingerprint,
-                                             etablissements, unites_legales, unmatched_sirens,
-                                             rows_by_partition, pending_by_partition)
-            VALUES (true, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (id) DO UPDATE SET etablissement_file = EXCLUDED.etablissement_file,
-                unite_legale_file = EXCLUDED.unite_legale_file, fingerprint = EXCLUDED.fingerprint,
-                etablissements = EXCLUDED.etablissements, unites_legales = EXCLUDED.unites_legales,
-                unmatched_sirens = EXCLUDED.unmatched_sirens,
-                rows_by_partition = EXCLUDED.rows_by_partition,
-                pending_by_partition = EXCLUDED.pending_by_partition, staged_at = now()
-            """,
-            (
-                staged.etablissement_file,
-                staged.unite_legale_file,
-                staged.fingerprint,
-                staged.etablissements,
-                staged.unites_legales,
-                staged.unmatched_sirens,
-                Jsonb(staged.rows_by_partition),
-                Jsonb(staged.pending_by_partition),
-            ),
-        )
+        copied = None if again else _load(conn, etablissements, unites_legales, etab_columns, ul_columns)
+        with conn.transaction():
+            # Staging's statements are a few scans of the whole file: compiling them took
+            # longer than it saved (1.6 s of 19 s for the rows still to apply of 4M rows).
+            conn.execute("SET LOCAL jit = off")
+            if copied is None:
+                assert current is not None
+                staged = StagedStock(
+                    etablissements.name,
+                    unites_legales.name,
+                    files,
+                    int(current["etablissements"]),
+                    int(current["unites_legales"]),
+                    int(current["unmatched_sirens"]),
+                    dict(current["rows_by_partition"]),
+                    _mark_pending(conn, still_to_apply),
+                    already_staged=True,
+                )
+            else:
+                staged = _stage(conn, etablissements, unites_legales, files, copied, still_to_apply)
+            _record(conn, staged)
+    finally:
+        with conn.transaction():
+            _drop_loading(conn)
+            conn.execute("SELECT pg_advisory_unlock(%s)", (STAGING_LOCK,))
     return staged
+
+
+def _record(conn: psycopg.Connection, staged: StagedStock) -> None:
+    conn.execute(
+        """
+        INSERT INTO sirene_stock.staged (id, etablissement_file, unite_legale_file, fingerprint,
+                                         etablissements, unites_legales, unmatched_sirens,
+                                         rows_by_partition, pending_by_partition)
+        VALUES (true, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (id) DO UPDATE SET etablissement_file = EXCLUDED.etablissement_file,
+            unite_legale_file = EXCLUDED.unite_legale_file, fingerprint = EXCLUDED.fingerprint,
+            etablissements = EXCLUDED.etablissements, unites_legales = EXCLUDED.unites_legales,
+            unmatched_sirens = EXCLUDED.unmatched_sirens,
+            rows_by_partition = EXCLUDED.rows_by_partition,
+            pending_by_partition = EXCLUDED.pending_by_partition, staged_at = now()
+        """,
+        (
+            staged.etablissement_file,
+            staged.unite_legale_file,
+            staged.fingerprint,
+            staged.etablissements,
+            staged.unites_legales,
+            staged.unmatched_sirens,
+            Jsonb(staged.rows_by_partition),
+            Jsonb(staged.pending_by_partition),
+        ),
+    )
+
+
+def _drop_loading(conn: psycopg.Connection) -> None:
+    for table in (ETABLISSEMENT_TABLE, UNITE_LEGALE_TABLE):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(table + _LOADING)))
+
+
+def _load(
+    conn: psycopg.Connection,
+    etablissements: Path,
+    unites_legales: Path,
+    etab_columns: list[str],
+    ul_columns: list[str],
+) -> tuple[int, int]:
+    """Both files COPYed into the tables `…_loading` (committed, the previous staging left as
+    it is), side by side: the establishments by `COPY_STREAMS` connections, the legal units
+    by one more, which then indexes them by siren. The rows copied of each."""
+    with conn.transaction():
+        _create_table(
+            conn,
+            ETABLISSEMENT_TABLE + _LOADING,
+            etab_columns,
+            sql.SQL(
+                'departement text GENERATED ALWAYS AS (sirene_departement("codeCommuneEtablissement")) '
+                'STORED, treated timestamp GENERATED ALWAYS AS '
+                '(sirene_timestamp("dateDernierTraitementEtablissement")) STORED, '
+                "block integer NOT NULL DEFAULT current_setting({})::integer, "
+                "position bigint GENERATED ALWAYS AS IDENTITY"
+            ).format(sql.Literal(_BLOCK_SETTING)),
+        )
+        _create_table(conn, UNITE_LEGALE_TABLE + _LOADING, ul_columns)
+
+    def legal_units() -> int:
+        rows = _copy_file(conn, UNITE_LEGALE_TABLE + _LOADING, ul_columns, unites_legales)
+        with connect_like(conn, "foxreviews-stock-staging") as indexer:
+            _index(indexer, unites_legales)
+        return rows
+
+    with ThreadPoolExecutor(1, thread_name_prefix="stock-legal-units") as pool:
+        ul_rows = pool.submit(legal_units)
+        etab_rows = _copy_file(conn, ETABLISSEMENT_TABLE + _LOADING, etab_columns, etablissements, COPY_STREAMS)
+        return etab_rows, ul_rows.result()
 
 
 def _stage(
     conn: psycopg.Connection,
     etablissements: Path,
     unites_legales: Path,
-    etab_columns: list[str],
-    ul_columns: list[str],
     files: str,
+    copied: tuple[int, int],
     still_to_apply: sql.Composable,
 ) -> StagedStock:
-    _create_table(
-        conn,
-        ETABLISSEMENT_TABLE,
-        etab_columns,
-        sql.SQL(
-            'departement text GENERATED ALWAYS AS (sirene_departement("codeCommuneEtablissement")) '
-            'STORED, treated timestamp GENERATED ALWAYS AS '
-            '(sirene_timestamp("dateDernierTraitementEtablissement")) STORED'
-        ),
-    )
-    _create_table(conn, UNITE_LEGALE_TABLE, ul_columns)
-    try:
-        etab_rows = _copy_file(conn, ETABLISSEMENT_TABLE, etab_columns, etablissements)
-        ul_rows = _copy_file(conn, UNITE_LEGALE_TABLE, ul_columns, unites_legales)
-    except psycopg.errors.DataError as exc:
-        raise StockFileError(f"stock file rejected by PostgreSQL's CSV reader: {exc}") from exc
-    _index(conn, unites_legales)
+    """The loaded tables in place of the previous staging, checked to belong together, and
+    `pending` made from them, in `conn`'s transaction."""
+    for table in (ETABLISSEMENT_TABLE, UNITE_LEGALE_TABLE):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(table)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} RENAME TO {}").format(
+                sql.Identifier(SCHEMA), sql.Identifier(table + _LOADING), sql.Identifier(table)
+            )
+        )
+    # What the joins below are planned by: their keys, from a small sample.
+    analyze_stage(conn, ETABLISSEMENT_TABLE, ["siren", "siret", "departement"], schema=SCHEMA)
+    analyze_stage(conn, UNITE_LEGALE_TABLE, ["siren"], schema=SCHEMA)
+    etab_rows, ul_rows = copied
     unmatched, sample = _unmatched(conn)
     if etab_rows and unmatched / etab_rows > MAX_UNMATCHED_SHARE:
         raise StockFileError(
@@ -363,7 +523,7 @@ def _mark_pending(conn: psycopg.Connection, still_to_apply: sql.Composable) -> d
             "CREATE UNLOGGED TABLE sirene_stock.pending AS SELECT {fields}, e.departement "
             "FROM sirene_stock.etablissement e "
             "LEFT JOIN sirene_stock.unite_legale u ON u.siren = e.siren "
-            "WHERE {still_to_apply} ORDER BY e.departement, e.siret, e.ctid"
+            "WHERE {still_to_apply} ORDER BY e.departement, e.siret, e.block, e.position"
         ).format(fields=_flat_fields(conn), still_to_apply=still_to_apply)
     )
     conn.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
@@ -392,17 +552,20 @@ def _flat_fields(conn: psycopg.Connection) -> sql.Composable:
 
 
 def _index(conn: psycopg.Connection, unites_legales: Path) -> None:
+    """The loaded legal units indexed by siren (committed), or `StockFileError` when one is
+    listed twice."""
     try:
         with conn.transaction():
-            conn.execute("CREATE UNIQUE INDEX ON sirene_stock.unite_legale (siren)")
+            conn.execute(
+                sql.SQL("CREATE UNIQUE INDEX ON {}.{} (siren)").format(
+                    sql.Identifier(SCHEMA), sql.Identifier(UNITE_LEGALE_TABLE + _LOADING)
+                )
+            )
     except psycopg.errors.UniqueViolation as exc:
         raise StockFileError(
             f"{unites_legales}: a siren is listed more than once ({exc.diag.message_detail}); "
             "StockUniteLegale has one row per legal unit"
         ) from exc
-    # What the joins below are planned by: their keys, from a small sample.
-    analyze_stage(conn, ETABLISSEMENT_TABLE, ["siren", "siret", "departement"], schema=SCHEMA)
-    analyze_stage(conn, UNITE_LEGALE_TABLE, ["siren"], schema=SCHEMA)
 
 
 def _unmatched(conn: psycopg.Connection) -> tuple[int, list[str]]:
