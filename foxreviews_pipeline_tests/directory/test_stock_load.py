@@ -381,7 +381,7 @@ def test_a_staging_of_an_earlier_version_asks_to_be_staged_again(reference, tmp_
     partition = next(iter(staged.rows_by_partition))
     with psycopg.connect(reference) as conn:
         # What an earlier version staged: the establishments' own columns, no names.
-        conn.execute("DROP VIEW sirene_stock.pending")
+        conn.execute("DROP TABLE sirene_stock.pending")
         conn.execute("CREATE TABLE sirene_stock.pending AS SELECT * FROM sirene_stock.etablissement")
         conn.commit()
         with pytest.raises(StockFileError, match="materialize the sirene_stock asset again"):
@@ -441,14 +441,3 @@ def test_a_siret_listed_several_times_is_never_split_between_batches(reference, 
     assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1:])
     # Every batch but the last is full, the one holding the repeated SIRET longer.
     assert all(len(b) >= 2 for b in batches[:-1]) and max(map(len, batches)) == 4
-
-
-def test_pending_is_written_in_runs_of_partitions_of_about_as_many_rows():
-    """`pending`'s parts, written side by side: the partitions in order, cut where each run
-    holds about its share of the rows."""
-    from foxreviews_pipeline.lib.sirene.stock_staging import _runs
-
-    assert _runs({"75": 10, "01": 5, "02": 5}, 2) == [["01", "02"], ["75"]]
-    assert _runs({"01": 1, "02": 1, "03": 1, "04": 1}, 2) == [["01", "02"], ["03", "04"]]
-    assert _runs({"13": 100}, 2) == [["13"], []]
-    assert _runs({}, 2) == [[], []]

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from foxreviews_pipeline.lib.db.database import connect_like, one_row
+from foxreviews_pipeline.lib.db.database import connect_like
 from foxreviews_pipeline.lib.directory.checks import ROW_CHECKS, audit_publication
 from foxreviews_pipeline.lib.directory.entreprises import (
     SIRENE_COLUMNS,
@@ -34,7 +34,6 @@ from foxreviews_pipeline.lib.gc_pause import paused_gc
 from foxreviews_pipeline.lib.publish import Published, raise_if_held
 from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION, map_table, position_counts
 from foxreviews_pipeline.lib.sirene.stock_staging import (
-    COPY_STREAMS,
     StagedStock,
     partition_counts,
     partition_tables,
@@ -60,25 +59,12 @@ STILL_TO_APPLY = sql.SQL(
 ).format(sql.Literal(MAPPING_VERSION))
 
 
-# Up to this many establishments in the directory, the rows still to apply are written in
-# parts side by side (`stage_stock`'s `pending_parts`): each part's statement reads the
-# directory's rows, a cost a first load does not have and a re-load pays twice.
-PARTS_MAX_ESTABLISHMENTS = 100_000
-
-
 def stage_for_directory(
     conn: psycopg.Connection, etablissements: Path, unites_legales: Path | None, *, force: bool = False
 ) -> StagedStock:
     """Stage a stock (`stage_stock`), each partition's rows still to apply counted against
     the directory (`STILL_TO_APPLY`)."""
-    with conn.transaction():
-        (stored,) = one_row(conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM enterprise_entreprise LIMIT %s) e", (PARTS_MAX_ESTABLISHMENTS + 1,)
-        ))
-    return stage_stock(
-        conn, etablissements, unites_legales, still_to_apply=STILL_TO_APPLY, force=force,
-        pending_parts=COPY_STREAMS if stored <= PARTS_MAX_ESTABLISHMENTS else 1,
-    )
+    return stage_stock(conn, etablissements, unites_legales, still_to_apply=STILL_TO_APPLY, force=force)
 
 
 # A batch's staging tables are tens of MB; with the default 8 MB of temp buffers they go

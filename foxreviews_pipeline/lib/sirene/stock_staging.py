@@ -325,7 +325,6 @@ def stage_stock(
     *,
     still_to_apply: sql.Composable,
     force: bool = False,
-    pending_parts: int = 1,
 ) -> StagedStock:
     """COPY a StockEtablissement and its StockUniteLegale into `sirene_stock`, replacing the
     previous staging, and commit; nothing is committed if the files do not belong together.
@@ -334,8 +333,7 @@ def stage_stock(
     e`): whether it is still to apply. The directory decides (`lib/directory/stock_load.py`).
 
     The same files staged again (same names, sizes and times; `force` to copy them anyway)
-    are not copied again: only the rows still to apply are recomputed. They are written in
-    `pending_parts` parts side by side (`_build_pending`), at most `COPY_STREAMS`.
+    are not copied again: only the rows still to apply are recomputed.
     `conn` must not be inside a transaction block: staging is its own transaction.
     """
     if unites_legales is None:
@@ -347,7 +345,6 @@ def stage_stock(
     ul_columns = read_header(unites_legales)
     check_headers(etab_columns, ul_columns, (etablissements, unites_legales))
     files = fingerprint(etablissements, unites_legales)
-    pending_parts = max(1, min(pending_parts, COPY_STREAMS))
     with conn.transaction():
         conn.execute("SELECT pg_advisory_lock(%s)", (STAGING_LOCK,))
     try:
@@ -358,17 +355,12 @@ def stage_stock(
                 not force and current is not None and current["fingerprint"] == files
                 and _staged_columns(conn, ETABLISSEMENT_TABLE).issuperset(FILE_ORDER)
             )
-        if again:
-            assert current is not None
-            source, sizes = "", dict(current["rows_by_partition"])
-        else:
-            copied = _load(conn, etablissements, unites_legales, etab_columns, ul_columns)
-            with conn.transaction():
-                sizes, unmatched = _check_loaded(conn, etablissements, unites_legales, copied[0])
-            source = _LOADING
-        pending = _build_pending(conn, source, still_to_apply, sizes, pending_parts)
+        copied = None if again else _load(conn, etablissements, unites_legales, etab_columns, ul_columns)
         with conn.transaction():
-            if again:
+            # Staging's statements are a few scans of the whole file: compiling them took
+            # longer than it saved (1.6 s of 19 s for the rows still to apply of 4M rows).
+            conn.execute("SET LOCAL jit = off")
+            if copied is None:
                 assert current is not None
                 staged = StagedStock(
                     etablissements.name,
@@ -377,15 +369,12 @@ def stage_stock(
                     int(current["etablissements"]),
                     int(current["unites_legales"]),
                     int(current["unmatched_sirens"]),
-                    sizes,
-                    pending,
+                    dict(current["rows_by_partition"]),
+                    _mark_pending(conn, still_to_apply),
                     already_staged=True,
                 )
             else:
-                staged = StagedStock(
-                    etablissements.name, unites_legales.name, files, *copied, unmatched, sizes, pending
-                )
-            _take_place(conn, replace_files=not again, parts=pending_parts)
+                staged = _stage(conn, etablissements, unites_legales, files, copied, still_to_apply)
             _record(conn, staged)
     finally:
         with conn.transaction():
@@ -422,19 +411,8 @@ def _record(conn: psycopg.Connection, staged: StagedStock) -> None:
 
 
 def _drop_loading(conn: psycopg.Connection) -> None:
-    """What a staging built aside and did not put in place (it failed, or crashed before)."""
-    _drop_tables(conn, r".*_loading")
-
-
-def _drop_tables(conn: psycopg.Connection, pattern: str) -> None:
-    for (table,) in conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename ~ %s", (SCHEMA, f"^{pattern}$")
-    ).fetchall():
-        conn.execute(sql.SQL("DROP TABLE {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(table)))
-
-
-def _pending_parts(n: int) -> list[str]:
-    return [f"{PENDING_TABLE}_{i}" for i in range(n)]
+    for table in (ETABLISSEMENT_TABLE, UNITE_LEGALE_TABLE):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(table + _LOADING)))
 
 
 def _load(
@@ -474,47 +452,43 @@ def _load(
         return etab_rows, ul_rows.result()
 
 
-def _check_loaded(
-    conn: psycopg.Connection, etablissements: Path, unites_legales: Path, etab_rows: int
-) -> tuple[dict[str, int], int]:
-    """The loaded files checked to belong together (`StockFileError` otherwise); the loaded
-    establishments per partition, and how many have no legal unit."""
-    # What the joins that follow are planned by: their keys, from a small sample.
-    analyze_stage(conn, ETABLISSEMENT_TABLE + _LOADING, ["siren", "siret", "departement"], schema=SCHEMA)
-    analyze_stage(conn, UNITE_LEGALE_TABLE + _LOADING, ["siren"], schema=SCHEMA)
-    unmatched, sample = _unmatched(conn, _LOADING)
+def _stage(
+    conn: psycopg.Connection,
+    etablissements: Path,
+    unites_legales: Path,
+    files: str,
+    copied: tuple[int, int],
+    still_to_apply: sql.Composable,
+) -> StagedStock:
+    """The loaded tables in place of the previous staging, checked to belong together, and
+    `pending` made from them, in `conn`'s transaction."""
+    for table in (ETABLISSEMENT_TABLE, UNITE_LEGALE_TABLE):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(table)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} RENAME TO {}").format(
+                sql.Identifier(SCHEMA), sql.Identifier(table + _LOADING), sql.Identifier(table)
+            )
+        )
+    # What the joins below are planned by: their keys, from a small sample.
+    analyze_stage(conn, ETABLISSEMENT_TABLE, ["siren", "siret", "departement"], schema=SCHEMA)
+    analyze_stage(conn, UNITE_LEGALE_TABLE, ["siren"], schema=SCHEMA)
+    etab_rows, ul_rows = copied
+    unmatched, sample = _unmatched(conn)
     if etab_rows and unmatched / etab_rows > MAX_UNMATCHED_SHARE:
         raise StockFileError(
             f"{unites_legales} does not match {etablissements}: {unmatched:,} of "
             f"{etab_rows:,} establishments have no legal unit in it (e.g. siren "
             f"{', '.join(sample)}); both files must come from the same INSEE extract"
         )
-    return _counts_by_partition(conn, ETABLISSEMENT_TABLE + _LOADING), unmatched
-
-
-def _take_place(conn: psycopg.Connection, *, replace_files: bool, parts: int) -> None:
-    """The tables built aside (`…_loading`) in place of the previous staging's: the files'
-    (`replace_files`) and `pending`'s `parts`, which the view `pending` shows in order."""
-    ident = sql.Identifier
-    # The view, or a table as an earlier version staged it.
-    (kind,) = one_row(conn.execute(
-        "SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass('sirene_stock.pending'))"
-    ))
-    if kind is not None:
-        conn.execute(sql.SQL("DROP {} sirene_stock.pending").format(sql.SQL("VIEW" if kind == "v" else "TABLE")))
-    _drop_tables(conn, rf"{PENDING_TABLE}_[0-9]+")
-    tables = [*((ETABLISSEMENT_TABLE, UNITE_LEGALE_TABLE) if replace_files else ()), *_pending_parts(parts)]
-    for table in tables:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(ident(SCHEMA), ident(table)))
-        conn.execute(
-            sql.SQL("ALTER TABLE {}.{} RENAME TO {}").format(ident(SCHEMA), ident(table + _LOADING), ident(table))
-        )
-    conn.execute(
-        sql.SQL("CREATE VIEW sirene_stock.pending AS {}").format(
-            sql.SQL(" UNION ALL ").join(
-                sql.SQL("SELECT * FROM {}.{}").format(ident(SCHEMA), ident(part)) for part in _pending_parts(parts)
-            )
-        )
+    return StagedStock(
+        etablissements.name,
+        unites_legales.name,
+        files,
+        etab_rows,
+        ul_rows,
+        unmatched,
+        _counts_by_partition(conn, ETABLISSEMENT_TABLE),
+        _mark_pending(conn, still_to_apply),
     )
 
 
@@ -527,80 +501,42 @@ def _counts_by_partition(conn: psycopg.Connection, table: str) -> dict[str, int]
     return {k: int(v) for k, v in rows}
 
 
-def _build_pending(
-    conn: psycopg.Connection, source: str, still_to_apply: sql.Composable, sizes: dict[str, int], parts: int
-) -> dict[str, int]:
-    """Build `pending`'s parts aside (`…_loading`) from the staged tables named with `source`
-    (`_LOADING` for the files just loaded, "" for the staging in place): the staged
-    establishments (`e`) that meet `still_to_apply` (the reader of the staging decides which);
-    their counts by partition.
+def _mark_pending(conn: psycopg.Connection, still_to_apply: sql.Composable) -> dict[str, int]:
+    """(Re)build `pending`, the staged establishments (`sirene_stock.etablissement e`) that
+    meet `still_to_apply` (the reader of the staging decides which); its counts by partition.
 
     `pending` holds what a partition reads, `mapping.FLAT_FIELDS`, the legal units' names
     joined once here, and is written in the order of the partitions: a partition is then
-    one range of a part, read through its index without a join. Joined per partition, each
+    one range of the table, read through the index without a join. Joined per partition, each
     would hash every legal unit of the file and read pages scattered over the whole staging
     (a hundred times over for the national file). Within a partition the rows are sorted by
-    SIRET, the repeats of one SIRET in the order of the file (`latest_per_siret`).
-
-    The `parts` are runs of partitions in order, of about as many rows each (`sizes`),
-    written side by side by connections of their own: a part's sort and write take a core
-    each (one statement sorts in parallel, but writes in one process). Each part's statement
-    reads the whole staging and the directory's rows (`still_to_apply`): parts pay for an
-    empty or small directory only (`stage_stock`)."""
-    etab = ETABLISSEMENT_TABLE + source
-    fields = _flat_fields(conn, etab)
-    runs = _runs(sizes, parts)
-
-    def build(part: str, partitions: list[str]) -> None:
-        target = sql.Identifier(SCHEMA, part + _LOADING)
-        with connect_like(conn, "foxreviews-stock-staging") as helper, helper.transaction():
-            # Scans of the whole staging: compiling them took longer than it saved (1.6 s of
-            # 19 s for 4M rows). The sort spills less with more than the default 4 MB.
-            helper.execute("SET LOCAL jit = off")
-            helper.execute(f"SET LOCAL work_mem = '{_PENDING_SORT_MEMORY}'")
-            helper.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target))
-            helper.execute(
-                sql.SQL(
-                    "CREATE UNLOGGED TABLE {target} AS SELECT {fields}, e.departement "
-                    "FROM {schema}.{etab} e LEFT JOIN {schema}.{ul} u ON u.siren = e.siren "
-                    "WHERE {partitions} AND {still_to_apply} "
-                    "ORDER BY e.departement, e.siret, e.block, e.position"
-                ).format(
-                    target=target, fields=fields, schema=sql.Identifier(SCHEMA), etab=sql.Identifier(etab),
-                    ul=sql.Identifier(UNITE_LEGALE_TABLE + source), still_to_apply=still_to_apply,
-                    partitions=sql.SQL("e.departement = ANY({})").format(sql.Literal(partitions))
-                    if partitions else sql.SQL("false"),
-                ),
-            )
-            helper.execute(sql.SQL("CREATE INDEX ON {} (departement)").format(target))
-            # A partition is read by `departement`: the planner needs only that column's statistics.
-            analyze_stage(helper, part + _LOADING, ["departement"], schema=SCHEMA)
-
-    with ThreadPoolExecutor(len(runs), thread_name_prefix="stock-pending") as pool:
-        for built in [pool.submit(build, part, run) for part, run in zip(_pending_parts(parts), runs, strict=True)]:
-            built.result()
-    with conn.transaction():
-        return {
-            k: v for part in _pending_parts(parts)
-            for k, v in _counts_by_partition(conn, part + _LOADING).items()
-        }
+    SIRET, the repeats of one SIRET in the order of the file (`latest_per_siret`)."""
+    conn.execute("DROP TABLE IF EXISTS sirene_stock.pending")
+    # The sort of the whole staging (wide rows) spills less with more than the default 4 MB.
+    work_mem = one_row(
+        conn.execute(
+            "SELECT current_setting('work_mem'), set_config('work_mem', %s, true)", (_PENDING_SORT_MEMORY,)
+        )
+    )[0]
+    conn.execute(
+        sql.SQL(
+            "CREATE UNLOGGED TABLE sirene_stock.pending AS SELECT {fields}, e.departement "
+            "FROM sirene_stock.etablissement e "
+            "LEFT JOIN sirene_stock.unite_legale u ON u.siren = e.siren "
+            "WHERE {still_to_apply} ORDER BY e.departement, e.siret, e.block, e.position"
+        ).format(fields=_flat_fields(conn), still_to_apply=still_to_apply)
+    )
+    conn.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+    conn.execute("CREATE INDEX ON sirene_stock.pending (departement)")
+    # A partition is read by `departement`: the planner needs only that column's statistics.
+    analyze_stage(conn, PENDING_TABLE, ["departement"], schema=SCHEMA)
+    return _counts_by_partition(conn, PENDING_TABLE)
 
 
-def _runs(sizes: dict[str, int], n: int) -> list[list[str]]:
-    """The partitions in order, cut into `n` runs of about as many rows each (`sizes`)."""
-    total = sum(sizes.values())
-    runs: list[list[str]] = [[] for _ in range(n)]
-    seen = 0
-    for partition in sorted(sizes):
-        runs[min(n - 1, seen * n // max(total, 1))].append(partition)
-        seen += sizes[partition]
-    return runs
-
-
-def _flat_fields(conn: psycopg.Connection, table: str) -> sql.Composable:
-    """`mapping.FLAT_FIELDS` from the staged establishments `e` (of `table`) and their legal
-    units `u`; a column older files do not have is NULL."""
-    etab = _staged_columns(conn, table)
+def _flat_fields(conn: psycopg.Connection) -> sql.Composable:
+    """`mapping.FLAT_FIELDS` from the staged establishments `e` and their legal units `u`; a
+    column older files do not have is NULL."""
+    etab = _staged_columns(conn, ETABLISSEMENT_TABLE)
     if not etab:
         raise StockFileError(NOTHING_STAGED)
     selected: list[sql.Composable] = []
@@ -632,18 +568,13 @@ def _index(conn: psycopg.Connection, unites_legales: Path) -> None:
         ) from exc
 
 
-def _unmatched(conn: psycopg.Connection, source: str) -> tuple[int, list[str]]:
-    """The staged establishments (of the tables named with `source`) with no legal unit: how
-    many, and a few of their sirens."""
+def _unmatched(conn: psycopg.Connection) -> tuple[int, list[str]]:
     count, sample = conn.execute(
-        sql.SQL(
-            "SELECT count(*), (array_agg(DISTINCT e.siren) FILTER (WHERE e.siren IS NOT NULL))[1:{sample}] "
-            "FROM {schema}.{etab} e "
-            "WHERE NOT EXISTS (SELECT 1 FROM {schema}.{ul} u WHERE u.siren = e.siren)"
-        ).format(
-            sample=sql.Literal(_SAMPLE), schema=sql.Identifier(SCHEMA),
-            etab=sql.Identifier(ETABLISSEMENT_TABLE + source), ul=sql.Identifier(UNITE_LEGALE_TABLE + source),
-        )
+        f"""
+        SELECT count(*), (array_agg(DISTINCT e.siren) FILTER (WHERE e.siren IS NOT NULL))[1:{_SAMPLE}]
+        FROM sirene_stock.etablissement e
+        WHERE NOT EXISTS (SELECT 1 FROM sirene_stock.unite_legale u WHERE u.siren = e.siren)
+        """
     ).fetchone() or (0, [])
     return int(count), list(sample or [])
 
@@ -683,7 +614,7 @@ def _staged_columns(conn: psycopg.Connection, table: str) -> set[str]:
 
 
 def _partition_query() -> sql.Composed:
-    """A partition's rows still to apply, as `_build_pending` wrote them."""
+    """A partition's rows still to apply, as `_mark_pending` wrote them."""
     return sql.SQL("SELECT {} FROM sirene_stock.pending WHERE departement = %s").format(
         sql.SQL(", ").join(sql.Identifier(name) for name in FLAT_FIELDS)
     )
@@ -738,7 +669,7 @@ def partition_tables(
         # PostgreSQL sends a COPY TO one row per message: a batch is `chunk_rows` messages,
         # gathered as they come (the server waits while a batch is written) and parsed at
         # once. Arrow's streaming reader would read up to 32 blocks ahead instead.
-        # The rows come sorted by SIRET (`_build_pending`): a full batch goes on until the
+        # The rows come sorted by SIRET (`_mark_pending`): a full batch goes on until the
         # SIRET changes, so that one SIRET's rows are never split between two batches.
         data = bytearray()
         rows = 0
