@@ -298,7 +298,7 @@ def _copy_file(
 
 
 def _rejected(exc: psycopg.errors.DataError, stream: _Stream) -> str:
-    """PostgreSQL's rejection of a row, its line in the stream made the file's."""
+    """PostgreSQL's rejection of a row, its line in the block made the file's."""
     context = re.sub(  # "COPY etablissement_loading, line 3: …" → "line 1001: …"
         r"^COPY [^,]*, line (\d+)",
         lambda m: f"line {stream.file_line(int(m.group(1)))}",
@@ -327,14 +327,15 @@ def stage_stock(
     force: bool = False,
 ) -> StagedStock:
     """COPY a StockEtablissement and its StockUniteLegale into `sirene_stock`, replacing the
-    previous staging, and commit; nothing is committed if the files do not belong together.
+    previous staging; if the files do not belong together, the previous staging stays.
 
     `still_to_apply` is a condition on a staged establishment (`sirene_stock.etablissement
     e`): whether it is still to apply. The directory decides (`lib/directory/stock_load.py`).
 
     The same files staged again (same names, sizes and times; `force` to copy them anyway)
     are not copied again: only the rows still to apply are recomputed.
-    `conn` must not be inside a transaction block: staging is its own transaction.
+    `conn` must not be inside a transaction block: staging commits the tables it loads aside
+    (and drops them), then replaces the previous staging in one transaction.
     """
     if unites_legales is None:
         raise StockFileError(
