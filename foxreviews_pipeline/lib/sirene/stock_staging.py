@@ -57,7 +57,7 @@ PENDING_TABLE = "pending"
 
 # The partition keys: metropolitan départements (Corsica as 2A and 2B), overseas
 # départements and collectivities, and `autres` for establishments with no usable commune
-# code. The SQL function `sirene_departement` (migration 0006) returns exactly these.
+# code. The SQL function `sirene_departement` (migrations 0006 and 0013) returns exactly these.
 STOCK_PARTITION_KEYS: tuple[str, ...] = (
     *(f"{n:02d}" for n in range(1, 20)),
     "2A",
