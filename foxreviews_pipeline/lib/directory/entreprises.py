@@ -193,6 +193,8 @@ def upsert_entreprises(
         "last_run_id": sql.Literal(run_id),
     }
     if all_new:
+        if "siren" not in columns:  # NOT NULL, and no stage to derive it in
+            raise ValueError("new rows (all_new) must carry their siren")
         if mapping_version is not None:
             fixed["mapping_version"] = sql.Literal(int(mapping_version))
         inserted = _insert_new(conn, columns, staged_rows, fixed)
@@ -342,19 +344,9 @@ def _insert_new(
         count = copy_rows(conn, WRITTEN, columns, rows)
     if not count:
         return 0
-    if "siren" not in columns:
-        conn.execute(sql.SQL("UPDATE {} SET siren = left(siret, 9)").format(written))
-    stored = [
-        name for (name,) in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-            "AND NOT attisdropped ORDER BY attnum",
-            (f"pg_temp.{WRITTEN}",),
-        )
-    ]
-    names = sql.SQL(", ").join(map(sql.Identifier, stored))
+    # `LIKE` made its columns the table's, in the table's order.
     conn.execute(
-        sql.SQL("INSERT INTO enterprise_entreprise ({names}) OVERRIDING SYSTEM VALUE SELECT {names} FROM {written}")
-        .format(names=names, written=written)
+        sql.SQL("INSERT INTO enterprise_entreprise OVERRIDING SYSTEM VALUE SELECT * FROM {}").format(written)
     )
     analyze_stage(conn, WRITTEN, ["id", "siret"])
     return count
