@@ -11,7 +11,11 @@ from datetime import date, datetime
 
 import pytest
 
-from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises
+from foxreviews_pipeline.lib.directory.entreprises import (
+    CREATED,
+    SIRENE_COLUMNS,
+    upsert_entreprises,
+)
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 
 
@@ -139,6 +143,46 @@ def test_prolocalisations_follow_closure_trade_change_and_move(pg_conn):
     upsert_entreprises(pg_conn, SIRENE_COLUMNS, [row(SIRETS[0], treated=t3)], source="sirene", partition="d3")
     c3 = sync_prolocalisations(pg_conn, SIRETS[:1], partition="d3")
     assert (c3.created, c3.reactivated) == (0, 1)
+
+
+def test_pages_of_created_establishments_go_in_as_they_are_and_the_others_by_what_is_missing(pg_conn):
+    seed_reference(pg_conn)
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, [row(SIRETS[0])], source="sirene", partition="d1")
+    sync_prolocalisations(pg_conn, SIRETS[:1], partition="d1", created=CREATED)
+    stored_page = pg_conn.execute("SELECT id, xmin::text FROM enterprise_prolocalisation").fetchall()
+    # A page another publish gave the second establishment (stored, without its page) since.
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, [row(SIRETS[1], naf="43.22A")], source="upload", partition="d1")
+    pg_conn.execute(
+        "INSERT INTO enterprise_prolocalisation (entreprise_id, sous_categorie_id, ville_id) "
+        "SELECT id, 20, 100 FROM enterprise_entreprise WHERE siret = %s", (SIRETS[1],)
+    )
+
+    t2 = datetime(2026, 11, 21, 3, 0)
+    day2 = [
+        row(SIRETS[0], nom="MARTIN ET FILS", treated=t2),  # stored, changed: keeps its page
+        row(SIRETS[1], naf="43.22A", treated=t2),  # stored, and its page with it
+        row(SIRETS[2], treated=t2),  # new
+    ]
+    counts = upsert_entreprises(pg_conn, SIRENE_COLUMNS, day2, source="sirene", partition="d2")
+    assert (counts.inserted, counts.updated) == (1, 2)
+    # Only the establishment this upsert inserted is listed as created.
+    assert pg_conn.execute(f"SELECT e.siret FROM {CREATED} c JOIN enterprise_entreprise e USING (id)").fetchall() == [
+        (SIRETS[2],)
+    ]
+    pages = sync_prolocalisations(pg_conn, SIRETS, partition="d2", created=CREATED)
+    assert (pages.created, pages.reactivated, pages.deactivated) == (1, 0, 0)
+    assert pg_conn.execute(
+        "SELECT e.siret, p.last_partition FROM enterprise_prolocalisation p "
+        "JOIN enterprise_entreprise e ON e.id = p.entreprise_id ORDER BY 1"
+    ).fetchall() == sorted([(SIRETS[0], "d1"), (SIRETS[1], None), (SIRETS[2], "d2")])
+    assert pg_conn.execute(
+        "SELECT id, xmin::text FROM enterprise_prolocalisation p WHERE id = %s", (stored_page[0][0],)
+    ).fetchall() == stored_page
+    # Nothing created this time: nothing listed, nothing inserted.
+    again = upsert_entreprises(pg_conn, SIRENE_COLUMNS, day2, source="sirene", partition="d2")
+    assert again.inserted == 0
+    assert pg_conn.execute(f"SELECT count(*) FROM {CREATED}").fetchone() == (0,)
+    assert sync_prolocalisations(pg_conn, SIRETS, partition="d2", created=CREATED).changed == 0
 
 
 _KILLED_WRITER = r"""

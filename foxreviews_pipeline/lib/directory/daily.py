@@ -14,7 +14,11 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from foxreviews_pipeline.lib.directory.entreprises import SIRENE_COLUMNS, upsert_entreprises
+from foxreviews_pipeline.lib.directory.entreprises import (
+    CREATED,
+    SIRENE_COLUMNS,
+    upsert_entreprises,
+)
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange, publish_directory
 from foxreviews_pipeline.lib.gc_pause import paused_gc
@@ -86,7 +90,7 @@ def write_day(
         change.add_rejections(rejections)
         change.add_positions(position_counts(mapped))
         prolocalisations = sync_prolocalisations(
-            conn, list(dict.fromkeys(change.sirets)), partition=partition
+            conn, list(dict.fromkeys(change.sirets)), partition=partition, created=CREATED
         )
     change.add_batch(counts, prolocalisations)
     return change

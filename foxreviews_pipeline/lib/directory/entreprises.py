@@ -34,6 +34,9 @@ _DEFAULT_NOMENCLATURE = "NAFRev2"
 _EXISTING = "stage_entreprise_existing"
 # The rows an upsert of new establishments (`all_new`) stored, as stored.
 WRITTEN = "stage_entreprise_written"
+# The ids of the establishments an upsert created (the others' ids are in no such table): they
+# have no ProLocalisation yet (`sync_prolocalisations`' `created`).
+CREATED = "stage_entreprise_created"
 
 
 @dataclass
@@ -168,6 +171,9 @@ def upsert_entreprises(
       no stored version looked up, no conflict resolved, so that the table needs no index on
       `siret` while it is filled. A SIRET stored all the same is found when the unique index
       is built.
+
+    The ids of the establishments it created (none with `all_new`, whose rows are all in
+    `WRITTEN`) are left in the temporary table `CREATED`, for `sync_prolocalisations`.
     """
     columns = list(columns)
     if "siret" not in columns:
@@ -200,6 +206,8 @@ def upsert_entreprises(
         inserted = _insert_new(conn, columns, staged_rows, fixed)
         return EntrepriseCounts(staged=inserted, inserted=inserted)
 
+    drop_temp(conn, CREATED)
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (id bigint) ON COMMIT DROP").format(sql.Identifier(CREATED)))
     # The rév. 2 code kept across a switch to NAF 2025 (`_keep_rev2_code`).
     keeps_rev2 = "naf_nomenclature" in columns and "naf_rev2_code" not in columns
     computed = [c for c in ("siren", "naf_libelle") if c not in columns]
@@ -291,11 +299,12 @@ def upsert_entreprises(
         stored=_EXISTING,
         fixed=fixed,
         only_changed=False,
-        returning=sql.SQL("t.siret, (t.xmax = 0) AS inserted, t.is_active"),
+        returning=sql.SQL("t.id, t.siret, (t.xmax = 0) AS inserted, t.is_active"),
     )
     statement = sql.SQL(
         """
-        WITH upserted AS ({upserted})
+        WITH upserted AS ({upserted}),
+        created AS (INSERT INTO {created} SELECT id FROM upserted WHERE inserted)
         SELECT
             count(*) FILTER (WHERE u.inserted),
             count(*) FILTER (WHERE NOT u.inserted),
@@ -303,9 +312,11 @@ def upsert_entreprises(
             count(*) FILTER (WHERE NOT u.inserted AND NOT p.is_active AND u.is_active)
         FROM upserted u LEFT JOIN {existing} p ON p.siret = u.siret
         """
-    ).format(existing=sql.Identifier(_EXISTING), upserted=upserted)
+    ).format(existing=sql.Identifier(_EXISTING), upserted=upserted, created=sql.Identifier(CREATED))
     row = one_row(conn.execute(statement))
     counts.inserted, counts.updated, counts.closed, counts.reopened = row
+    if counts.inserted:
+        analyze_stage(conn, CREATED, ["id"])
     return counts
 
 

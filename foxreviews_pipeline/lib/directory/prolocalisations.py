@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from foxreviews_pipeline.lib.db.arrays import TextArray
 from foxreviews_pipeline.lib.db.copy import drop_temp
@@ -130,12 +131,16 @@ def sync_prolocalisations(
     *,
     partition: str | None = None,
     written: str | None = None,
+    created: str | None = None,
 ) -> ProLocalisationCounts:
     """Create, reactivate or retire the ProLocalisations of these establishments.
 
     `written`: the establishments are new ones, stored as they are in this temporary table
     (`upsert_entreprises`' `all_new`): they have no ProLocalisation yet, so there is none to
-    keep, reactivate or retire, and they are read from there rather than looked up."""
+    keep, reactivate or retire, and they are read from there rather than looked up.
+    `created`: a temporary table of the ids of those of them this transaction created
+    (`upsert_entreprises`' `CREATED`): no other transaction can have given them a page, so
+    theirs are inserted as they are."""
     drop_temp(conn, "stage_proloc_resolved", "stage_proloc_desired", "stage_proloc_existing")
     scope = list(dict.fromkeys(sirets))
     counts = ProLocalisationCounts(establishments=len(scope))
@@ -145,7 +150,7 @@ def sync_prolocalisations(
     _count_resolution(conn, counts)
     counts.desired = _stage_desired(conn)
     _stage_existing(conn, none=written is not None)
-    counts.created = _create_new(conn, partition, all_new=written is not None)
+    counts.created = _create_new(conn, partition, all_new=written is not None, created=created)
     if written is None:
         counts.reactivated = _reactivate_wanted(conn, partition)
         counts.deactivated_by_reason = _retire_unwanted(conn, partition)
@@ -286,31 +291,37 @@ def _stage_existing(conn: psycopg.Connection, *, none: bool = False) -> None:
     analyze_stage(conn, "stage_proloc_existing")
 
 
-def _create_new(conn: psycopg.Connection, partition: str | None, *, all_new: bool = False) -> int:
-    """Insert the desired ProLocalisations that do not exist yet; returns how many. `all_new`:
-    the establishments are new ones, none of them has any yet: all are inserted as they are
-    (a unique key violated, if one ever were, fails the statement)."""
-    if all_new:
-        return conn.execute(
-            """
-            INSERT INTO enterprise_prolocalisation
-                (entreprise_id, sous_categorie_id, ville_id, is_active, last_partition)
-            SELECT entreprise_id, sous_categorie_id, ville_id, true, %(partition)s
-            FROM stage_proloc_desired
-            """,
-            {"partition": partition},
-        ).rowcount
-    return conn.execute(
-        """
+def _create_new(
+    conn: psycopg.Connection, partition: str | None, *, all_new: bool = False, created: str | None = None
+) -> int:
+    """Insert the desired ProLocalisations that do not exist yet; returns how many.
+
+    Those of new establishments — all of them (`all_new`), or those whose ids are in the
+    temporary table `created` — are inserted as they are: none has a page yet, nor can another
+    transaction give it one before this one commits (a unique key violated, if one ever were,
+    fails the statement). The others' are the desired ones not stored yet, and a page another
+    publish inserted meanwhile is left to it (`ON CONFLICT DO NOTHING`)."""
+    insert = """
         INSERT INTO enterprise_prolocalisation
             (entreprise_id, sous_categorie_id, ville_id, is_active, last_partition)
-        SELECT entreprise_id, sous_categorie_id, ville_id, true, %(partition)s FROM (
-            SELECT entreprise_id, sous_categorie_id, ville_id FROM stage_proloc_desired
-            EXCEPT
-            SELECT entreprise_id, sous_categorie_id, ville_id FROM stage_proloc_existing
-        ) new
-        ON CONFLICT (entreprise_id, sous_categorie_id, ville_id) DO NOTHING
-        """,
+        SELECT entreprise_id, sous_categorie_id, ville_id, true, %(partition)s FROM ({rows}) new
+    """
+    desired = "SELECT entreprise_id, sous_categorie_id, ville_id FROM stage_proloc_desired d"
+    if all_new:
+        return conn.execute(insert.format(rows=desired), {"partition": partition}).rowcount
+    inserted = 0
+    others = desired
+    if created is not None:
+        fresh = f"EXISTS (SELECT FROM {sql.Identifier(created).as_string(None)} c WHERE c.id = d.entreprise_id)"
+        inserted = conn.execute(
+            insert.format(rows=f"{desired} WHERE {fresh}"), {"partition": partition}
+        ).rowcount
+        others = f"{desired} WHERE NOT {fresh}"
+    return inserted + conn.execute(
+        insert.format(
+            rows=f"{others} EXCEPT SELECT entreprise_id, sous_categorie_id, ville_id FROM stage_proloc_existing"
+        )
+        + " ON CONFLICT (entreprise_id, sous_categorie_id, ville_id) DO NOTHING",
         {"partition": partition},
     ).rowcount
 

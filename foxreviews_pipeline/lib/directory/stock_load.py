@@ -24,6 +24,7 @@ from psycopg import sql
 from foxreviews_pipeline.lib.db.database import connect_like
 from foxreviews_pipeline.lib.directory.checks import ROW_CHECKS, audit_publication
 from foxreviews_pipeline.lib.directory.entreprises import (
+    CREATED,
     SIRENE_COLUMNS,
     WRITTEN,
     upsert_entreprises,
@@ -158,7 +159,9 @@ def _write_batch(
     )
     sirets: list[str] = rows.column("siret").to_pylist()
     written = WRITTEN if all_new else None
-    prolocalisations = sync_prolocalisations(conn, sirets, partition=partition, written=written)
+    prolocalisations = sync_prolocalisations(
+        conn, sirets, partition=partition, written=written, created=None if all_new else CREATED
+    )
     outcomes = audit_publication(conn, sirets, records=len(rows), checks=ROW_CHECKS, written=written)
     raise_if_held(outcomes)
     change.add_batch(counts, prolocalisations, outcomes)

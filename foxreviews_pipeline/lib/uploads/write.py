@@ -25,7 +25,7 @@ from foxreviews_pipeline.lib.asset_keys import ENTREPRISES as CHECKED_ENTREPRISE
 from foxreviews_pipeline.lib.asset_keys import PRO_LOCALISATIONS
 from foxreviews_pipeline.lib.db.upsert import UpsertCounts
 from foxreviews_pipeline.lib.directory.checks import PERSONAL_COLUMNS, ROW_CHECKS
-from foxreviews_pipeline.lib.directory.entreprises import upsert_entreprises
+from foxreviews_pipeline.lib.directory.entreprises import CREATED, upsert_entreprises
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
 from foxreviews_pipeline.lib.directory.publication import DirectoryChange, publish_directory
 from foxreviews_pipeline.lib.publish import publish
@@ -143,7 +143,9 @@ def write_entreprises(
             run_id=run_id,
             keep_existing_when_null=True,
         )
-        change.add_batch(counts, sync_prolocalisations(connection, sirets, partition=partition))
+        change.add_batch(
+            counts, sync_prolocalisations(connection, sirets, partition=partition, created=CREATED)
+        )
         return change
 
     # Staff decide row by row: the row checks apply, not the shares of INSEE data. A failed
