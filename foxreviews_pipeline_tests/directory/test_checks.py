@@ -76,9 +76,33 @@ def test_identifiers_all_well_formed_are_checked_at_once_with_the_same_answer():
         ("35600000012345", "356000000"),  # La Poste, digit sum not a multiple of 5
         ("44306184100047", "443061841"),  # valid
     ]
-    at_once = _invalid_identifiers(rows)
+    sirets, sirens = (list(c) for c in zip(*rows, strict=True))
+    at_once = _invalid_identifiers(sirets, sirens)
     assert at_once == ["30613890003091", "73282932000074", "35600000012345"]
     # One malformed SIRET sends the batch through the row-by-row path: same answer, plus it.
-    one_by_one = _invalid_identifiers([*rows, ("7328293200007", "732829320")])
+    one_by_one = _invalid_identifiers([*sirets, "7328293200007"], [*sirens, "732829320"])
     assert sorted(one_by_one) == sorted([*at_once, "7328293200007"])
-    assert _invalid_identifiers([]) == []
+    assert _invalid_identifiers([], []) == []
+
+
+def test_audit_lists_what_the_establishments_that_may_not_be_published_show(pg_conn):
+    from foxreviews_pipeline_tests.directory.test_write_path import seed_reference
+
+    seed_reference(pg_conn)
+    pg_conn.execute(
+        """
+        INSERT INTO enterprise_entreprise (siret, siren, nom, statut_diffusion, code_commune) VALUES
+          ('73282932000074', '732829320', 'JEAN DUPONT', 'N', '69123'),  -- a name in clear
+          ('55203253400646', '552032534', NULL, 'N', '69123'),  -- nothing shown, but a page
+          ('44306184100047', '443061841', 'BOULANGERIE', 'O', '69123'),  -- published, a page
+          ('30613890003092', '306138900', NULL, 'P', '69123');  -- hidden, shows nothing
+        INSERT INTO enterprise_prolocalisation (entreprise_id, sous_categorie_id, ville_id)
+        SELECT id, 10, 100 FROM enterprise_entreprise WHERE siret IN ('55203253400646', '44306184100047');
+        """
+    )
+    audit = audit_entreprises(pg_conn, ["73282932000074", "55203253400646", "44306184100047", "30613890003092"])
+    assert audit.rows == 4
+    assert audit.diffusion_violations == [
+        {"siret": "55203253400646", "statut_diffusion": "N", "personal_fields": False, "active_prolocalisations": 1},
+        {"siret": "73282932000074", "statut_diffusion": "N", "personal_fields": True, "active_prolocalisations": 0},
+    ]
