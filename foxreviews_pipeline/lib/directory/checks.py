@@ -153,17 +153,16 @@ def _invalid_identifiers(sirets: Sequence[str], sirens: Sequence[str | None]) ->
     """The SIRETs that are not valid identifiers (`sirens[i]` the SIREN stored with
     `sirets[i]`): a malformed one (14 ASCII digits, its SIREN the first nine), or a wrong key
     (`sirets_valid`, at once)."""
-    joined = "".join(sirets)
-    if (
-        sirets and joined.isascii() and joined.isdigit() and set(map(len, sirets)) == {14}
-        and all(isinstance(s, str) and len(s) == 9 and s.isascii() for s in sirens)
-    ):
-        # Every SIRET is 14 digits and every SIREN 9 characters, as on any real day: all of
-        # them checked at once.
-        digits = np.frombuffer(joined.encode("ascii"), np.uint8).reshape(-1, 14)
-        heads = np.frombuffer("".join(cast(list[str], sirens)).encode("ascii"), np.uint8).reshape(-1, 9)
-        ok = sirets_valid(digits - 48) & (heads == digits[:, :9]).all(axis=1)
-        return [sirets[i] for i in np.flatnonzero(~ok).tolist()]
+    given = cast(list[str], sirens)  # when None is not in it
+    if sirets and None not in sirens and set(map(len, sirets)) == {14} and set(map(len, given)) == {9}:
+        joined, joined_heads = "".join(sirets), "".join(given)
+        if joined.isascii() and joined.isdigit() and joined_heads.isascii():
+            # Every SIRET is 14 digits and every SIREN 9 characters, as on any real day: all
+            # of them checked at once.
+            digits = np.frombuffer(joined.encode("ascii"), np.uint8).reshape(-1, 14)
+            heads = np.frombuffer(joined_heads.encode("ascii"), np.uint8).reshape(-1, 9)
+            ok = sirets_valid(digits - 48) & (heads == digits[:, :9]).all(axis=1)
+            return [sirets[i] for i in np.flatnonzero(~ok).tolist()]
     formed: list[str] = []
     invalid: list[str] = []
     for siret, siren in zip(sirets, sirens, strict=True):
