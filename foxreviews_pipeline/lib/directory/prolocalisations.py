@@ -148,13 +148,20 @@ def sync_prolocalisations(
         return counts
     _stage_resolved(conn, scope, written)
     _count_resolution(conn, counts)
+    if written is not None:
+        # New establishments: the pages they should have are all to create, inserted
+        # straight from their resolution.
+        counts.desired = counts.created = conn.execute(
+            _INSERT.format(rows=f"SELECT {_PAGE} FROM stage_proloc_resolved WHERE {_DESIRED}"),
+            {"partition": partition},
+        ).rowcount
+        return counts
     counts.desired = _stage_desired(conn)
-    _stage_existing(conn, none=written is not None)
-    counts.created = _create_new(conn, partition, all_new=written is not None, created=created)
-    if written is None:
-        counts.reactivated = _reactivate_wanted(conn, partition)
-        counts.deactivated_by_reason = _retire_unwanted(conn, partition)
-        counts.deactivated = sum(counts.deactivated_by_reason.values())
+    _stage_existing(conn)
+    counts.created = _create_new(conn, partition, created=created)
+    counts.reactivated = _reactivate_wanted(conn, partition)
+    counts.deactivated_by_reason = _retire_unwanted(conn, partition)
+    counts.deactivated = sum(counts.deactivated_by_reason.values())
     return counts
 
 
@@ -258,70 +265,65 @@ def _unmatched_by_reason(conn: psycopg.Connection) -> dict[str, int]:
     return dict(rows)
 
 
+# A page: an establishment × trade × town; those an establishment of the scope should have.
+_PAGE = "entreprise_id, sous_categorie_id, ville_id"
+_DESIRED = (
+    "is_active AND publishable AND ville_id IS NOT NULL AND sous_categorie_id IS NOT NULL AND trade_active"
+)
+# New pages (`{rows}`: a query of `_PAGE` columns), written by the partition `%(partition)s`.
+_INSERT = f"""
+    INSERT INTO enterprise_prolocalisation ({_PAGE}, is_active, last_partition)
+    SELECT {_PAGE}, true, %(partition)s FROM ({{rows}}) new
+"""
+
+
 def _stage_desired(conn: psycopg.Connection) -> int:
     """`stage_proloc_desired`: the ProLocalisations the scope should have; returns their count."""
     conn.execute(
-        """
-        CREATE TEMP TABLE stage_proloc_desired ON COMMIT DROP AS
-        SELECT entreprise_id, sous_categorie_id, ville_id FROM stage_proloc_resolved
-        WHERE is_active AND publishable
-          AND ville_id IS NOT NULL AND sous_categorie_id IS NOT NULL AND trade_active
-        """
+        f"CREATE TEMP TABLE stage_proloc_desired ON COMMIT DROP AS "
+        f"SELECT {_PAGE} FROM stage_proloc_resolved WHERE {_DESIRED}"
     )
     desired: int = one_row(conn.execute("SELECT count(*) FROM stage_proloc_desired"))[0]
     return desired
 
 
-def _stage_existing(conn: psycopg.Connection, *, none: bool = False) -> None:
-    """`stage_proloc_existing`: the ProLocalisations the scope has now, active or not (`none`:
-    new establishments, which have none)."""
+def _stage_existing(conn: psycopg.Connection) -> None:
+    """`stage_proloc_existing`: the ProLocalisations the scope has now, active or not."""
     # Read once through the (entreprise, …) unique index with an array of ids: a plan that
     # stays right whatever the table's statistics say (a join against a freshly filled table
     # is planned as if it were empty). The array is built in the server, not sent.
-    scope = "false" if none else "entreprise_id = ANY(ARRAY(SELECT entreprise_id FROM stage_proloc_resolved))"
     conn.execute(
-        f"""
+        """
         CREATE TEMP TABLE stage_proloc_existing ON COMMIT DROP AS
         SELECT id, entreprise_id, sous_categorie_id, ville_id, is_active
         FROM enterprise_prolocalisation
-        WHERE {scope}
+        WHERE entreprise_id = ANY(ARRAY(SELECT entreprise_id FROM stage_proloc_resolved))
         """
     )
     analyze_stage(conn, "stage_proloc_desired")
     analyze_stage(conn, "stage_proloc_existing")
 
 
-def _create_new(
-    conn: psycopg.Connection, partition: str | None, *, all_new: bool = False, created: str | None = None
-) -> int:
+def _create_new(conn: psycopg.Connection, partition: str | None, *, created: str | None = None) -> int:
     """Insert the desired ProLocalisations that do not exist yet; returns how many.
 
-    Those of new establishments — all of them (`all_new`), or those whose ids are in the
-    temporary table `created` — are inserted as they are: none has a page yet, nor can another
-    transaction give it one before this one commits (a unique key violated, if one ever were,
-    fails the statement). The others' are the desired ones not stored yet, and a page another
-    publish inserted meanwhile is left to it (`ON CONFLICT DO NOTHING`)."""
-    insert = """
-        INSERT INTO enterprise_prolocalisation
-            (entreprise_id, sous_categorie_id, ville_id, is_active, last_partition)
-        SELECT entreprise_id, sous_categorie_id, ville_id, true, %(partition)s FROM ({rows}) new
-    """
-    desired = "SELECT entreprise_id, sous_categorie_id, ville_id FROM stage_proloc_desired d"
-    if all_new:
-        return conn.execute(insert.format(rows=desired), {"partition": partition}).rowcount
+    Those of the establishments whose ids are in the temporary table `created` are inserted
+    as they are: none has a page yet, nor can another transaction give it one before this
+    one commits (a unique key violated, if one ever were, fails the statement). The others'
+    are the desired ones not stored yet, and a page another publish inserted meanwhile is
+    left to it (`ON CONFLICT DO NOTHING`)."""
+    desired = f"SELECT {_PAGE} FROM stage_proloc_desired d"
     inserted = 0
     others = desired
     if created is not None:
         fresh = f"EXISTS (SELECT FROM {sql.Identifier(created).as_string(None)} c WHERE c.id = d.entreprise_id)"
         inserted = conn.execute(
-            insert.format(rows=f"{desired} WHERE {fresh}"), {"partition": partition}
+            _INSERT.format(rows=f"{desired} WHERE {fresh}"), {"partition": partition}
         ).rowcount
         others = f"{desired} WHERE NOT {fresh}"
     return inserted + conn.execute(
-        insert.format(
-            rows=f"{others} EXCEPT SELECT entreprise_id, sous_categorie_id, ville_id FROM stage_proloc_existing"
-        )
-        + " ON CONFLICT (entreprise_id, sous_categorie_id, ville_id) DO NOTHING",
+        _INSERT.format(rows=f"{others} EXCEPT SELECT {_PAGE} FROM stage_proloc_existing")
+        + f" ON CONFLICT ({_PAGE}) DO NOTHING",
         {"partition": partition},
     ).rowcount
 
