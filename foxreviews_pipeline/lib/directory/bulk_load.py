@@ -17,8 +17,8 @@ indexes, their foreign keys and the change feed's triggers. On a directory holdi
    are inserted as they are, with no key on their table while it fills (`all_new` of
    `upsert_entreprises`);
 4. builds the live tables' other indexes (and the establishments' keys, when the load went
-   without them), foreign keys, triggers and privileges on the shadow tables, and the
-   `ville_stats` view over them;
+   without them: their unique indexes, made keys after), two at a time, then their foreign
+   keys, triggers and privileges on the shadow tables, and the `ville_stats` view over them;
 5. swaps them in, in one short transaction: the live tables' rows are checked unchanged
    since they were copied, then dropped, and the shadow tables take their place, with the
    change feed's snapshot markers.
@@ -31,6 +31,7 @@ and the swap itself is one transaction.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,8 @@ _LOAD_INDEXES = ("enterprise_entreprise_last_partition_idx",)
 # Memory for each index build (PostgreSQL's default is 64 MB): the sorts of a national
 # directory's indexes then spill less to disk.
 _BUILD_MEMORY = "256MB"
+# Connections building the shadow tables' indexes side by side (`_build_indexes`).
+BUILD_CONNECTIONS = 2
 # How long the swap waits for the web app's open transactions on the live tables.
 SWAP_LOCK_TIMEOUT = "60s"
 
@@ -173,7 +176,7 @@ def bulk_load_stock(
             building = time.perf_counter()
             try:
                 with guard.transaction():
-                    _build(guard, all_new=result.all_new)
+                    _build(url, guard, all_new=result.all_new)
             except psycopg.errors.UniqueViolation as exc:
                 raise BulkLoadRefused(
                     f"the stock lists one establishment in two départements "
@@ -260,6 +263,15 @@ def _definitions(conn: psycopg.Connection, table: str, *, during_load: bool, key
     statements = []
     for name, kind, definition in own_keys:
         if (kind in ("p", "u") and keys) == during_load:
+            simple = _SIMPLE_KEY.match(definition)
+            if kind in ("p", "u") and not during_load and simple:
+                # Its index built like the others (side by side, `_build_indexes`), then
+                # made the key in an instant.
+                statements += [
+                    f"CREATE UNIQUE INDEX {_ident(name)} ON {target} USING btree {simple.group(2)}",
+                    f"ALTER TABLE {target} ADD CONSTRAINT {_ident(name)} {simple.group(1)} USING INDEX {_ident(name)}",
+                ]
+                continue
             statements.append(
                 f"ALTER TABLE {target} ADD CONSTRAINT {_ident(name)} {definition}"
             )
@@ -286,6 +298,11 @@ def _definitions(conn: psycopg.Connection, table: str, *, during_load: bool, key
             )
         ]
     return statements
+
+
+# A primary or unique key on plain columns, as `pg_get_constraintdef` gives it (one with
+# options, INCLUDE or DEFERRABLE is added as it is).
+_SIMPLE_KEY = re.compile(r"^(PRIMARY KEY|UNIQUE) (\([^()]*\))$")
 
 
 def _ident(name: str) -> str:
@@ -345,10 +362,12 @@ def _load_partitions(
             future.result()
 
 
-def _build(conn: psycopg.Connection, *, all_new: bool) -> None:
+def _build(url: str, conn: psycopg.Connection, *, all_new: bool) -> None:
     """The rest of the live tables' definitions on the shadow tables (with the keys the load
-    went without, first: `_keys_while_loading`), their statistics, and the `ville_stats` view
-    over them."""
+    went without: `_keys_while_loading`), their statistics, and the `ville_stats` view over
+    them. The indexes first, `BUILD_CONNECTIONS` at a time (`_build_indexes`); then, in
+    `conn`'s transaction, the keys made from them, the foreign keys, triggers, privileges,
+    statistics and the view."""
     # Read under the default search path (the live tables' references come unqualified),
     # run under the shadow's: a foreign key to `enterprise_entreprise` is to the shadow one.
     statements = [
@@ -361,10 +380,12 @@ def _build(conn: psycopg.Connection, *, all_new: bool) -> None:
             "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'public.ville_stats'::regclass"
         )
     ]
+    _build_indexes(url, [s for s in statements if _INDEX.match(s)])
     conn.execute(sql.SQL("SET LOCAL search_path = {}, public").format(sql.Identifier(SHADOW)))
     conn.execute(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
     for statement in statements:
-        conn.execute(statement)
+        if not _INDEX.match(statement):
+            conn.execute(statement)
     for table in TABLES:
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(SHADOW, table)))
     conn.execute(
@@ -374,6 +395,37 @@ def _build(conn: psycopg.Connection, *, all_new: bool) -> None:
     )
     for index in view_indexes:
         conn.execute(index)
+
+
+_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
+
+
+def _build_indexes(url: str, statements: list[str], connections: int = BUILD_CONNECTIONS) -> None:
+    """Index builds on the shadow tables, `connections` at a time, each committed on its
+    own. One build leaves a core idle for part of its time (its final merge and the writing
+    of the index are one process's), which another one fills. A failed build stops the
+    others' next ones and is raised."""
+    todo = list(reversed(statements))
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def build() -> None:
+        with psycopg.connect(url, autocommit=True, application_name="foxreviews-bulk-load") as conn:
+            conn.execute(f"SET maintenance_work_mem = '{_BUILD_MEMORY}'")
+            while not failed.is_set():
+                with lock:
+                    if not todo:
+                        return
+                    statement = todo.pop()
+                try:
+                    conn.execute(statement)
+                except BaseException:
+                    failed.set()
+                    raise
+
+    with ThreadPoolExecutor(max_workers=max(1, connections), thread_name_prefix="bulk-build") as pool:
+        for future in [pool.submit(build) for _ in range(max(1, connections))]:
+            future.result()
 
 
 def _swap(conn: psycopg.Connection, fingerprint: tuple[int, ...], loaded: list[str]) -> None:
