@@ -125,6 +125,7 @@ def write_stock_partition(
         with paused_gc(), connect_like(conn, "foxreviews-stock") as reader:
             for table in partition_tables(reader, partition, chunk_rows=chunk_rows):
                 mapped, rejections = map_table(table)
+                del table  # what the mapping did not keep is let go before the write
                 change.records += mapped.num_rows + len(rejections)
                 change.add_rejections(rejections)
                 change.add_positions(position_counts(mapped))

@@ -686,14 +686,18 @@ def partition_tables(
         last: bytes | None = None
         while row := copy.read():
             if last is not None and _siret_field(row) != last:
-                yield _parse_rows(data)
-                data, rows, last = bytearray(), 0, None
+                # The batch's text let go before it is handed over: only its columns stay
+                # while the batch is written.
+                batch, data, rows, last = _parse_rows(data), bytearray(), 0, None
+                yield batch
+                del batch
             data += row
             rows += 1
             if rows >= chunk_rows and last is None:
                 last = _siret_field(row)  # the batch is full: it ends with this SIRET
         if rows:
-            yield _parse_rows(data)
+            batch, data = _parse_rows(data), bytearray()
+            yield batch
 
 
 def _siret_field(row: Buffer) -> bytes:
