@@ -483,15 +483,11 @@ def _stage(
             f"{etab_rows:,} establishments have no legal unit in it (e.g. siren "
             f"{', '.join(sample)}); both files must come from the same INSEE extract"
         )
+    pending = _mark_pending(conn, still_to_apply)
+    # Every staged row still to apply (a first load): the staging's counts are pending's.
+    by_partition = dict(pending) if sum(pending.values()) == etab_rows else _counts_by_partition(conn, ETABLISSEMENT_TABLE)
     return StagedStock(
-        etablissements.name,
-        unites_legales.name,
-        files,
-        etab_rows,
-        ul_rows,
-        unmatched,
-        _counts_by_partition(conn, ETABLISSEMENT_TABLE),
-        _mark_pending(conn, still_to_apply),
+        etablissements.name, unites_legales.name, files, etab_rows, ul_rows, unmatched, by_partition, pending
     )
 
 
