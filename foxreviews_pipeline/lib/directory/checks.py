@@ -114,6 +114,8 @@ def audit_entreprises(
     hidden = "NOT entreprise_publishable(e.statut_diffusion, e.nom, e.source)"
     # Summed up by the server: the keys come as two arrays, the rest as counts and the few
     # rows that offend (a row each, read by the client, cost three times this statement).
+    # `OFFSET 0` keeps the rows' expressions computed once each: pulled up into the
+    # aggregates that name them twice, they were computed twice (0.07 → 0.22 s for a day).
     (
         audit.rows, sirets, sirens, audit.nd_rows, nd_sample, violations
     ) = one_row(
@@ -133,6 +135,7 @@ def audit_entreprises(
                                                 WHERE p.entreprise_id = e.id AND p.is_active) END AS pages
                 FROM {"enterprise_entreprise" if written is None else written} e
                 {"WHERE e.siret = ANY(%s)" if written is None else ""}
+                OFFSET 0
             ) e
             """,
             (TextArray(sirets),) if written is None else None,
