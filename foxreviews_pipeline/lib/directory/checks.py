@@ -117,7 +117,7 @@ def audit_entreprises(
     # `OFFSET 0` keeps the rows' expressions computed once each: pulled up into the
     # aggregates that name them twice, they were computed twice (0.07 → 0.22 s for a day).
     (
-        audit.rows, sirets, sirens, audit.nd_rows, nd_sample, violations
+        audit.rows, stored_sirets, stored_sirens, audit.nd_rows, nd_sample, violations
     ) = one_row(
         conn.execute(
             f"""
@@ -141,8 +141,8 @@ def audit_entreprises(
             (TextArray(sirets),) if written is None else None,
         )
     )
-    audit.duplicate_sirets = len(sirets) - len(set(sirets))
-    audit.invalid_identifiers = _invalid_identifiers(sirets, sirens)
+    audit.duplicate_sirets = len(stored_sirets) - len(set(stored_sirets))
+    audit.invalid_identifiers = _invalid_identifiers(stored_sirets, stored_sirens)
     audit.nd_sample = list(nd_sample)
     audit.diffusion_violations = [
         {"siret": siret, "statut_diffusion": statut, "personal_fields": personal_fields,
