@@ -66,8 +66,8 @@ def test_audit_still_finds_malformed_identifiers_if_the_constraints_were_gone(pg
     assert sorted(audit.invalid_identifiers) == sorted(malformed)
 
 
-def test_identifiers_all_well_formed_are_checked_at_once_with_the_same_answer():
-    from foxreviews_pipeline.lib.directory.checks import _invalid_identifiers
+def test_keys_of_the_usual_lengths_are_checked_at_once_with_the_same_answer():
+    from foxreviews_pipeline.lib.directory.checks import _check_keys
 
     rows = [
         ("30613890003092", "306138900"),  # valid
@@ -75,14 +75,21 @@ def test_identifiers_all_well_formed_are_checked_at_once_with_the_same_answer():
         ("73282932000074", "732829321"),  # SIREN not the SIRET's head
         ("35600000012345", "356000000"),  # La Poste, digit sum not a multiple of 5
         ("44306184100047", "443061841"),  # valid
+        ("4430618410004A", "443061841"),  # not all digits
+        ("30613890003092", "306138900"),  # a repeat
     ]
-    sirets, sirens = (list(c) for c in zip(*rows, strict=True))
-    at_once = _invalid_identifiers(sirets, sirens)
-    assert at_once == ["30613890003091", "73282932000074", "35600000012345"]
-    # One malformed SIRET sends the batch through the row-by-row path: same answer, plus it.
-    one_by_one = _invalid_identifiers([*sirets, "7328293200007"], [*sirens, "732829320"])
-    assert sorted(one_by_one) == sorted([*at_once, "7328293200007"])
-    assert _invalid_identifiers([], []) == []
+    packed = "".join(siret + siren for siret, siren in rows)
+    wrong = ["30613890003091", "73282932000074", "35600000012345", "4430618410004A"]
+    at_once = _check_keys(packed, [], [])
+    assert at_once == (1, wrong)
+    # A key of another length sends every key through the one-by-one path: the same answer,
+    # plus it; so does a character beyond ASCII.
+    repeats, invalid = _check_keys(packed, ["7328293200007"], ["732829320"])
+    assert (repeats, sorted(invalid)) == (1, sorted([*wrong, "7328293200007"]))
+    accented = packed + "73282932000é4" + "7" + "732829320"
+    repeats, invalid = _check_keys(accented, [], [])
+    assert (repeats, sorted(invalid)) == (1, sorted([*wrong, "73282932000é47"]))
+    assert _check_keys("", [], []) == (0, [])
 
 
 def test_audit_lists_what_the_establishments_that_may_not_be_published_show(pg_conn):
