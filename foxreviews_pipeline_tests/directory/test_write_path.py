@@ -14,6 +14,7 @@ import pytest
 from foxreviews_pipeline.lib.directory.entreprises import (
     CREATED,
     SIRENE_COLUMNS,
+    STORED,
     upsert_entreprises,
 )
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
@@ -183,6 +184,45 @@ def test_pages_of_created_establishments_go_in_as_they_are_and_the_others_by_wha
     assert again.inserted == 0
     assert pg_conn.execute(f"SELECT count(*) FROM {CREATED}").fetchone() == (0,)
     assert sync_prolocalisations(pg_conn, SIRETS, partition="d2", created=CREATED).changed == 0
+
+
+def test_what_an_upsert_staged_is_kept_as_stored_and_its_pages_resolved_from_there(pg_conn):
+    seed_reference(pg_conn)
+    t0, t1, t2 = (datetime(2026, 11, d, 3, 0) for d in (19, 20, 21))
+    other = "30613890003092"  # stored, and not in the second upsert
+    day1 = [
+        row(SIRETS[0], treated=t1),
+        row(SIRETS[1], naf="43.22A", commune="75115", cp="75015", treated=t1),
+        row(SIRETS[2], treated=t1),
+        row(other, treated=t1),
+    ]
+    upsert_entreprises(pg_conn, SIRENE_COLUMNS, day1, source="sirene", partition="d1")
+    assert sync_prolocalisations(pg_conn, [*SIRETS, other], partition="d1").created == 4
+    # Since: the plumbers' trade is retired, and another writer closed `other`.
+    pg_conn.execute("UPDATE subcategory_souscategorie SET is_active = false WHERE id = 20")
+    pg_conn.execute("UPDATE enterprise_entreprise SET is_active = false WHERE siret = %s", (other,))
+
+    day2 = [
+        row(SIRETS[0], nom="MARTIN ET FILS", treated=t2),  # changed
+        day1[1],  # the same: left as it is
+        row(SIRETS[2], nom="PLUS ANCIEN", treated=t0),  # older than the stored one: left as it is
+    ]
+    counts = upsert_entreprises(pg_conn, SIRENE_COLUMNS, day2, source="sirene", partition="d2")
+    assert (counts.updated, counts.unchanged, counts.stale) == (1, 1, 1)
+    columns = "siret, nom, is_active, naf_code, code_commune, id"
+    assert pg_conn.execute(f"SELECT {columns} FROM {STORED} ORDER BY siret").fetchall() == pg_conn.execute(
+        f"SELECT {columns} FROM enterprise_entreprise WHERE siret = ANY(%s) ORDER BY siret", (SIRETS,)
+    ).fetchall()
+    # The unchanged plumber's page follows its retired trade; `other`, looked up, its closure.
+    pages = sync_prolocalisations(
+        pg_conn, [*SIRETS, other], partition="d2", created=CREATED, stored=STORED, unstored=[other]
+    )
+    assert pages.establishments == 4
+    assert (pages.created, pages.deactivated_by_reason) == (0, {"closed": 1, "trade_inactive": 1})
+    assert pg_conn.execute(
+        "SELECT e.siret FROM enterprise_prolocalisation p JOIN enterprise_entreprise e ON e.id = p.entreprise_id "
+        "WHERE p.is_active ORDER BY 1"
+    ).fetchall() == sorted([(SIRETS[0],), (SIRETS[2],)])
 
 
 _KILLED_WRITER = r"""

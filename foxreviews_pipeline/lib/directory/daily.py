@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from foxreviews_pipeline.lib.directory.entreprises import (
     CREATED,
     SIRENE_COLUMNS,
+    STORED,
     upsert_entreprises,
 )
 from foxreviews_pipeline.lib.directory.prolocalisations import sync_prolocalisations
@@ -89,8 +90,15 @@ def write_day(
         counts.unchanged += int(done.sum())
         change.add_rejections(rejections)
         change.add_positions(position_counts(mapped))
+        scope = list(dict.fromkeys(change.sirets))
+        # The upsert holds the establishments it staged as stored; the day's others (rejected,
+        # or applied already) are looked up.
+        scope_array = pa.array(scope, pa.string())
+        unstored = scope_array.filter(
+            pc.invert(pc.is_in(scope_array, value_set=mapped.column("siret").combine_chunks()))
+        ).to_pylist()
         prolocalisations = sync_prolocalisations(
-            conn, list(dict.fromkeys(change.sirets)), partition=partition, created=CREATED
+            conn, scope, partition=partition, created=CREATED, stored=STORED, unstored=unstored
         )
     change.add_batch(counts, prolocalisations)
     return change

@@ -22,6 +22,7 @@ from foxreviews_pipeline.lib.db.arrays import TextArray
 from foxreviews_pipeline.lib.db.copy import copy_rows, copy_table, drop_temp
 from foxreviews_pipeline.lib.db.database import one_row
 from foxreviews_pipeline.lib.db.upsert import analyze_stage, new_value, stage, upsert_statement
+from foxreviews_pipeline.lib.directory.prolocalisations import RESOLUTION_COLUMNS
 from foxreviews_pipeline.lib.sirene.mapping import ENTREPRISE_COLUMNS
 
 # What SIRENE ingestion writes, in the mapping's order; `naf_libelle` is looked up from
@@ -37,6 +38,10 @@ WRITTEN = "stage_entreprise_written"
 # The ids of the establishments an upsert created (the others' ids are in no such table): they
 # have no ProLocalisation yet (`sync_prolocalisations`' `created`).
 CREATED = "stage_entreprise_created"
+# Every establishment an upsert staged, as stored once it ran (what their pages are resolved
+# from: `sync_prolocalisations`' `stored`), read back from the upsert itself rather than
+# looked up again.
+STORED = "stage_entreprise_stored"
 
 
 @dataclass
@@ -108,6 +113,7 @@ def _label_column(
 
 
 _NAF_COLUMNS = ("naf_code", "naf_nomenclature", "naf25_code", "naf_rev2_code")
+_STORED_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in RESOLUTION_COLUMNS)
 
 
 def _keep_rev2_code(conn: psycopg.Connection, *, naf25_given: bool) -> None:
@@ -173,7 +179,8 @@ def upsert_entreprises(
       is built.
 
     The ids of the establishments it created (none with `all_new`, whose rows are all in
-    `WRITTEN`) are left in the temporary table `CREATED`, for `sync_prolocalisations`.
+    `WRITTEN`) are left in the temporary table `CREATED`, and every establishment it staged,
+    as stored, in `STORED` (`RESOLUTION_COLUMNS`), for `sync_prolocalisations`.
     """
     columns = list(columns)
     if "siret" not in columns:
@@ -206,8 +213,13 @@ def upsert_entreprises(
         inserted = _insert_new(conn, columns, staged_rows, fixed)
         return EntrepriseCounts(staged=inserted, inserted=inserted)
 
-    drop_temp(conn, CREATED)
+    drop_temp(conn, CREATED, STORED)
     conn.execute(sql.SQL("CREATE TEMP TABLE {} (id bigint) ON COMMIT DROP").format(sql.Identifier(CREATED)))
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM enterprise_entreprise WITH NO DATA").format(
+            sql.Identifier(STORED), _STORED_COLUMNS
+        )
+    )
     # The rév. 2 code kept across a switch to NAF 2025 (`_keep_rev2_code`).
     keeps_rev2 = "naf_nomenclature" in columns and "naf_rev2_code" not in columns
     computed = [c for c in ("siren", "naf_libelle") if c not in columns]
@@ -299,12 +311,15 @@ def upsert_entreprises(
         stored=_EXISTING,
         fixed=fixed,
         only_changed=False,
-        returning=sql.SQL("t.id, t.siret, (t.xmax = 0) AS inserted, t.is_active"),
+        returning=sql.SQL("(t.xmax = 0) AS inserted, {}").format(
+            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in RESOLUTION_COLUMNS)
+        ),
     )
     statement = sql.SQL(
         """
         WITH upserted AS ({upserted}),
-        created AS (INSERT INTO {created} SELECT id FROM upserted WHERE inserted)
+        created AS (INSERT INTO {created} SELECT id FROM upserted WHERE inserted),
+        stored AS (INSERT INTO {stored} SELECT {columns} FROM upserted)
         SELECT
             count(*) FILTER (WHERE u.inserted),
             count(*) FILTER (WHERE NOT u.inserted),
@@ -312,11 +327,22 @@ def upsert_entreprises(
             count(*) FILTER (WHERE NOT u.inserted AND NOT p.is_active AND u.is_active)
         FROM upserted u LEFT JOIN {existing} p ON p.siret = u.siret
         """
-    ).format(existing=sql.Identifier(_EXISTING), upserted=upserted, created=sql.Identifier(CREATED))
+    ).format(
+        existing=sql.Identifier(_EXISTING), upserted=upserted, created=sql.Identifier(CREATED),
+        stored=sql.Identifier(STORED), columns=_STORED_COLUMNS,
+    )
     row = one_row(conn.execute(statement))
     counts.inserted, counts.updated, counts.closed, counts.reopened = row
     if counts.inserted:
         analyze_stage(conn, CREATED, ["id"])
+    if counts.stale or counts.unchanged:
+        # The staged rows the upsert left as they were, as stored now.
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {stored} SELECT {columns} FROM enterprise_entreprise WHERE siret = ANY(ARRAY("
+                "SELECT e.siret FROM {existing} e WHERE NOT EXISTS (SELECT FROM {stored} s WHERE s.siret = e.siret)))"
+            ).format(stored=sql.Identifier(STORED), columns=_STORED_COLUMNS, existing=sql.Identifier(_EXISTING))
+        )
     return counts
 
 
@@ -359,5 +385,6 @@ def _insert_new(
     conn.execute(
         sql.SQL("INSERT INTO enterprise_entreprise OVERRIDING SYSTEM VALUE SELECT * FROM {}").format(written)
     )
-    analyze_stage(conn, WRITTEN, ["id", "siret"])
+    # Not analyzed: what reads it (the pages' resolution, the row checks) reads it whole, and
+    # the size the planner reads off its file is all their hash joins need.
     return count

@@ -8,7 +8,7 @@ belong to the web app.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,12 @@ class ProLocalisationCounts:
             sample.extend(more[: max(0, SAMPLE_SIZE - len(sample))])
 
 
+# What the resolution reads of an establishment (`_RESOLVED`'s `e`).
+RESOLUTION_COLUMNS = (
+    "id", "siret", "is_active", "naf_code", "naf_nomenclature", "naf25_code", "naf_rev2_code",
+    "code_commune", "code_postal", "ville_nom", "statut_diffusion", "nom", "source",
+)
+
 # Which ville an establishment is in: by INSEE code (an arrondissement or commune déléguée
 # goes to its current commune); by postal code + normalised name only when the code is
 # missing (resolved afterwards, see `_resolve_by_postal_code`).
@@ -109,20 +115,20 @@ _RESOLVED = """
 # its statistics.
 _BY_SIRET = {"establishments": "enterprise_entreprise", "scope": "e.siret = ANY(%s)"}
 
-# Why an active establishment has no page; the first that applies.
-_UNMATCHED_REASON = """
-    CASE
-        WHEN naf_code IS NULL THEN 'no_naf_code'
-        WHEN coalesce(naf_nomenclature, '') NOT IN ('NAFRev2', 'NAF2025') THEN 'old_naf_nomenclature'
-        WHEN NOT naf_known AND NOT trade_kept AND naf_nomenclature = 'NAF2025' AND naf_listed
-            THEN 'naf2025_unmapped'
-        WHEN NOT naf_known AND NOT trade_kept THEN 'naf_code_unknown'
-        WHEN excluded_reason IS NOT NULL THEN 'naf_excluded'
-        WHEN NOT trade_active THEN 'trade_inactive'
-        WHEN ville_id IS NULL AND code_commune IS NULL THEN 'no_commune'
-        WHEN ville_id IS NULL THEN 'commune_unknown'
-    END
-"""
+# Why an active establishment has no page: the first of these that applies.
+UNMATCHED_REASONS: tuple[tuple[str, str], ...] = (
+    ("no_naf_code", "naf_code IS NULL"),
+    ("old_naf_nomenclature", "coalesce(naf_nomenclature, '') NOT IN ('NAFRev2', 'NAF2025')"),
+    ("naf2025_unmapped", "NOT naf_known AND NOT trade_kept AND naf_nomenclature = 'NAF2025' AND naf_listed"),
+    ("naf_code_unknown", "NOT naf_known AND NOT trade_kept"),
+    ("naf_excluded", "excluded_reason IS NOT NULL"),
+    ("trade_inactive", "NOT trade_active"),
+    ("no_commune", "ville_id IS NULL AND code_commune IS NULL"),
+    ("commune_unknown", "ville_id IS NULL"),
+)
+_UNMATCHED_REASON = (
+    "CASE " + " ".join(f"WHEN {condition} THEN '{reason}'" for reason, condition in UNMATCHED_REASONS) + " END"
+)
 
 
 def sync_prolocalisations(
@@ -132,21 +138,28 @@ def sync_prolocalisations(
     partition: str | None = None,
     written: str | None = None,
     created: str | None = None,
+    stored: str | None = None,
+    unstored: Sequence[str] = (),
 ) -> ProLocalisationCounts:
     """Create, reactivate or retire the ProLocalisations of these establishments.
+
+    `stored`: a temporary table of `RESOLUTION_COLUMNS` holding these establishments as
+    stored now by this transaction (`upsert_entreprises`' `STORED`), but for those of the
+    SIRETs `unstored`: the first are read from there, only the others looked up.
 
     `written`: the establishments are new ones, stored as they are in this temporary table
     (`upsert_entreprises`' `all_new`): they have no ProLocalisation yet, so there is none to
     keep, reactivate or retire, and they are read from there rather than looked up.
     `created`: a temporary table of the ids of those of them this transaction created
     (`upsert_entreprises`' `CREATED`): no other transaction can have given them a page, so
-    theirs are inserted as they are."""
+    theirs are inserted straight from their resolution, and no stored page of theirs is
+    looked for."""
     drop_temp(conn, "stage_proloc_resolved", "stage_proloc_desired", "stage_proloc_existing")
     scope = list(dict.fromkeys(sirets))
     counts = ProLocalisationCounts(establishments=len(scope))
     if not scope:
         return counts
-    _stage_resolved(conn, scope, written)
+    _stage_resolved(conn, scope, written, stored, unstored)
     _count_resolution(conn, counts)
     if written is not None:
         # New establishments: the pages they should have are all to create, inserted
@@ -156,26 +169,55 @@ def sync_prolocalisations(
             {"partition": partition},
         ).rowcount
         return counts
-    counts.desired = _stage_desired(conn)
-    _stage_existing(conn)
-    counts.created = _create_new(conn, partition, created=created)
+    # The establishments this transaction created: no other transaction can have given them
+    # a page, nor have they one yet, so theirs are inserted straight from their resolution
+    # (a unique key violated, if one ever were, fails the statement). The others' desired and
+    # stored pages are staged and compared.
+    others = "true"
+    fresh = 0
+    if created is not None:
+        created_here = (
+            f"EXISTS (SELECT FROM {sql.Identifier(created).as_string(None)} c WHERE c.id = r.entreprise_id)"
+        )
+        fresh = conn.execute(
+            _INSERT.format(rows=f"SELECT {_PAGE} FROM stage_proloc_resolved r WHERE {_DESIRED} AND {created_here}"),
+            {"partition": partition},
+        ).rowcount
+        others = f"NOT {created_here}"
+    counts.desired = fresh + _stage_desired(conn, others)
+    _stage_existing(conn, others)
+    counts.created = fresh + _create_new(conn, partition)
     counts.reactivated = _reactivate_wanted(conn, partition)
     counts.deactivated_by_reason = _retire_unwanted(conn, partition)
     counts.deactivated = sum(counts.deactivated_by_reason.values())
     return counts
 
 
-def _stage_resolved(conn: psycopg.Connection, scope: list[str], written: str | None) -> None:
+def _stage_resolved(
+    conn: psycopg.Connection, scope: list[str], written: str | None, stored: str | None, unstored: Sequence[str]
+) -> None:
     """`stage_proloc_resolved`: each establishment of the scope with its ville and trade."""
-    if written is None:
-        conn.execute(
-            "CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS " + _RESOLVED.format(**_BY_SIRET),
-            (TextArray(scope),),
-        )
-    else:
+    if written is not None:
         conn.execute(
             "CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS "
             + _RESOLVED.format(establishments=written, scope="true")
+        )
+    elif stored is not None:
+        # Those of the scope this transaction holds as stored, and the others looked up.
+        columns = ", ".join(RESOLUTION_COLUMNS)
+        both = (
+            f"(SELECT {columns} FROM {sql.Identifier(stored).as_string(None)} "
+            f"UNION ALL SELECT {columns} FROM enterprise_entreprise WHERE siret = ANY(%s))"
+        )
+        conn.execute(
+            "CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS "
+            + _RESOLVED.format(establishments=both, scope="true"),
+            (TextArray(list(unstored)),),
+        )
+    else:
+        conn.execute(
+            "CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS " + _RESOLVED.format(**_BY_SIRET),
+            (TextArray(scope),),
         )
     analyze_stage(conn, "stage_proloc_resolved", ["entreprise_id", "ville_id", "code_commune"])
     _resolve_by_postal_code(conn)
@@ -219,10 +261,11 @@ def _keep_trades(conn: psycopg.Connection) -> None:
 
 
 def _count_resolution(conn: psycopg.Connection, counts: ProLocalisationCounts) -> None:
-    """How many active establishments found their ville and trade, and why the others did not."""
+    """How many active establishments found their ville and trade, and why the others did not:
+    one scan of the resolution, and one more for each sample that has rows to show."""
     row = one_row(
         conn.execute(
-            """
+            f"""
             SELECT count(*), count(*) FILTER (WHERE ville_id IS NOT NULL),
                    count(*) FILTER (WHERE sous_categorie_id IS NOT NULL AND trade_active),
                    count(*) FILTER (WHERE NOT publishable),
@@ -233,36 +276,31 @@ def _count_resolution(conn: psycopg.Connection, counts: ProLocalisationCounts) -
                    count(*) FILTER (WHERE mapped_through = 'NAF2025'),
                    count(*) FILTER (WHERE naf_nomenclature = 'NAF2025' AND NOT naf_known AND naf_listed),
                    count(*) FILTER (WHERE trade_kept),
-                   count(*) FILTER (WHERE trades_differ)
-            FROM stage_proloc_resolved WHERE is_active
+                   count(*) FILTER (WHERE trades_differ),
+                   {", ".join(f"count(*) FILTER (WHERE reason = '{reason}')" for reason, _ in UNMATCHED_REASONS)}
+            FROM (SELECT *, {_UNMATCHED_REASON} AS reason FROM stage_proloc_resolved WHERE is_active OFFSET 0) r
             """
         )
     )
     (
         counts.active, counts.ville_resolved, counts.trade_resolved, counts.not_published,
-        counts.trade_pending, *naf2025,
+        counts.trade_pending, *rest,
     ) = row
+    naf2025, unmatched = rest[: len(NAF2025_COUNTS)], rest[len(NAF2025_COUNTS) :]
     counts.naf2025 = dict(zip(NAF2025_COUNTS, naf2025, strict=True))
-    counts.unresolved_ville_sample = _sample(
-        conn, "ville_id IS NULL", "siret, code_commune, code_postal, ville_nom"
-    )
-    counts.unresolved_trade_sample = _sample(
-        conn,
-        "(sous_categorie_id IS NULL OR NOT trade_active)",
-        "siret, naf_code, naf_nomenclature, naf25_code, excluded_reason",
-    )
-    counts.unmatched_by_reason = _unmatched_by_reason(conn)
-
-
-def _unmatched_by_reason(conn: psycopg.Connection) -> dict[str, int]:
-    rows = conn.execute(
-        f"""
-        SELECT reason, count(*) FROM (
-            SELECT {_UNMATCHED_REASON} AS reason FROM stage_proloc_resolved WHERE is_active
-        ) r WHERE reason IS NOT NULL GROUP BY reason ORDER BY reason
-        """
-    )
-    return dict(rows)
+    counts.unmatched_by_reason = {
+        reason: n for (reason, _), n in sorted(zip(UNMATCHED_REASONS, unmatched, strict=True)) if n
+    }
+    if counts.ville_resolved < counts.active:
+        counts.unresolved_ville_sample = _sample(
+            conn, "ville_id IS NULL", "siret, code_commune, code_postal, ville_nom"
+        )
+    if counts.trade_resolved < counts.active:
+        counts.unresolved_trade_sample = _sample(
+            conn,
+            "(sous_categorie_id IS NULL OR NOT trade_active)",
+            "siret, naf_code, naf_nomenclature, naf25_code, excluded_reason",
+        )
 
 
 # A page: an establishment × trade × town; those an establishment of the scope should have.
@@ -277,52 +315,40 @@ _INSERT = f"""
 """
 
 
-def _stage_desired(conn: psycopg.Connection) -> int:
-    """`stage_proloc_desired`: the ProLocalisations the scope should have; returns their count."""
+def _stage_desired(conn: psycopg.Connection, scope: str) -> int:
+    """`stage_proloc_desired`: the ProLocalisations the establishments of the resolution `r`
+    that meet `scope` should have; returns their count."""
     conn.execute(
         f"CREATE TEMP TABLE stage_proloc_desired ON COMMIT DROP AS "
-        f"SELECT {_PAGE} FROM stage_proloc_resolved WHERE {_DESIRED}"
+        f"SELECT {_PAGE} FROM stage_proloc_resolved r WHERE {_DESIRED} AND {scope}"
     )
     desired: int = one_row(conn.execute("SELECT count(*) FROM stage_proloc_desired"))[0]
     return desired
 
 
-def _stage_existing(conn: psycopg.Connection) -> None:
-    """`stage_proloc_existing`: the ProLocalisations the scope has now, active or not."""
+def _stage_existing(conn: psycopg.Connection, scope: str) -> None:
+    """`stage_proloc_existing`: the ProLocalisations the establishments of the resolution `r`
+    that meet `scope` have now, active or not."""
     # Read once through the (entreprise, …) unique index with an array of ids: a plan that
     # stays right whatever the table's statistics say (a join against a freshly filled table
     # is planned as if it were empty). The array is built in the server, not sent.
     conn.execute(
-        """
+        f"""
         CREATE TEMP TABLE stage_proloc_existing ON COMMIT DROP AS
         SELECT id, entreprise_id, sous_categorie_id, ville_id, is_active
         FROM enterprise_prolocalisation
-        WHERE entreprise_id = ANY(ARRAY(SELECT entreprise_id FROM stage_proloc_resolved))
+        WHERE entreprise_id = ANY(ARRAY(SELECT entreprise_id FROM stage_proloc_resolved r WHERE {scope}))
         """
     )
     analyze_stage(conn, "stage_proloc_desired")
     analyze_stage(conn, "stage_proloc_existing")
 
 
-def _create_new(conn: psycopg.Connection, partition: str | None, *, created: str | None = None) -> int:
-    """Insert the desired ProLocalisations that do not exist yet; returns how many.
-
-    Those of the establishments whose ids are in the temporary table `created` are inserted
-    as they are: none has a page yet, nor can another transaction give it one before this
-    one commits (a unique key violated, if one ever were, fails the statement). The others'
-    are the desired ones not stored yet, and a page another publish inserted meanwhile is
-    left to it (`ON CONFLICT DO NOTHING`)."""
-    desired = f"SELECT {_PAGE} FROM stage_proloc_desired d"
-    inserted = 0
-    others = desired
-    if created is not None:
-        fresh = f"EXISTS (SELECT FROM {sql.Identifier(created).as_string(None)} c WHERE c.id = d.entreprise_id)"
-        inserted = conn.execute(
-            _INSERT.format(rows=f"{desired} WHERE {fresh}"), {"partition": partition}
-        ).rowcount
-        others = f"{desired} WHERE NOT {fresh}"
-    return inserted + conn.execute(
-        _INSERT.format(rows=f"{others} EXCEPT SELECT {_PAGE} FROM stage_proloc_existing")
+def _create_new(conn: psycopg.Connection, partition: str | None) -> int:
+    """Insert the desired ProLocalisations that do not exist yet; returns how many. A page
+    another publish inserted meanwhile is left to it (`ON CONFLICT DO NOTHING`)."""
+    return conn.execute(
+        _INSERT.format(rows=f"SELECT {_PAGE} FROM stage_proloc_desired EXCEPT SELECT {_PAGE} FROM stage_proloc_existing")
         + f" ON CONFLICT ({_PAGE}) DO NOTHING",
         {"partition": partition},
     ).rowcount

@@ -26,6 +26,7 @@ from foxreviews_pipeline.lib.directory.checks import ROW_CHECKS, audit_publicati
 from foxreviews_pipeline.lib.directory.entreprises import (
     CREATED,
     SIRENE_COLUMNS,
+    STORED,
     WRITTEN,
     upsert_entreprises,
 )
@@ -160,8 +161,10 @@ def _write_batch(
     )
     sirets: list[str] = rows.column("siret").to_pylist()
     written = WRITTEN if all_new else None
+    # Every row of the batch is staged: the upsert holds them all as stored (`STORED`).
     prolocalisations = sync_prolocalisations(
-        conn, sirets, partition=partition, written=written, created=None if all_new else CREATED
+        conn, sirets, partition=partition, written=written,
+        created=None if all_new else CREATED, stored=None if all_new else STORED,
     )
     outcomes = audit_publication(conn, sirets, records=len(rows), checks=ROW_CHECKS, written=written)
     raise_if_held(outcomes)
