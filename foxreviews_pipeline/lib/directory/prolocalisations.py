@@ -197,28 +197,21 @@ def _stage_resolved(
     conn: psycopg.Connection, scope: list[str], written: str | None, stored: str | None, unstored: Sequence[str]
 ) -> None:
     """`stage_proloc_resolved`: each establishment of the scope with its ville and trade."""
+    params: tuple[TextArray, ...] = ()
     if written is not None:
-        conn.execute(
-            "CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS "
-            + _RESOLVED.format(establishments=written, scope="true")
-        )
+        source = {"establishments": written, "scope": "true"}
     elif stored is not None:
         # Those of the scope this transaction holds as stored, and the others looked up.
         columns = ", ".join(RESOLUTION_COLUMNS)
-        both = (
-            f"(SELECT {columns} FROM {sql.Identifier(stored).as_string(None)} "
-            f"UNION ALL SELECT {columns} FROM enterprise_entreprise WHERE siret = ANY(%s))"
-        )
-        conn.execute(
-            "CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS "
-            + _RESOLVED.format(establishments=both, scope="true"),
-            (TextArray(list(unstored)),),
-        )
+        source = {
+            "establishments": f"(SELECT {columns} FROM {sql.Identifier(stored).as_string(None)} "
+            f"UNION ALL SELECT {columns} FROM enterprise_entreprise WHERE siret = ANY(%s))",
+            "scope": "true",
+        }
+        params = (TextArray(list(unstored)),)
     else:
-        conn.execute(
-            "CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS " + _RESOLVED.format(**_BY_SIRET),
-            (TextArray(scope),),
-        )
+        source, params = _BY_SIRET, (TextArray(scope),)
+    conn.execute("CREATE TEMP TABLE stage_proloc_resolved ON COMMIT DROP AS " + _RESOLVED.format(**source), params or None)
     analyze_stage(conn, "stage_proloc_resolved", ["entreprise_id", "ville_id", "code_commune"])
     _resolve_by_postal_code(conn)
     if written is None:
