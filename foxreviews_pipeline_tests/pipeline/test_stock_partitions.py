@@ -83,19 +83,52 @@ def test_the_partition_function_agrees_with_the_code_patterns(database_url):
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    ("stored", "text", "pending"),
     [
-        ("2024-03-17T04:21:27", datetime(2024, 3, 17, 4, 21, 27)),
-        ("2024-02-29T23:59:59.123", datetime(2024, 2, 29, 23, 59, 59, 123000)),
-        ("2024-02-30T00:00:00", None), ("2023-02-29T00:00:00", None),
-        ("2024-13-01T00:00:00", None), ("0000-01-01T00:00:00", None),
-        ("2024-03-17 04:21:27", None), ("garbage", None), ("", None), (None, None),
+        (datetime(2024, 3, 17, 4, 21, 27), "2024-03-17T04:21:27", False),
+        (datetime(2024, 3, 17, 4, 21, 27), "2024-03-17T04:21:28", True),
+        (datetime(2024, 3, 17, 4, 21, 27), "2024-03-18T04:21:27", True),
+        (datetime(2024, 2, 29, 23, 59, 59, 123000), "2024-02-29T23:59:59.123", False),
+        (datetime(2024, 2, 29, 23, 59, 59, 123000), "2024-02-29T23:59:59", True),
+        # The same instant written otherwise: applied again, to no change.
+        (datetime(2024, 3, 17, 4, 21, 27), "2024-03-17T04:21:27.000", True),
+        (datetime(2024, 3, 17, 4, 21, 27), "2024-03-17 04:21:27", True),
+        (datetime(2024, 3, 17, 4, 21, 27), "garbage", True),
+        (datetime(2024, 3, 17, 4, 21, 27), "", True),
+        (datetime(2024, 3, 17, 4, 21, 27), None, True),
+        (None, "2024-03-17T04:21:27", True),
     ],
 )
-def test_a_stock_treatment_date_is_read_or_left_null(database_url, value, expected):
-    """What staging compares with the stored version: never an error, whatever the text."""
+def test_a_stock_row_is_still_to_apply_unless_its_version_is_the_stored_one(database_url, stored, text, pending):
+    """`STILL_TO_APPLY` compares the file's version text with the stored version, in
+    staging's DateStyle: never an error, whatever the text."""
+    from foxreviews_pipeline.lib.directory.stock_load import STILL_TO_APPLY
+    from foxreviews_pipeline.lib.sirene.mapping import MAPPING_VERSION
+    from foxreviews_pipeline.lib.sirene.stock_staging import STAGING_DATESTYLE
+
+    siret = "73282932000074"
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT sirene_timestamp(%s)", (value,)).fetchone() == (expected,)
+        conn.execute("SELECT set_config('datestyle', %s, true)", (STAGING_DATESTYLE,))
+        conn.execute(
+            "INSERT INTO enterprise_entreprise (siret, siren, nom, source, mapping_version, "
+            "date_dernier_traitement) VALUES (%s, %s, 'X', 'sirene', %s, %s)",
+            (siret, siret[:9], MAPPING_VERSION, stored),
+        )
+        (still,) = conn.execute(
+            psycopg.sql.SQL(
+                "SELECT {} FROM (SELECT %s::text AS siret, %s::text AS \"dateDernierTraitementEtablissement\") e"
+            ).format(STILL_TO_APPLY),
+            (siret, text),
+        ).fetchone()
+        # Another SIRET is still to apply, whatever its version.
+        (other,) = conn.execute(
+            psycopg.sql.SQL(
+                "SELECT {} FROM (SELECT '30613890003092'::text AS siret, %s::text AS \"dateDernierTraitementEtablissement\") e"
+            ).format(STILL_TO_APPLY),
+            (text,),
+        ).fetchone()
+        conn.rollback()
+    assert (still, other) == (pending, True)
 
 
 def test_every_ville_falls_in_a_departement_partition(database_url):

@@ -53,11 +53,15 @@ STOCK_SOURCE = "sirene"
 
 # The staged establishments still to apply (`e`, a row of `sirene_stock.etablissement`): those
 # whose stored row did not come from this very INSEE version mapped by the current rules (a
-# day's `_already_applied`, set-based).
+# day's `_already_applied`, set-based). The versions are compared as INSEE writes them: the
+# stored version in ISO text ("2024-03-17 04:21:27", staging's DateStyle), its space made
+# INSEE's "T". Equal texts are equal versions; a version INSEE wrote otherwise (with a
+# fraction, say) is only applied again, to no change. Parsing the file's text instead cost
+# every staged row 2-4 µs, where this costs each stored row 0.3 µs, an empty directory none.
 STILL_TO_APPLY = sql.SQL(
     "NOT EXISTS (SELECT 1 FROM enterprise_entreprise x WHERE x.siret = e.siret "
     "AND x.source = 'sirene' AND x.mapping_version = {} "
-    "AND x.date_dernier_traitement = e.treated)"
+    "AND replace(x.date_dernier_traitement::text, ' ', 'T') = e.\"dateDernierTraitementEtablissement\")"
 ).format(sql.Literal(MAPPING_VERSION))
 
 

@@ -11,8 +11,8 @@ départements (`pending`); each département is read from there as one range
 
 The files are COPYed side by side into tables of their own (`…_loading`), the
 establishments' in blocks of whole rows dealt out to `COPY_STREAMS` connections (the
-server's parsing of the CSV, and the partition and INSEE version it computes for each row,
-take a core each). The loaded tables then take the place of the previous staging in one
+server's parsing of the CSV, and the partition it computes for each row, take a core
+each). The loaded tables then take the place of the previous staging in one
 transaction, so a partition load never sees half a staging, and a bad pair of files leaves
 the previous staging (and the directory) as it was. One staging at a time (`STAGING_LOCK`).
 """
@@ -230,6 +230,9 @@ def _rows_end(data: bytes) -> int:
 # `block` takes by default: with `position`, drawn row by row as a block is COPYed, it is the
 # order of the file (the connections' rows interleave in the table).
 _BLOCK_SETTING = "foxreviews.stock_block"
+# Staging reads timestamps as text in ISO's form ("2024-03-17 04:21:27"), whatever the
+# server's or the session's default: the directory compares versions so (`still_to_apply`).
+STAGING_DATESTYLE = "ISO, YMD"
 FILE_ORDER = ("block", "position")
 
 
@@ -363,6 +366,7 @@ def stage_stock(
             # Staging's statements are a few scans of the whole file: compiling them took
             # longer than it saved (1.6 s of 19 s for the rows still to apply of 4M rows).
             conn.execute("SET LOCAL jit = off")
+            conn.execute("SELECT set_config('datestyle', %s, true)", (STAGING_DATESTYLE,))
             if copied is None:
                 assert current is not None
                 staged = StagedStock(
@@ -435,8 +439,7 @@ def _load(
             etab_columns,
             sql.SQL(
                 'departement text GENERATED ALWAYS AS (sirene_departement("codeCommuneEtablissement")) '
-                'STORED, treated timestamp GENERATED ALWAYS AS '
-                '(sirene_timestamp("dateDernierTraitementEtablissement")) STORED, '
+                "STORED, "
                 "block integer NOT NULL DEFAULT current_setting({})::integer, "
                 "position bigint GENERATED ALWAYS AS IDENTITY"
             ).format(sql.Literal(_BLOCK_SETTING)),
