@@ -100,6 +100,12 @@ def test_a_bulk_load_leaves_what_a_partitioned_load_leaves(reference_db, new_dat
     # The tables are the migrations' own, with every index, key and trigger, and no shadow.
     assert _rows(reference_db, DEFINITIONS) == _rows(partitioned, DEFINITIONS)
     assert not _shadow_exists(reference_db)
+    # Swapped in with their statistics: the web app's first queries are planned on them.
+    analyzed = (
+        "SELECT tablename, count(*) FROM pg_stats WHERE schemaname = 'public' "
+        "AND tablename IN ('enterprise_entreprise', 'enterprise_prolocalisation') GROUP BY 1 ORDER BY 1"
+    )
+    assert [t for t, n in _rows(reference_db, analyzed) if n >= 5] == ["enterprise_entreprise", "enterprise_prolocalisation"]
     # One snapshot marker per partition, as a partitioned first load records.
     feed = "SELECT entity, op, partition, run_id FROM directory_changes_since(0, 100000) ORDER BY partition"
     markers = _rows(reference_db, feed)

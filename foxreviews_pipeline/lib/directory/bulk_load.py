@@ -365,9 +365,9 @@ def _load_partitions(
 def _build(url: str, conn: psycopg.Connection, *, all_new: bool) -> None:
     """The rest of the live tables' definitions on the shadow tables (with the keys the load
     went without: `_keys_while_loading`), their statistics, and the `ville_stats` view over
-    them. The indexes first, `BUILD_CONNECTIONS` at a time (`_build_indexes`); then, in
-    `conn`'s transaction, the keys made from them, the foreign keys, triggers, privileges,
-    statistics and the view."""
+    them. The indexes and then the statistics first, `BUILD_CONNECTIONS` at a time
+    (`_build_indexes`); then, in `conn`'s transaction, the keys made from them, the foreign
+    keys, triggers, privileges and the view."""
     # Read under the default search path (the live tables' references come unqualified),
     # run under the shadow's: a foreign key to `enterprise_entreprise` is to the shadow one.
     statements = [
@@ -380,14 +380,15 @@ def _build(url: str, conn: psycopg.Connection, *, all_new: bool) -> None:
             "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'public.ville_stats'::regclass"
         )
     ]
-    _build_indexes(url, [s for s in statements if _INDEX.match(s)])
+    # The statistics after the indexes, on the same connections: a table's ANALYZE waits
+    # for its index builds (their locks conflict), and fills a core the last build leaves.
+    analyze = [sql.SQL("ANALYZE {}").format(sql.Identifier(SHADOW, t)).as_string(conn) for t in TABLES]
+    _build_indexes(url, [s for s in statements if _INDEX.match(s)] + analyze)
     conn.execute(sql.SQL("SET LOCAL search_path = {}, public").format(sql.Identifier(SHADOW)))
     conn.execute(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
     for statement in statements:
         if not _INDEX.match(statement):
             conn.execute(statement)
-    for table in TABLES:
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(SHADOW, table)))
     conn.execute(
         sql.SQL("CREATE MATERIALIZED VIEW {} AS {}").format(
             sql.Identifier(SHADOW, VIEW), sql.SQL(view.rstrip().rstrip(";"))
@@ -401,8 +402,8 @@ _INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
 
 
 def _build_indexes(url: str, statements: list[str], connections: int = BUILD_CONNECTIONS) -> None:
-    """Index builds on the shadow tables, `connections` at a time, each committed on its
-    own. One build leaves a core idle for part of its time (its final merge and the writing
+    """Index builds (and statistics) on the shadow tables, `connections` at a time, each
+    committed on its own. One build leaves a core idle for part of its time (its final merge and the writing
     of the index are one process's), which another one fills. A failed build stops the
     others' next ones and is raised."""
     todo = list(reversed(statements))
