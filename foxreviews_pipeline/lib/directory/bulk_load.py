@@ -403,9 +403,9 @@ _INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
 
 def _build_indexes(url: str, statements: list[str], connections: int = BUILD_CONNECTIONS) -> None:
     """Index builds (and statistics) on the shadow tables, `connections` at a time, each
-    committed on its own. One build leaves a core idle for part of its time (its final merge and the writing
-    of the index are one process's), which another one fills. A failed build stops the
-    others' next ones and is raised."""
+    committed on its own. One build leaves a core idle for part of its time (its final
+    merge and the writing of the index are one process's), which another one fills. A
+    failed build stops the others' next ones and is raised."""
     todo = list(reversed(statements))
     lock = threading.Lock()
     failed = threading.Event()
