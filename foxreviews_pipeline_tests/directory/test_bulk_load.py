@@ -284,6 +284,7 @@ def test_a_swap_the_web_app_holds_up_stops_in_its_bound(reference_db, stock, mon
     assert not _shadow_exists(reference_db)
 
 
+@pytest.mark.slow
 def test_a_bulk_load_killed_midway_leaves_the_directory_and_the_next_one_succeeds(reference_db, new_database, stock):
     stock_runs.stage_file(reference_db, *stock)
     day = date(2026, 11, 20)

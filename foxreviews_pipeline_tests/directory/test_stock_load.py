@@ -248,6 +248,7 @@ def test_a_later_older_stock_never_overwrites_newer_rows(reference, tmp_path):
     assert stored == "43.21A"
 
 
+@pytest.mark.slow
 def test_interrupted_load_keeps_whole_partitions_and_a_rerun_converges(reference, new_database, tmp_path):
     """A crash midway through a partition rolls all of it back (nothing half-applied, no
     establishment without its ProLocalisations); the partitions before it stay, and applying
@@ -323,6 +324,7 @@ def test_a_stock_whose_legal_units_name_nobody_is_held_back(reference, tmp_path)
     assert _count(reference, "SELECT count(*) FROM enterprise_prolocalisation") == 0
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_while_streaming(reference, tmp_path):
     """A partition's Python memory peaks at a batch or two, far below its rows held whole."""
     path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"

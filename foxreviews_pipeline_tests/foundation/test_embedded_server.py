@@ -84,6 +84,7 @@ def _read(env, url) -> list[str]:
     return result.stdout.split("\n")
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_server_that_keeps_its_data(embedded_home):
     home, env = embedded_home
     pgdata = home / "pgdata"

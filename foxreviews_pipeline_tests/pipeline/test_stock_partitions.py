@@ -209,6 +209,7 @@ def test_a_row_the_csv_reader_rejects_is_named_by_its_line_and_keeps_the_staging
     assert leftovers == (0,)
 
 
+@pytest.mark.slow
 def test_partitions_load_what_the_file_holds_and_reload_writes_nothing(database_url, tmp_path):
     path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
     write_sample_stock(path, 2000, unites_legales_path=ul, seed=5)
@@ -280,6 +281,7 @@ def test_the_bulk_load_asset_loads_every_partition_and_shows_them(database_url, 
         assert conn.execute("SELECT 'enterprise_entreprise'::regclass::oid, count(*) FROM enterprise_entreprise").fetchone() == before
 
 
+@pytest.mark.slow
 def test_restaging_the_same_files_leaves_nothing_to_apply(database_url, tmp_path):
     """A re-load of a stock already in the directory reads its rows once, at staging."""
     path, ul = tmp_path / "StockEtablissement_utf8.csv", tmp_path / "StockUniteLegale_utf8.csv"
@@ -374,6 +376,7 @@ def test_loading_before_staging_names_the_missing_step(database_url, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_partition_read_in_small_batches_loads_what_the_file_holds(database_url, tmp_path):
     """Batches of 7 rows: the COPY stream is cut across Arrow's blocks, every batch is mapped,
     written and checked on its own, and together they leave what the file holds."""

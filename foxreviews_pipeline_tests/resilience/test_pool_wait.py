@@ -11,6 +11,7 @@ import uuid
 
 import dagster as dg
 import psutil
+import pytest
 
 from foxreviews_pipeline.recovery import (
     HOST_TAG,
@@ -78,6 +79,7 @@ def test_slots_held_by_a_finished_run_are_freed(instance):
     assert _holders(instance) == set()
 
 
+@pytest.mark.slow
 def test_run_day_waiting_for_a_live_holder_says_so_and_gives_up(instance):
     holder = _started_run(instance, process_tags())  # this test process: alive
     done = run_foxreviews(

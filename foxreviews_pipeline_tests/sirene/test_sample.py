@@ -83,6 +83,7 @@ def test_la_poste_exception():
 # -- the synthetic day ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_date_same_records_and_other_dates_differ(day):
     again = generate_day(DAY)
     assert json.dumps(day, sort_keys=True) == json.dumps(again, sort_keys=True)

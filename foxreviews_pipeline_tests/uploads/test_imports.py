@@ -11,6 +11,7 @@ from pathlib import Path
 
 import openpyxl
 import psycopg
+import pytest
 
 from foxreviews_pipeline.lib.directory.ville_stats import refresh_town_centres
 from foxreviews_pipeline.lib.uploads import import_upload, register
@@ -397,6 +398,7 @@ def _bomb_xlsx(path: Path, rows: int) -> None:
             sheet.write(b"".join(chunk) + b"</sheetData></worksheet>")
 
 
+@pytest.mark.slow
 def test_xlsx_claiming_a_million_rows_is_read_in_bounded_memory(env: UploadEnv):
     path = env.paths.folder("incoming") / "entreprises_bomb.xlsx"
     _bomb_xlsx(path, rows=1_000_000)
