@@ -355,25 +355,31 @@ def test_memory_stays_bounded_while_streaming(reference, tmp_path):
     assert peak < whole / 5, (peak, whole)
 
 
-def test_a_partition_is_one_range_of_the_staged_rows_with_its_names(reference, tmp_path):
-    """The rows still to apply carry their legal units' names and lie in partition order,
-    sorted by SIRET within one: a partition is read as one range, with no join."""
+def test_a_partition_is_a_table_of_its_own_with_its_names(reference, tmp_path):
+    """The rows still to apply carry their legal units' names and lie in their partition's
+    own table: a partition is read whole from it, with no join, sorted by SIRET."""
     path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
     write_sample_stock(path, 2_000, unites_legales_path=ul, seed=11)
     staged = stock_runs.stage_file(reference, path, ul)
     with psycopg.connect(reference) as conn:
-        # A sequential scan returns the rows as they lie in the table.
-        conn.execute("SET enable_indexscan = off")
-        conn.execute("SET enable_bitmapscan = off")
-        stored = conn.execute("SELECT departement, siret FROM sirene_stock.pending").fetchall()
+        placed = conn.execute(
+            "SELECT p.tableoid::regclass::text, p.departement, "
+            "pg_get_expr(c.relpartbound, c.oid) FROM sirene_stock.pending p JOIN pg_class c ON c.oid = p.tableoid"
+        ).fetchall()
         named = conn.execute(
             'SELECT count(*) FILTER (WHERE p."denominationUniteLegale" IS NOT DISTINCT FROM '
             'u."denominationUniteLegale" AND p."nomUniteLegale" IS NOT DISTINCT FROM u."nomUniteLegale") '
             "FROM sirene_stock.pending p JOIN sirene_stock.unite_legale u ON u.siren = p.siren"
         ).fetchone()[0]
-    assert len(stored) == sum(staged.pending_by_partition.values()) == 2_000
-    assert stored == sorted(stored) and len({d for d, _ in stored}) > 10
+        partition = max(staged.pending_by_partition, key=staged.pending_by_partition.__getitem__)
+        read = [s for t in partition_tables(conn, partition, chunk_rows=50) for s in t.column("siret").to_pylist()]
+    assert len(placed) == sum(staged.pending_by_partition.values()) == 2_000
+    # Each row in the table of its département's partition, one table per département.
+    assert all(bound == f"FOR VALUES IN ('{departement}')" for _, departement, bound in placed)
+    tables = {departement: table for table, departement, _ in placed}
+    assert len(tables) > 10 and len(set(tables.values())) == len(tables)
     assert named == 2_000
+    assert len(read) == staged.pending_by_partition[partition] and read == sorted(read)
 
 
 def test_a_staging_of_an_earlier_version_asks_to_be_staged_again(reference, tmp_path):
@@ -443,3 +449,18 @@ def test_a_siret_listed_several_times_is_never_split_between_batches(reference, 
     assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1:])
     # Every batch but the last is full, the one holding the repeated SIRET longer.
     assert all(len(b) >= 2 for b in batches[:-1]) and max(map(len, batches)) == 4
+
+
+def test_an_establishment_without_a_siren_is_staged_and_read(reference, tmp_path):
+    """`pending` is written by several connections, each its share of the sirens: a row with
+    no siren still falls to one of them, and its partition reads it (to be rejected there)."""
+    rows = [_stock_row(f"{50_000_000 + i:08d}", "0001", name=f"ETS {i}", treated="2024-03-01T08:00:00") for i in range(200)]
+    rows[7] = rows[7] | {"siren": "", "siret": "", "nic": ""}
+    path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
+    write_sample_stock(path, rows, unites_legales_path=ul)
+    staged = stock_runs.stage_file(reference, path, ul)  # one in 200 with no legal unit: let through
+    assert staged.pending_by_partition == {"69": 200}
+    with psycopg.connect(reference) as conn:
+        read = pa.concat_tables(partition_tables(conn, "69", chunk_rows=64))
+    sirets = read.column("siret").to_pylist()
+    assert len(sirets) == 200 and sirets.count(None) == 1

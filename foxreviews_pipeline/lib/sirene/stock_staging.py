@@ -5,9 +5,9 @@ worker's memory, and reading the whole file once per département would read it 
 times. So the `sirene_stock` asset COPYs both files, unchanged, into unlogged tables of the
 schema `sirene_stock` (PostgreSQL's fastest way in), indexes the legal units by siren, and
 checks that the two files belong together. The establishments still to apply are then
-written once more, joined with their legal units' names and in the order of the
-départements (`pending`); each département is read from there as one range
-(`partition_tables`), and mapped by the same rules as a day.
+written once more, joined with their legal units' names, one table per département
+(`pending`, partitioned); each département is read from its own table, sorted by SIRET as it
+is read (`partition_tables`), and mapped by the same rules as a day.
 
 The files are COPYed side by side into tables of their own (`…_loading`), the
 establishments' in blocks of whole rows dealt out to `COPY_STREAMS` connections (the
@@ -25,6 +25,7 @@ import io
 import queue
 import re
 import threading
+import uuid
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +42,7 @@ from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.types.json import Jsonb
 
-from foxreviews_pipeline.lib.db.database import connect_like, one_row
+from foxreviews_pipeline.lib.db.database import connect_like
 from foxreviews_pipeline.lib.db.upsert import analyze_stage
 from foxreviews_pipeline.lib.sirene.mapping import (
     FLAT_FIELDS,
@@ -93,9 +94,11 @@ _LOADING = "_loading"
 # Held (a session's advisory lock) by the one staging that may run at a time.
 STAGING_LOCK = 0x0F0C5E3
 NOTHING_STAGED = "no SIRENE stock is staged: materialize the sirene_stock asset first"
-# What `pending`'s join and sort may hold in memory (each, per process): the legal units'
-# names of a 4M-row stock hashed in one batch.
+# What `pending`'s join may hold in memory (per writer): the legal units' names of its share
+# of a 4M-row stock hashed in one batch; and a partition's sort as it is read.
 _PENDING_MEMORY = "128MB"
+# Connections writing `pending`, each the establishments of its share of the sirens.
+PENDING_WRITERS = 2
 _COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -362,13 +365,21 @@ def stage_stock(
                 and _staged_columns(conn, ETABLISSEMENT_TABLE).issuperset(FILE_ORDER)
             )
         copied = None if again else _load(conn, etablissements, unites_legales, etab_columns, ul_columns)
+        # `pending` made aside (committed, by several connections) from the tables in place
+        # (the same files) or loaded, then put in place with them in one transaction.
+        source = "" if copied is None else _LOADING
+        if copied is not None:
+            # What the joins are planned by: their keys, from a small sample.
+            with conn.transaction():
+                analyze_stage(conn, ETABLISSEMENT_TABLE + source, ["siren", "siret", "departement"], schema=SCHEMA)
+                analyze_stage(conn, UNITE_LEGALE_TABLE + source, ["siren"], schema=SCHEMA)
+        _build_pending(conn, still_to_apply, source)
         with conn.transaction():
-            # Staging's statements are a few scans of the whole file: compiling them took
-            # longer than it saved (1.6 s of 19 s for the rows still to apply of 4M rows).
+            # (A scan or two of the whole staging: compiling them would take longer.)
             conn.execute("SET LOCAL jit = off")
-            conn.execute("SELECT set_config('datestyle', %s, true)", (STAGING_DATESTYLE,))
             if copied is None:
                 assert current is not None
+                _put_in_place(conn, PENDING_TABLE)
                 staged = StagedStock(
                     etablissements.name,
                     unites_legales.name,
@@ -377,11 +388,11 @@ def stage_stock(
                     int(current["unites_legales"]),
                     int(current["unmatched_sirens"]),
                     dict(current["rows_by_partition"]),
-                    _mark_pending(conn, still_to_apply),
+                    _counts_by_partition(conn, PENDING_TABLE),
                     already_staged=True,
                 )
             else:
-                staged = _stage(conn, etablissements, unites_legales, files, copied, still_to_apply)
+                staged = _stage(conn, etablissements, unites_legales, files, copied)
             _record(conn, staged)
     finally:
         with conn.transaction():
@@ -418,7 +429,7 @@ def _record(conn: psycopg.Connection, staged: StagedStock) -> None:
 
 
 def _drop_loading(conn: psycopg.Connection) -> None:
-    for table in (ETABLISSEMENT_TABLE, UNITE_LEGALE_TABLE):
+    for table in (ETABLISSEMENT_TABLE, UNITE_LEGALE_TABLE, PENDING_TABLE):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(table + _LOADING)))
 
 
@@ -458,26 +469,27 @@ def _load(
         return etab_rows, ul_rows.result()
 
 
+def _put_in_place(conn: psycopg.Connection, table: str) -> None:
+    """The loaded `table` (`…_loading`) in place of the staged one, in `conn`'s transaction."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(table)))
+    conn.execute(
+        sql.SQL("ALTER TABLE {}.{} RENAME TO {}").format(
+            sql.Identifier(SCHEMA), sql.Identifier(table + _LOADING), sql.Identifier(table)
+        )
+    )
+
+
 def _stage(
     conn: psycopg.Connection,
     etablissements: Path,
     unites_legales: Path,
     files: str,
     copied: tuple[int, int],
-    still_to_apply: sql.Composable,
 ) -> StagedStock:
-    """The loaded tables in place of the previous staging, checked to belong together, and
-    `pending` made from them, in `conn`'s transaction."""
-    for table in (ETABLISSEMENT_TABLE, UNITE_LEGALE_TABLE):
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(table)))
-        conn.execute(
-            sql.SQL("ALTER TABLE {}.{} RENAME TO {}").format(
-                sql.Identifier(SCHEMA), sql.Identifier(table + _LOADING), sql.Identifier(table)
-            )
-        )
-    # What the joins below are planned by: their keys, from a small sample.
-    analyze_stage(conn, ETABLISSEMENT_TABLE, ["siren", "siret", "departement"], schema=SCHEMA)
-    analyze_stage(conn, UNITE_LEGALE_TABLE, ["siren"], schema=SCHEMA)
+    """The loaded tables and their `pending` in place of the previous staging, checked to
+    belong together, in `conn`'s transaction."""
+    for table in (ETABLISSEMENT_TABLE, UNITE_LEGALE_TABLE, PENDING_TABLE):
+        _put_in_place(conn, table)
     etab_rows, ul_rows = copied
     unmatched, sample = _unmatched(conn)
     if etab_rows and unmatched / etab_rows > MAX_UNMATCHED_SHARE:
@@ -486,7 +498,7 @@ def _stage(
             f"{etab_rows:,} establishments have no legal unit in it (e.g. siren "
             f"{', '.join(sample)}); both files must come from the same INSEE extract"
         )
-    pending = _mark_pending(conn, still_to_apply)
+    pending = _counts_by_partition(conn, PENDING_TABLE)
     # Every staged row still to apply (a first load): the staging's counts are pending's.
     by_partition = dict(pending) if sum(pending.values()) == etab_rows else _counts_by_partition(conn, ETABLISSEMENT_TABLE)
     return StagedStock(
@@ -503,49 +515,85 @@ def _counts_by_partition(conn: psycopg.Connection, table: str) -> dict[str, int]
     return {k: int(v) for k, v in rows}
 
 
-def _mark_pending(conn: psycopg.Connection, still_to_apply: sql.Composable) -> dict[str, int]:
-    """(Re)build `pending`, the staged establishments (`sirene_stock.etablissement e`) that
-    meet `still_to_apply` (the reader of the staging decides which); its counts by partition.
+def _build_pending(conn: psycopg.Connection, still_to_apply: sql.Composable, source: str) -> None:
+    """`pending_loading` (committed): the staged establishments of the tables `…{source}`
+    (`sirene_stock.etablissement e`) that meet `still_to_apply` (the reader of the staging
+    decides which), with their legal units' names, one table per partition.
 
     `pending` holds what a partition reads, `mapping.FLAT_FIELDS`, the legal units' names
-    joined once here, and is written in the order of the partitions: a partition is then
-    one range of the table, read through the index without a join. Joined per partition, each
-    would hash every legal unit of the file and read pages scattered over the whole staging
-    (a hundred times over for the national file). Within a partition the rows are sorted by
-    SIRET, the repeats of one SIRET in the order of the file (`latest_per_siret`)."""
-    conn.execute("DROP TABLE IF EXISTS sirene_stock.pending")
-    # The legal units joined by one hash of them all, which the sort of the whole staging
-    # (wide rows) follows: both spill less with more than the default 4 MB. Looked up one
-    # establishment at a time through their index instead (the plan a smaller memory gets):
-    # 17.1 s against 12.3 s for 4M rows, and a national file's index read at random.
-    work_mem, nestloop = one_row(
+    joined once here, and the file's order (`FILE_ORDER`). It is partitioned by `departement`:
+    a partition's rows are a table of their own, read whole and sorted by SIRET as they are
+    read (`partition_tables`). Joined per partition instead, each would hash every legal
+    unit of the file and read pages scattered over the whole staging (a hundred times over
+    for the national file); sorted whole, in one table, the rows of a 4M-row stock took 17 s
+    to write where `PENDING_WRITERS` connections write them as they come in 6 s, each the
+    establishments of its share of the sirens, joined with that share of the legal units.
+    """
+    name = sql.Identifier(SCHEMA, PENDING_TABLE + _LOADING)
+    columns = [sql.SQL("{} text").format(sql.Identifier(c)) for c in FLAT_FIELDS]
+    with conn.transaction():
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
         conn.execute(
-            "SELECT current_setting('work_mem'), current_setting('enable_nestloop'), "
-            "set_config('work_mem', %s, true), set_config('enable_nestloop', 'off', true)",
-            (_PENDING_MEMORY,),
+            sql.SQL(
+                # (The partitioned table holds no rows: its partitions are unlogged.)
+                "CREATE TABLE {} ({}, departement text, block integer, position bigint) "
+                "PARTITION BY LIST (departement)"
+            ).format(name, sql.SQL(", ").join(columns))
         )
-    )[:2]
-    conn.execute(
-        sql.SQL(
-            "CREATE UNLOGGED TABLE sirene_stock.pending AS SELECT {fields}, e.departement "
-            "FROM sirene_stock.etablissement e "
-            "LEFT JOIN sirene_stock.unite_legale u ON u.siren = e.siren "
-            "WHERE {still_to_apply} ORDER BY e.departement, e.siret, e.block, e.position"
-        ).format(fields=_flat_fields(conn), still_to_apply=still_to_apply)
-    )
-    conn.execute(
-        "SELECT set_config('work_mem', %s, true), set_config('enable_nestloop', %s, true)", (work_mem, nestloop)
-    )
-    conn.execute("CREATE INDEX ON sirene_stock.pending (departement)")
-    # A partition is read by `departement`: the planner needs only that column's statistics.
-    analyze_stage(conn, PENDING_TABLE, ["departement"], schema=SCHEMA)
-    return _counts_by_partition(conn, PENDING_TABLE)
+        # Each partition's table named for the staging (`pending` is put in place by a
+        # rename, its partitions keep their names).
+        staging = uuid.uuid4().hex[:8]
+        for key in (*STOCK_PARTITION_KEYS, None):
+            conn.execute(
+                sql.SQL("CREATE UNLOGGED TABLE {} PARTITION OF {} {}").format(
+                    sql.Identifier(SCHEMA, f"{PENDING_TABLE}_{staging}_{(key or 'default').lower()}"),
+                    name,
+                    sql.SQL("DEFAULT") if key is None else sql.SQL("FOR VALUES IN ({})").format(sql.Literal(key)),
+                )
+            )
+        fields = _flat_fields(conn, ETABLISSEMENT_TABLE + source)
+
+    def write(share: int) -> None:
+        def mine(alias: str) -> sql.Composable:  # the writer's share of the sirens (NULL: the first's)
+            return sql.SQL("(coalesce(hashtext({}), 0) & 2147483647) % {} = {}").format(
+                sql.Identifier(alias, "siren"), sql.Literal(PENDING_WRITERS), sql.Literal(share)
+            )
+
+        with connect_like(conn, "foxreviews-stock-staging") as writer, writer.transaction():
+            # Staging's statements are a few scans of the whole file: compiling them took
+            # longer than it saved. The legal units joined by one hash of the writer's share:
+            # looked up one establishment at a time through their index instead (the plan a
+            # smaller memory gets), a national file's index is read at random.
+            writer.execute(
+                "SELECT set_config('jit', 'off', true), set_config('datestyle', %s, true), "
+                "set_config('work_mem', %s, true), set_config('enable_nestloop', 'off', true)",
+                (STAGING_DATESTYLE, _PENDING_MEMORY),
+            )
+            writer.execute(
+                sql.SQL(
+                    "INSERT INTO {pending} SELECT {fields}, e.departement, e.block, e.position "
+                    "FROM {etab} e LEFT JOIN (SELECT * FROM {ul} l WHERE {ul_mine}) u ON u.siren = e.siren "
+                    "WHERE {mine} AND {still_to_apply}"
+                ).format(
+                    pending=name,
+                    fields=fields,
+                    etab=sql.Identifier(SCHEMA, ETABLISSEMENT_TABLE + source),
+                    ul=sql.Identifier(SCHEMA, UNITE_LEGALE_TABLE + source),
+                    ul_mine=mine("l"),
+                    mine=mine("e"),
+                    still_to_apply=still_to_apply,
+                )
+            )
+
+    with ThreadPoolExecutor(PENDING_WRITERS, thread_name_prefix="stock-pending") as pool:
+        for done in [pool.submit(write, share) for share in range(PENDING_WRITERS)]:
+            done.result()
 
 
-def _flat_fields(conn: psycopg.Connection) -> sql.Composable:
-    """`mapping.FLAT_FIELDS` from the staged establishments `e` and their legal units `u`; a
-    column older files do not have is NULL."""
-    etab = _staged_columns(conn, ETABLISSEMENT_TABLE)
+def _flat_fields(conn: psycopg.Connection, establishments: str) -> sql.Composable:
+    """`mapping.FLAT_FIELDS` from the staged establishments `e` (the table `establishments`)
+    and their legal units `u`; a column older files do not have is NULL."""
+    etab = _staged_columns(conn, establishments)
     if not etab:
         raise StockFileError(NOTHING_STAGED)
     selected: list[sql.Composable] = []
@@ -623,9 +671,13 @@ def _staged_columns(conn: psycopg.Connection, table: str) -> set[str]:
 
 
 def _partition_query() -> sql.Composed:
-    """A partition's rows still to apply, as `_mark_pending` wrote them."""
-    return sql.SQL("SELECT {} FROM sirene_stock.pending WHERE departement = %s").format(
-        sql.SQL(", ").join(sql.Identifier(name) for name in FLAT_FIELDS)
+    """A partition's rows still to apply (`_build_pending`), sorted by SIRET (as bytes: any
+    order that keeps one SIRET's rows together will do), one SIRET's in the file's order."""
+    return sql.SQL(
+        'SELECT {} FROM sirene_stock.pending WHERE departement = %s ORDER BY siret COLLATE "C", {}'
+    ).format(
+        sql.SQL(", ").join(sql.Identifier(name) for name in FLAT_FIELDS),
+        sql.SQL(", ").join(sql.Identifier(name) for name in FILE_ORDER),
     )
 
 
@@ -668,17 +720,24 @@ def partition_tables(
     staged = _staged_columns(reader, PENDING_TABLE)
     if not staged:
         raise StockFileError(NOTHING_STAGED)
-    if not staged.issuperset(FLAT_FIELDS):
+    if not staged.issuperset((*FLAT_FIELDS, *FILE_ORDER)):
         raise StockFileError(
             "the staged stock was staged by an earlier version of the pipeline: materialize "
             "the sirene_stock asset again (the same files are not copied again)"
         )
     query = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(_partition_query())
-    with reader.cursor() as cur, cur.copy(query, (partition,)) as copy:
+    with reader.transaction(), reader.cursor() as cur:
+        # The partition's sort in memory (a national file's largest spills past it).
+        cur.execute("SELECT set_config('work_mem', %s, true)", (_PENDING_MEMORY,))
+        yield from _batches(cur, query, partition, chunk_rows)
+
+
+def _batches(cur: psycopg.Cursor, query: sql.Composed, partition: str, chunk_rows: int) -> Iterator[pa.Table]:
+    with cur.copy(query, (partition,)) as copy:
         # PostgreSQL sends a COPY TO one row per message: a batch is `chunk_rows` messages,
         # gathered as they come (the server waits while a batch is written) and parsed at
         # once. Arrow's streaming reader would read up to 32 blocks ahead instead.
-        # The rows come sorted by SIRET (`_mark_pending`): a full batch goes on until the
+        # The rows come sorted by SIRET (`_partition_query`): a full batch goes on until the
         # SIRET changes, so that one SIRET's rows are never split between two batches.
         data = bytearray()
         rows = 0
