@@ -459,7 +459,7 @@ def test_an_establishment_without_a_siren_is_staged_and_read(reference, tmp_path
     path, ul = tmp_path / "e.csv", tmp_path / "ul.csv"
     write_sample_stock(path, rows, unites_legales_path=ul)
     staged = stock_runs.stage_file(reference, path, ul)  # one in 200 with no legal unit: let through
-    assert staged.pending_by_partition == {"69": 200}
+    assert staged.pending_by_partition == {"69": 200} and staged.unmatched_sirens == 1
     with psycopg.connect(reference) as conn:
         read = pa.concat_tables(partition_tables(conn, "69", chunk_rows=64))
     sirets = read.column("siret").to_pylist()

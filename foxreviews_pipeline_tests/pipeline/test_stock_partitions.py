@@ -343,6 +343,8 @@ def test_a_stock_unite_legale_of_another_extract_is_refused(database_url, tmp_pa
     assert not result.success
     message = str(result.failure_data_for_node("sirene_stock").error)
     assert "does not match" in message and "same INSEE extract" in message
+    # Named with a few of the sirens that have no legal unit, and how many they are.
+    assert re.search(r"\b500 of 500 establishments .* \(e\.g\. siren \d{9}, \d{9}", message), message
     assert stock_runs.staged_partitions(database_url) == before
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT unite_legale_file FROM sirene_stock.staged").fetchone() == ("mine.csv",)

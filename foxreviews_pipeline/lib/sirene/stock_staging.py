@@ -373,7 +373,7 @@ def stage_stock(
             with conn.transaction():
                 analyze_stage(conn, ETABLISSEMENT_TABLE + source, ["siren", "siret", "departement"], schema=SCHEMA)
                 analyze_stage(conn, UNITE_LEGALE_TABLE + source, ["siren"], schema=SCHEMA)
-        _build_pending(conn, still_to_apply, source)
+        pending = _build_pending(conn, still_to_apply, source)
         with conn.transaction():
             # (A scan or two of the whole staging: compiling them would take longer.)
             conn.execute("SET LOCAL jit = off")
@@ -388,11 +388,11 @@ def stage_stock(
                     int(current["unites_legales"]),
                     int(current["unmatched_sirens"]),
                     dict(current["rows_by_partition"]),
-                    _counts_by_partition(conn, PENDING_TABLE),
+                    pending.by_partition,
                     already_staged=True,
                 )
             else:
-                staged = _stage(conn, etablissements, unites_legales, files, copied)
+                staged = _stage(conn, etablissements, unites_legales, files, copied, pending)
             _record(conn, staged)
     finally:
         with conn.transaction():
@@ -485,24 +485,28 @@ def _stage(
     unites_legales: Path,
     files: str,
     copied: tuple[int, int],
+    pending: _Pending,
 ) -> StagedStock:
     """The loaded tables and their `pending` in place of the previous staging, checked to
     belong together, in `conn`'s transaction."""
     for table in (ETABLISSEMENT_TABLE, UNITE_LEGALE_TABLE, PENDING_TABLE):
         _put_in_place(conn, table)
     etab_rows, ul_rows = copied
-    unmatched, sample = _unmatched(conn)
+    # Every staged row still to apply (a first load): `pending`'s writers counted them all.
+    whole = sum(pending.by_partition.values()) == etab_rows
+    unmatched, sample = (pending.unmatched, []) if whole else _unmatched(conn)
     if etab_rows and unmatched / etab_rows > MAX_UNMATCHED_SHARE:
+        if not sample:
+            unmatched, sample = _unmatched(conn)
         raise StockFileError(
             f"{unites_legales} does not match {etablissements}: {unmatched:,} of "
             f"{etab_rows:,} establishments have no legal unit in it (e.g. siren "
             f"{', '.join(sample)}); both files must come from the same INSEE extract"
         )
-    pending = _counts_by_partition(conn, PENDING_TABLE)
-    # Every staged row still to apply (a first load): the staging's counts are pending's.
-    by_partition = dict(pending) if sum(pending.values()) == etab_rows else _counts_by_partition(conn, ETABLISSEMENT_TABLE)
+    by_partition = dict(pending.by_partition) if whole else _counts_by_partition(conn, ETABLISSEMENT_TABLE)
     return StagedStock(
-        etablissements.name, unites_legales.name, files, etab_rows, ul_rows, unmatched, by_partition, pending
+        etablissements.name, unites_legales.name, files, etab_rows, ul_rows, unmatched, by_partition,
+        pending.by_partition,
     )
 
 
@@ -515,10 +519,19 @@ def _counts_by_partition(conn: psycopg.Connection, table: str) -> dict[str, int]
     return {k: int(v) for k, v in rows}
 
 
-def _build_pending(conn: psycopg.Connection, still_to_apply: sql.Composable, source: str) -> None:
+@dataclass
+class _Pending:
+    """What `_build_pending` wrote: its rows by partition, and how many have no legal unit."""
+
+    by_partition: dict[str, int] = field(default_factory=dict)
+    unmatched: int = 0
+
+
+def _build_pending(conn: psycopg.Connection, still_to_apply: sql.Composable, source: str) -> _Pending:
     """`pending_loading` (committed): the staged establishments of the tables `…{source}`
     (`sirene_stock.etablissement e`) that meet `still_to_apply` (the reader of the staging
-    decides which), with their legal units' names, one table per partition.
+    decides which), with their legal units' names, one table per partition; what it wrote,
+    counted as it was written (no scan of it after).
 
     `pending` holds what a partition reads, `mapping.FLAT_FIELDS`, the legal units' names
     joined once here, and the file's order (`FILE_ORDER`). It is partitioned by `departement`:
@@ -536,7 +549,8 @@ def _build_pending(conn: psycopg.Connection, still_to_apply: sql.Composable, sou
         conn.execute(
             sql.SQL(
                 # (The partitioned table holds no rows: its partitions are unlogged.)
-                "CREATE TABLE {} ({}, departement text, block integer, position bigint) "
+                "CREATE TABLE {} ({}, departement text, block integer, position bigint, "
+                "no_legal_unit boolean) "
                 "PARTITION BY LIST (departement)"
             ).format(name, sql.SQL(", ").join(columns))
         )
@@ -553,7 +567,7 @@ def _build_pending(conn: psycopg.Connection, still_to_apply: sql.Composable, sou
             )
         fields = _flat_fields(conn, ETABLISSEMENT_TABLE + source)
 
-    def write(share: int) -> None:
+    def write(share: int) -> list[tuple[str, int, int]]:
         def mine(alias: str) -> sql.Composable:  # the writer's share of the sirens (NULL: the first's)
             return sql.SQL("(coalesce(hashtext({}), 0) & 2147483647) % {} = {}").format(
                 sql.Identifier(alias, "siren"), sql.Literal(PENDING_WRITERS), sql.Literal(share)
@@ -569,11 +583,13 @@ def _build_pending(conn: psycopg.Connection, still_to_apply: sql.Composable, sou
                 "set_config('work_mem', %s, true), set_config('enable_nestloop', 'off', true)",
                 (STAGING_DATESTYLE, _PENDING_MEMORY),
             )
-            writer.execute(
+            return writer.execute(
                 sql.SQL(
-                    "INSERT INTO {pending} SELECT {fields}, e.departement, e.block, e.position "
+                    "WITH written AS (INSERT INTO {pending} "
+                    "SELECT {fields}, e.departement, e.block, e.position, u.siren IS NULL "
                     "FROM {etab} e LEFT JOIN (SELECT * FROM {ul} l WHERE {ul_mine}) u ON u.siren = e.siren "
-                    "WHERE {mine} AND {still_to_apply}"
+                    "WHERE {mine} AND {still_to_apply} RETURNING departement, no_legal_unit) "
+                    "SELECT departement, count(*), count(*) FILTER (WHERE no_legal_unit) FROM written GROUP BY 1"
                 ).format(
                     pending=name,
                     fields=fields,
@@ -583,11 +599,16 @@ def _build_pending(conn: psycopg.Connection, still_to_apply: sql.Composable, sou
                     mine=mine("e"),
                     still_to_apply=still_to_apply,
                 )
-            )
+            ).fetchall()
 
+    written = _Pending()
     with ThreadPoolExecutor(PENDING_WRITERS, thread_name_prefix="stock-pending") as pool:
         for done in [pool.submit(write, share) for share in range(PENDING_WRITERS)]:
-            done.result()
+            for partition, rows, unmatched in done.result():
+                written.by_partition[partition] = written.by_partition.get(partition, 0) + int(rows)
+                written.unmatched += int(unmatched)
+    written.by_partition = dict(sorted(written.by_partition.items()))
+    return written
 
 
 def _flat_fields(conn: psycopg.Connection, establishments: str) -> sql.Composable:
